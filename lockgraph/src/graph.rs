@@ -1,0 +1,620 @@
+//! The lock-order graph and its cycle detection.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
+use petgraph::Direction;
+
+use crate::model::{ClassInfo, ClassKey, Frame, Stats, TaskInfo};
+
+/// Longest cycle (in classes) searched for when a new edge closes one.
+const MAX_CYCLE_LEN: usize = 32;
+/// Cycles reported per new edge at most; the shortest come first.
+const MAX_CYCLES_PER_EDGE: usize = 8;
+/// Longer alternatives searched beyond the shortest cycle through a new edge.
+const CYCLE_LEN_SLACK: usize = 2;
+/// Bound on DFS steps per new edge, so a dense graph cannot stall ingest.
+const CYCLE_SEARCH_BUDGET: usize = 20_000;
+
+/// Index of a class in a [`LockGraph`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClassId(pub(crate) u32);
+
+impl ClassId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+    fn node(self) -> NodeIndex {
+        NodeIndex::new(self.index())
+    }
+}
+
+/// One observed acquisition order `held → new`, as a source reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Dependency {
+    pub held: ClassId,
+    pub new: ClassId,
+    pub held_read: bool,
+    pub new_read: bool,
+    pub timestamp_ns: u64,
+    pub task: TaskInfo,
+    /// Where `new` was being taken.
+    pub new_stack: Vec<Frame>,
+    /// Where `held` had been taken.
+    pub held_stack: Vec<Frame>,
+    /// The outermost lock the task held, when that is not `held` itself and was held for
+    /// writing: a cycle whose every edge ran under the same guard cannot deadlock.
+    pub guard: Option<ClassId>,
+}
+
+/// A class in the graph.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Class {
+    pub key: ClassKey,
+    /// Unique display name: the source's name, with `#N` appended when another class
+    /// already has it.
+    pub name: String,
+    pub info: ClassInfo,
+}
+
+/// Everything known about one edge `held → new`. Task and stacks are those of the
+/// earliest occurrence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DepEdge {
+    pub held: ClassId,
+    pub new: ClassId,
+    pub count: u64,
+    pub first_seen_ns: u64,
+    pub held_read: bool,
+    pub new_read: bool,
+    /// Bit `2*held_read + new_read` set for every read/write combination seen.
+    pub modes: u8,
+    pub task: TaskInfo,
+    pub new_stack: Vec<Frame>,
+    pub held_stack: Vec<Frame>,
+    /// Distinct guards seen, in order of first appearance (`None`: unguarded occurrence).
+    pub guards: Vec<Option<ClassId>>,
+}
+
+impl DepEdge {
+    /// `Some(G)` iff every occurrence ran under guard `G`.
+    pub fn guarded_by(&self) -> Option<ClassId> {
+        match self.guards.as_slice() {
+            [only] => *only,
+            _ => None,
+        }
+    }
+}
+
+/// A dependency cycle. `classes[i] → classes[i+1]` and `classes[last] → classes[0]` are
+/// edges; the edge that closed it is `classes[last] → classes[0]` (held → new).
+///
+/// Read-mode edges are treated as ordinary edges: a cycle counts as real regardless of
+/// read/write (lockdep's recursive-read rules are not applied); read flags are reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cycle {
+    /// Stable id: `cyc-` and the FNV-1a 64 hash of the class names, rotated to start at
+    /// the lexicographically smallest.
+    pub id: String,
+    pub classes: Vec<ClassId>,
+    /// The guard every edge of the cycle only ever ran under, if any.
+    pub guarded_by: Option<ClassId>,
+}
+
+impl Cycle {
+    /// The edges `(held, new)` of the cycle in dependency order, closing edge last.
+    pub fn edges(&self) -> impl Iterator<Item = (ClassId, ClassId)> + '_ {
+        let n = self.classes.len();
+        (0..n).map(move |i| (self.classes[i], self.classes[(i + 1) % n]))
+    }
+}
+
+/// A class taken while another lock of the same class was held ("possible recursive
+/// locking"): not a cycle between classes, reported on its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecursiveLock {
+    pub class: ClassId,
+    pub count: u64,
+    pub first_seen_ns: u64,
+    pub held_read: bool,
+    pub new_read: bool,
+    pub task: TaskInfo,
+    pub new_stack: Vec<Frame>,
+    pub held_stack: Vec<Frame>,
+}
+
+/// Fx-style hasher: fixed (no per-process seed), and fast on the small integer keys of
+/// the ingest path.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u32(&mut self, value: u32) {
+        self.write_u64(u64::from(value));
+    }
+    fn write_usize(&mut self, value: usize) {
+        self.write_u64(value as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// FNV-1a 64: fixed across runs and platforms, for ids people keep in suppress files.
+pub(crate) fn fnv1a64(parts: &[&str]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            hash = (hash ^ 0xff).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        for byte in part.bytes() {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+/// The id of a cycle over these class names, in dependency order.
+pub fn cycle_id<S: AsRef<str>>(names: &[S]) -> String {
+    let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+    let start = (0..names.len()).min_by_key(|&i| names[i]).unwrap_or(0);
+    let rotated: Vec<&str> = names[start..]
+        .iter()
+        .chain(&names[..start])
+        .copied()
+        .collect();
+    format!("cyc-{:016x}", fnv1a64(&rotated))
+}
+
+/// The lock-order graph: classes, dependencies, cycles and recursive-locking findings.
+#[derive(Clone, Debug, Default)]
+pub struct LockGraph {
+    graph: DiGraph<Class, DepEdge>,
+    by_key: FastMap<ClassKey, ClassId>,
+    by_name: HashMap<String, ClassId>,
+    /// Next `#N` to try per source name.
+    name_versions: HashMap<String, u32>,
+    edges: FastMap<u64, EdgeIndex>,
+    cycles: Vec<Cycle>,
+    cycle_ids: HashSet<String>,
+    recursive: Vec<RecursiveLock>,
+    recursive_index: FastMap<ClassId, usize>,
+    stats: Stats,
+}
+
+fn edge_key(held: ClassId, new: ClassId) -> u64 {
+    (u64::from(held.0) << 32) | u64::from(new.0)
+}
+
+impl LockGraph {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The class for `key`, created with `info` if it is new (an existing class keeps its
+    /// first info).
+    pub fn class(&mut self, key: ClassKey, info: ClassInfo) -> ClassId {
+        if let Some(&id) = self.by_key.get(&key) {
+            return id;
+        }
+        let name = self.unique_name(&info.name);
+        let id = ClassId(self.graph.node_count() as u32);
+        self.graph.add_node(Class {
+            key: key.clone(),
+            name: name.clone(),
+            info,
+        });
+        self.by_key.insert(key, id);
+        self.by_name.insert(name, id);
+        id
+    }
+
+    fn unique_name(&mut self, base: &str) -> String {
+        if !self.by_name.contains_key(base) {
+            return base.to_string();
+        }
+        let version = self.name_versions.entry(base.to_string()).or_insert(1);
+        loop {
+            *version += 1;
+            let candidate = format!("{base}#{version}");
+            if !self.by_name.contains_key(&candidate) {
+                return candidate;
+            }
+        }
+    }
+
+    pub fn class_by_key(&self, key: &ClassKey) -> Option<ClassId> {
+        self.by_key.get(key).copied()
+    }
+
+    /// Looks a class up by its unique display name.
+    pub fn class_by_name(&self, name: &str) -> Option<ClassId> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn class_info(&self, id: ClassId) -> &Class {
+        &self.graph[id.node()]
+    }
+
+    pub fn name(&self, id: ClassId) -> &str {
+        &self.graph[id.node()].name
+    }
+
+    pub fn classes(&self) -> impl Iterator<Item = (ClassId, &Class)> {
+        self.graph
+            .node_indices()
+            .map(|n| (ClassId(n.index() as u32), &self.graph[n]))
+    }
+
+    pub fn class_count(&self) -> usize {
+        self.graph.node_count()
+    }
+
+    /// All dependency edges, in order of first appearance.
+    pub fn edges(&self) -> impl Iterator<Item = &DepEdge> {
+        self.graph.edge_weights()
+    }
+
+    pub fn edge_count(&self) -> usize {
+        self.graph.edge_count()
+    }
+
+    pub fn edge(&self, held: ClassId, new: ClassId) -> Option<&DepEdge> {
+        self.edges
+            .get(&edge_key(held, new))
+            .map(|&e| &self.graph[e])
+    }
+
+    /// Every distinct cycle found so far, in order of discovery.
+    pub fn cycles(&self) -> &[Cycle] {
+        &self.cycles
+    }
+
+    pub fn recursive(&self) -> &[RecursiveLock] {
+        &self.recursive
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    pub fn stats_mut(&mut self) -> &mut Stats {
+        &mut self.stats
+    }
+
+    /// True iff some cycle is not guarded (for `--fail-on-cycle`; suppression is the
+    /// report's business, see [`crate::Report::has_unguarded_cycle`]).
+    pub fn has_unguarded_cycle(&self) -> bool {
+        self.cycles.iter().any(|c| c.guarded_by.is_none())
+    }
+
+    /// Records one occurrence of `dep`. Returns the cycles this occurrence made real: the
+    /// new cycles it closed (shortest first), and any known cycle that lost its guard
+    /// because this occurrence ran under a different one.
+    ///
+    /// A repeat of a known edge costs one hash lookup.
+    pub fn add_dependency(&mut self, dep: Dependency) -> Vec<Cycle> {
+        if dep.held == dep.new {
+            self.add_recursive(dep);
+            return Vec::new();
+        }
+        let key = edge_key(dep.held, dep.new);
+        if let Some(&index) = self.edges.get(&key) {
+            let edge = &mut self.graph[index];
+            edge.count += 1;
+            edge.modes |= mode_bit(dep.held_read, dep.new_read);
+            if dep.timestamp_ns < edge.first_seen_ns {
+                edge.first_seen_ns = dep.timestamp_ns;
+                edge.task = dep.task;
+                edge.new_stack = dep.new_stack;
+                edge.held_stack = dep.held_stack;
+            }
+            if edge.guards.contains(&dep.guard) {
+                return Vec::new();
+            }
+            edge.guards.push(dep.guard);
+            return self.reclassify(dep.held, dep.new);
+        }
+        let (held, new) = (dep.held, dep.new);
+        let index = self.graph.add_edge(
+            held.node(),
+            new.node(),
+            DepEdge {
+                held,
+                new,
+                count: 1,
+                first_seen_ns: dep.timestamp_ns,
+                held_read: dep.held_read,
+                new_read: dep.new_read,
+                modes: mode_bit(dep.held_read, dep.new_read),
+                task: dep.task,
+                new_stack: dep.new_stack,
+                held_stack: dep.held_stack,
+                guards: vec![dep.guard],
+            },
+        );
+        self.edges.insert(key, index);
+        self.find_new_cycles(held, new)
+    }
+
+    /// Merges a whole edge (snapshots, [`crate::merge`]): counts add up, the earliest
+    /// occurrence keeps its stacks, guards unite. Returns the cycles a new edge closed.
+    pub(crate) fn merge_edge(&mut self, mut edge: DepEdge) -> Vec<Cycle> {
+        // Every edge has been seen at least once, with at least one guard (maybe none).
+        edge.count = edge.count.max(1);
+        if edge.guards.is_empty() {
+            edge.guards.push(None);
+        }
+        let key = edge_key(edge.held, edge.new);
+        if let Some(&index) = self.edges.get(&key) {
+            let known = &mut self.graph[index];
+            known.count = known.count.saturating_add(edge.count);
+            known.modes |= edge.modes;
+            if edge.first_seen_ns < known.first_seen_ns {
+                known.first_seen_ns = edge.first_seen_ns;
+                known.task = edge.task;
+                known.new_stack = edge.new_stack;
+                known.held_stack = edge.held_stack;
+            }
+            for guard in edge.guards {
+                if !known.guards.contains(&guard) {
+                    known.guards.push(guard);
+                }
+            }
+            return Vec::new();
+        }
+        if edge.held == edge.new {
+            return Vec::new();
+        }
+        edge.modes |= mode_bit(edge.held_read, edge.new_read);
+        let (held, new) = (edge.held, edge.new);
+        let index = self.graph.add_edge(held.node(), new.node(), edge);
+        self.edges.insert(key, index);
+        self.find_new_cycles(held, new)
+    }
+
+    /// Records a known cycle (from a snapshot) unless already known; all its edges must
+    /// exist. Returns whether it was added.
+    pub(crate) fn restore_cycle(&mut self, classes: Vec<ClassId>) -> bool {
+        let n = classes.len();
+        if n < 2 || (0..n).any(|i| self.edge(classes[i], classes[(i + 1) % n]).is_none()) {
+            return false;
+        }
+        let id = cycle_id(&self.names(&classes));
+        if !self.cycle_ids.insert(id.clone()) {
+            return false;
+        }
+        let guarded_by = self.cycle_guard(&classes);
+        self.cycles.push(Cycle {
+            id,
+            classes,
+            guarded_by,
+        });
+        true
+    }
+
+    pub(crate) fn merge_recursive(&mut self, found: RecursiveLock) {
+        if let Some(&i) = self.recursive_index.get(&found.class) {
+            let known = &mut self.recursive[i];
+            known.count += found.count;
+            known.first_seen_ns = known.first_seen_ns.min(found.first_seen_ns);
+            return;
+        }
+        self.recursive_index
+            .insert(found.class, self.recursive.len());
+        self.recursive.push(found);
+    }
+
+    /// Recomputes every cycle's guard after edges were merged.
+    pub(crate) fn refresh_guards(&mut self) {
+        for i in 0..self.cycles.len() {
+            self.cycles[i].guarded_by = self.cycle_guard(&self.cycles[i].classes);
+        }
+    }
+
+    /// Counts `extra` more occurrences of a known edge or recursive finding.
+    pub(crate) fn add_occurrences(&mut self, held: ClassId, new: ClassId, extra: u64) {
+        if let Some(&index) = self.edges.get(&edge_key(held, new)) {
+            let edge = &mut self.graph[index];
+            edge.count = edge.count.saturating_add(extra);
+        } else if let Some(&i) = self.recursive_index.get(&held).filter(|_| held == new) {
+            let found = &mut self.recursive[i];
+            found.count = found.count.saturating_add(extra);
+        }
+    }
+
+    pub(crate) fn add_modes(&mut self, held: ClassId, new: ClassId, modes: u8) {
+        if let Some(&index) = self.edges.get(&edge_key(held, new)) {
+            self.graph[index].modes |= modes;
+        }
+    }
+
+    fn add_recursive(&mut self, dep: Dependency) {
+        if let Some(&i) = self.recursive_index.get(&dep.held) {
+            let found = &mut self.recursive[i];
+            found.count += 1;
+            found.first_seen_ns = found.first_seen_ns.min(dep.timestamp_ns);
+            return;
+        }
+        self.recursive_index.insert(dep.held, self.recursive.len());
+        self.recursive.push(RecursiveLock {
+            class: dep.held,
+            count: 1,
+            first_seen_ns: dep.timestamp_ns,
+            held_read: dep.held_read,
+            new_read: dep.new_read,
+            task: dep.task,
+            new_stack: dep.new_stack,
+            held_stack: dep.held_stack,
+        });
+    }
+
+    /// Recomputes guards of the cycles through `held → new`; returns those that lost it.
+    fn reclassify(&mut self, held: ClassId, new: ClassId) -> Vec<Cycle> {
+        let mut lost = Vec::new();
+        for i in 0..self.cycles.len() {
+            if !self.cycles[i].edges().any(|e| e == (held, new)) {
+                continue;
+            }
+            let guard = self.cycle_guard(&self.cycles[i].classes);
+            let cycle = &mut self.cycles[i];
+            if cycle.guarded_by.is_some() && guard.is_none() {
+                lost.push(Cycle {
+                    guarded_by: None,
+                    ..cycle.clone()
+                });
+            }
+            cycle.guarded_by = guard;
+        }
+        lost
+    }
+
+    fn cycle_guard(&self, classes: &[ClassId]) -> Option<ClassId> {
+        let n = classes.len();
+        let mut guard = None;
+        for i in 0..n {
+            let edge = self.edge(classes[i], classes[(i + 1) % n])?;
+            let g = edge.guarded_by()?;
+            if guard.is_some_and(|known| known != g) {
+                return None;
+            }
+            guard = Some(g);
+        }
+        guard
+    }
+
+    /// Cycles closed by the new edge `held → new`: simple paths `new ⇝ held`.
+    fn find_new_cycles(&mut self, held: ClassId, new: ClassId) -> Vec<Cycle> {
+        let Some(dist) = self.distances_to(held, new) else {
+            return Vec::new();
+        };
+        let shortest = dist[&new] as usize + 1;
+        let limit = (shortest + CYCLE_LEN_SLACK)
+            .min(MAX_CYCLE_LEN)
+            .max(shortest);
+        let mut paths = Vec::new();
+        let mut path = vec![new];
+        let mut on_path: HashSet<ClassId> = HashSet::from([new]);
+        let mut budget = CYCLE_SEARCH_BUDGET;
+        self.collect_paths(
+            held,
+            limit,
+            &dist,
+            &mut path,
+            &mut on_path,
+            &mut paths,
+            &mut budget,
+        );
+        paths.sort_by(|a, b| {
+            a.len()
+                .cmp(&b.len())
+                .then_with(|| self.names(a).cmp(&self.names(b)))
+        });
+        let mut found = Vec::new();
+        for classes in paths {
+            if found.len() == MAX_CYCLES_PER_EDGE {
+                break;
+            }
+            let id = cycle_id(&self.names(&classes));
+            if !self.cycle_ids.insert(id.clone()) {
+                continue;
+            }
+            let guarded_by = self.cycle_guard(&classes);
+            let cycle = Cycle {
+                id,
+                classes,
+                guarded_by,
+            };
+            self.cycles.push(cycle.clone());
+            found.push(cycle);
+        }
+        found
+    }
+
+    fn names(&self, classes: &[ClassId]) -> Vec<&str> {
+        classes.iter().map(|&c| self.name(c)).collect()
+    }
+
+    /// Edge distances to `target` along dependency edges, from every node that reaches it
+    /// within the cycle length bound; `None` if `from` does not reach it.
+    fn distances_to(&self, target: ClassId, from: ClassId) -> Option<FastMap<ClassId, u32>> {
+        let mut dist = FastMap::default();
+        dist.insert(target, 0u32);
+        let mut queue = VecDeque::from([target]);
+        while let Some(node) = queue.pop_front() {
+            let d = dist[&node];
+            if d as usize + 1 >= MAX_CYCLE_LEN {
+                continue;
+            }
+            for pred in self
+                .graph
+                .neighbors_directed(node.node(), Direction::Incoming)
+            {
+                let pred = ClassId(pred.index() as u32);
+                if let std::collections::hash_map::Entry::Vacant(slot) = dist.entry(pred) {
+                    slot.insert(d + 1);
+                    queue.push_back(pred);
+                }
+            }
+        }
+        dist.contains_key(&from).then_some(dist)
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "recursive DFS state, kept private"
+    )]
+    fn collect_paths(
+        &self,
+        target: ClassId,
+        limit: usize,
+        dist: &FastMap<ClassId, u32>,
+        path: &mut Vec<ClassId>,
+        on_path: &mut HashSet<ClassId>,
+        out: &mut Vec<Vec<ClassId>>,
+        budget: &mut usize,
+    ) {
+        let last = *path.last().expect("path starts non-empty");
+        if last == target {
+            out.push(path.clone());
+            return;
+        }
+        for next in self
+            .graph
+            .neighbors_directed(last.node(), Direction::Outgoing)
+        {
+            if *budget == 0 || out.len() >= MAX_CYCLES_PER_EDGE * 4 {
+                return;
+            }
+            *budget -= 1;
+            let next = ClassId(next.index() as u32);
+            let Some(&d) = dist.get(&next) else { continue };
+            // path.len() classes so far, plus `next`, plus d more to reach target.
+            if path.len() + 1 + d as usize > limit || on_path.contains(&next) {
+                continue;
+            }
+            path.push(next);
+            on_path.insert(next);
+            self.collect_paths(target, limit, dist, path, on_path, out, budget);
+            on_path.remove(&next);
+            path.pop();
+        }
+    }
+}
+
+fn mode_bit(held_read: bool, new_read: bool) -> u8 {
+    1 << (2 * u8::from(held_read) + u8::from(new_read))
+}

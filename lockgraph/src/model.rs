@@ -1,0 +1,239 @@
+//! Plain data: lock classes, stack frames and the dependency record sources hand in.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// What kind of lock a class is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LockKind {
+    Mutex,
+    Rwsem,
+    /// A lockdep pseudo-lock such as `fs_reclaim`.
+    Pseudo,
+    PthreadMutex,
+    PthreadRwlock,
+}
+
+/// Where a class's name came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NameSource {
+    /// The name argument of `__mutex_init`/`__init_rwsem`, as lockdep names classes.
+    InitName,
+    /// The symbol of a static lock.
+    Symbol,
+    /// Named after the function that takes it (no better name known).
+    AcquireSite,
+    /// A fixed pseudo-lock name.
+    Pseudo,
+    /// Imported from a lockdep report.
+    Lockdep,
+    /// Written by hand in a trace.
+    Given,
+}
+
+/// Identity of a lock class as chosen by the source that reports it.
+///
+/// Two different keys are two different classes even when their names are equal; the
+/// graph then disambiguates the display names with lockdep's `#N` suffix.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ClassKey {
+    /// A numeric id within a numbering scheme (`source`, e.g. a `class_source` tag).
+    Id { source: u32, id: u64 },
+    /// A class known only by its name (traces, lockdep imports, snapshots).
+    Name(String),
+}
+
+impl ClassKey {
+    /// Shorthand for [`ClassKey::Name`].
+    pub fn name(name: impl Into<String>) -> Self {
+        ClassKey::Name(name.into())
+    }
+}
+
+/// Description of a class as a source knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassInfo {
+    pub name: String,
+    pub kind: LockKind,
+    pub naming: NameSource,
+}
+
+impl ClassInfo {
+    pub fn new(name: impl Into<String>, kind: LockKind, naming: NameSource) -> Self {
+        ClassInfo {
+            name: name.into(),
+            kind,
+            naming,
+        }
+    }
+}
+
+/// One stack frame.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Frame {
+    pub addr: u64,
+    pub symbol: Option<String>,
+    /// Offset of `addr` within `symbol`.
+    pub offset: u64,
+    /// Size of the symbol, printed after the offset as lockdep does (`+0x4d5/0xbe0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    pub module: Option<String>,
+}
+
+impl Frame {
+    /// A frame known only by its address.
+    pub fn addr(addr: u64) -> Self {
+        Frame {
+            addr,
+            ..Frame::default()
+        }
+    }
+
+    /// A symbolized frame.
+    pub fn symbol(name: impl Into<String>, offset: u64) -> Self {
+        Frame {
+            symbol: Some(name.into()),
+            offset,
+            ..Frame::default()
+        }
+    }
+
+    /// Parses lockdep's frame syntax: `name+0xOFF/0xSIZE [module]`, `name+0xOFF` or `0xADDR`.
+    pub fn parse(text: &str) -> Option<Frame> {
+        let text = text.trim();
+        let (body, module) = match text.strip_suffix(']') {
+            Some(rest) => {
+                let open = rest.rfind('[')?;
+                (rest[..open].trim_end(), Some(rest[open + 1..].to_string()))
+            }
+            None => (text, None),
+        };
+        if body.is_empty() || body.contains(char::is_whitespace) {
+            return None;
+        }
+        if let Some(hex) = body.strip_prefix("0x") {
+            let addr = u64::from_str_radix(hex, 16).ok()?;
+            return Some(Frame {
+                addr,
+                module,
+                ..Frame::default()
+            });
+        }
+        let (name, offsets) = match body.rfind('+') {
+            Some(plus) => (&body[..plus], Some(&body[plus + 1..])),
+            None => (body, None),
+        };
+        if name.is_empty() {
+            return None;
+        }
+        let (mut offset, mut size) = (0, None);
+        if let Some(offsets) = offsets {
+            let (off, sz) = match offsets.split_once('/') {
+                Some((off, sz)) => (off, Some(sz)),
+                None => (offsets, None),
+            };
+            offset = parse_hex(off)?;
+            size = match sz {
+                Some(sz) => Some(parse_hex(sz)?),
+                None => None,
+            };
+        }
+        Some(Frame {
+            addr: 0,
+            symbol: Some(name.to_string()),
+            offset,
+            size,
+            module,
+        })
+    }
+}
+
+fn parse_hex(text: &str) -> Option<u64> {
+    u64::from_str_radix(text.strip_prefix("0x")?, 16).ok()
+}
+
+impl fmt::Display for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.symbol {
+            Some(name) => {
+                write!(f, "{name}+{:#x}", self.offset)?;
+                if let Some(size) = self.size {
+                    write!(f, "/{size:#x}")?;
+                }
+            }
+            None => write!(f, "{:#x}", self.addr)?,
+        }
+        if let Some(module) = &self.module {
+            write!(f, " [{module}]")?;
+        }
+        Ok(())
+    }
+}
+
+/// Task that produced a dependency.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TaskInfo {
+    pub comm: String,
+    pub pid: u32,
+    pub tid: u32,
+}
+
+/// Counters the caller keeps about its source (events read, records lost).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Stats {
+    pub events: u64,
+    pub dropped: u64,
+}
+
+/// Removes lockdep's `#N` instance suffix: `&vmm->mutex#3` → `&vmm->mutex`.
+pub fn strip_lockdep_suffix(name: &str) -> &str {
+    match name.rfind('#') {
+        Some(hash)
+            if hash > 0
+                && hash + 1 < name.len()
+                && name[hash + 1..].bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            &name[..hash]
+        }
+        _ => name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_round_trips_lockdep_syntax() {
+        for text in [
+            "nvkm_uvmm_mthd+0x4d5/0xbe0 [nouveau]",
+            "__mutex_lock+0x134/0xc70",
+            "fs_reclaim_acquire.part.101+0x29/0x30",
+            "0xffffffff81000000",
+            "foo+0x10",
+        ] {
+            let frame = Frame::parse(text).unwrap_or_else(|| panic!("{text} did not parse"));
+            assert_eq!(frame.to_string(), text);
+        }
+        let frame = Frame::parse("nvkm_uvmm_mthd+0x4d5/0xbe0 [nouveau]").unwrap();
+        assert_eq!(frame.symbol.as_deref(), Some("nvkm_uvmm_mthd"));
+        assert_eq!((frame.offset, frame.size), (0x4d5, Some(0xbe0)));
+        assert_eq!(frame.module.as_deref(), Some("nouveau"));
+        assert!(Frame::parse("not a frame").is_none());
+        assert!(Frame::parse("foo+zz").is_none());
+        assert!(Frame::parse("").is_none());
+    }
+
+    #[test]
+    fn strips_only_numeric_suffix() {
+        assert_eq!(strip_lockdep_suffix("&vmm->mutex#3"), "&vmm->mutex");
+        assert_eq!(strip_lockdep_suffix("&vmm->mutex"), "&vmm->mutex");
+        assert_eq!(strip_lockdep_suffix("a#b"), "a#b");
+        assert_eq!(strip_lockdep_suffix("x#"), "x#");
+        assert_eq!(strip_lockdep_suffix("#1"), "#1");
+    }
+}

@@ -1,0 +1,669 @@
+//! Sinks: the lockdep-style text report, the JSON report (which doubles as the snapshot
+//! format) and suppressions.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::graph::{ClassId, Cycle, DepEdge, LockGraph, RecursiveLock};
+use crate::model::{
+    strip_lockdep_suffix, ClassInfo, ClassKey, Frame, LockKind, NameSource, Stats, TaskInfo,
+};
+use crate::{Error, Result};
+
+/// Cycles the user has reviewed: by id (`cyc-…`) or by class-name glob (`*` wildcard).
+///
+/// File syntax: one rule per line; blank lines and lines starting with `#` are ignored.
+/// A glob matches a class's full name or its name without lockdep's `#N` suffix; a cycle
+/// is suppressed if any of its classes matches.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Suppressions {
+    ids: Vec<String>,
+    globs: Vec<String>,
+}
+
+impl Suppressions {
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut rules = Suppressions::default();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if line.starts_with("cyc-") && !line.contains('*') {
+                let hex = &line[4..];
+                if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(Error::at(i + 1, format!("malformed cycle id `{line}`")));
+                }
+                rules.ids.push(line.to_string());
+            } else {
+                rules.globs.push(line.to_string());
+            }
+        }
+        Ok(rules)
+    }
+
+    /// The rule suppressing a cycle with this id and these class names, if any.
+    pub fn matching_rule(&self, id: &str, names: &[&str]) -> Option<&str> {
+        if let Some(rule) = self.ids.iter().find(|rule| *rule == id) {
+            return Some(rule);
+        }
+        self.globs
+            .iter()
+            .find(|glob| {
+                names.iter().any(|name| {
+                    glob_match(glob, name) || glob_match(glob, strip_lockdep_suffix(name))
+                })
+            })
+            .map(String::as_str)
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassJson {
+    pub name: String,
+    pub kind: LockKind,
+    pub naming: NameSource,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeJson {
+    pub from: String,
+    pub to: String,
+    pub count: u64,
+    pub first_seen_ns: u64,
+    /// Modes of the earliest occurrence.
+    pub held_read: bool,
+    pub new_read: bool,
+    /// Every `held/new` mode pair seen: `"w/w"`, `"w/r"`, `"r/w"`, `"r/r"`.
+    pub modes: Vec<String>,
+    pub comm: String,
+    pub pid: u32,
+    pub tid: u32,
+    pub new_stack: Vec<Frame>,
+    pub held_stack: Vec<Frame>,
+    /// Distinct guards seen (`null`: an unguarded occurrence).
+    pub guards: Vec<Option<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CycleEdgeJson {
+    pub from: String,
+    pub to: String,
+    pub count: u64,
+    pub held_read: bool,
+    pub new_read: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CycleJson {
+    pub id: String,
+    /// Dependency order: each depends on the previous; the first is the lock whose
+    /// acquisition closed the cycle, the last the lock held then.
+    pub classes: Vec<String>,
+    pub guarded_by: Option<String>,
+    pub suppressed: bool,
+    pub edges: Vec<CycleEdgeJson>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecursiveJson {
+    pub class: String,
+    pub count: u64,
+    pub first_seen_ns: u64,
+    pub held_read: bool,
+    pub new_read: bool,
+    pub comm: String,
+    pub pid: u32,
+    pub tid: u32,
+    pub new_stack: Vec<Frame>,
+    pub held_stack: Vec<Frame>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StatsJson {
+    pub events: u64,
+    pub dropped: u64,
+    pub dependencies: u64,
+    pub classes: u64,
+    pub cycles: u64,
+    #[serde(default)]
+    pub unguarded_cycles: u64,
+    #[serde(default)]
+    pub guarded_cycles: u64,
+    #[serde(default)]
+    pub suppressed_cycles: u64,
+    #[serde(default)]
+    pub recursive: u64,
+}
+
+/// The JSON report; also the snapshot format read by [`LockGraph::from_snapshot_json`].
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ReportJson {
+    pub classes: Vec<ClassJson>,
+    pub edges: Vec<EdgeJson>,
+    pub cycles: Vec<CycleJson>,
+    pub recursive: Vec<RecursiveJson>,
+    pub stats: StatsJson,
+}
+
+/// A view of a graph with suppressions applied.
+#[derive(Clone, Copy, Debug)]
+pub struct Report<'a> {
+    graph: &'a LockGraph,
+    suppressions: &'a Suppressions,
+}
+
+impl LockGraph {
+    pub fn report<'a>(&'a self, suppressions: &'a Suppressions) -> Report<'a> {
+        Report {
+            graph: self,
+            suppressions,
+        }
+    }
+
+    /// Loads a graph from a JSON report (snapshot). Classes are keyed by name.
+    pub fn from_snapshot_json(json: &str) -> Result<LockGraph> {
+        let snapshot: ReportJson = serde_json::from_str(json)?;
+        LockGraph::from_report_json(&snapshot)
+    }
+
+    pub(crate) fn from_report_json(snapshot: &ReportJson) -> Result<LockGraph> {
+        let mut graph = LockGraph::new();
+        graph.absorb(snapshot)?;
+        Ok(graph)
+    }
+
+    /// Unions a report into this graph (by class name).
+    pub(crate) fn absorb(&mut self, snapshot: &ReportJson) -> Result<()> {
+        for class in &snapshot.classes {
+            self.class(
+                ClassKey::name(&class.name),
+                ClassInfo::new(&class.name, class.kind, class.naming),
+            );
+        }
+        let lookup = |graph: &mut LockGraph, name: &str| -> ClassId {
+            graph.class(
+                ClassKey::name(name),
+                ClassInfo::new(name, LockKind::Mutex, NameSource::Given),
+            )
+        };
+        for edge in &snapshot.edges {
+            let held = lookup(self, &edge.from);
+            let new = lookup(self, &edge.to);
+            let mut guards = Vec::new();
+            for guard in &edge.guards {
+                guards.push(guard.as_deref().map(|g| lookup(self, g)));
+            }
+            self.merge_edge(DepEdge {
+                held,
+                new,
+                count: edge.count,
+                first_seen_ns: edge.first_seen_ns,
+                held_read: edge.held_read,
+                new_read: edge.new_read,
+                modes: parse_modes(&edge.modes).ok_or_else(|| {
+                    Error::Snapshot(format!(
+                        "edge {} -> {}: unknown mode in {:?}",
+                        edge.from, edge.to, edge.modes
+                    ))
+                })?,
+                task: TaskInfo {
+                    comm: edge.comm.clone(),
+                    pid: edge.pid,
+                    tid: edge.tid,
+                },
+                new_stack: edge.new_stack.clone(),
+                held_stack: edge.held_stack.clone(),
+                guards,
+            });
+        }
+        for cycle in &snapshot.cycles {
+            let classes: Vec<ClassId> = cycle
+                .classes
+                .iter()
+                .map(|name| lookup(self, name))
+                .collect();
+            let n = classes.len();
+            if n < 2 || (0..n).any(|i| self.edge(classes[i], classes[(i + 1) % n]).is_none()) {
+                return Err(Error::Snapshot(format!(
+                    "cycle {} uses a dependency not in `edges`",
+                    cycle.id
+                )));
+            }
+            self.restore_cycle(classes);
+        }
+        for found in &snapshot.recursive {
+            let class = lookup(self, &found.class);
+            self.merge_recursive(RecursiveLock {
+                class,
+                count: found.count,
+                first_seen_ns: found.first_seen_ns,
+                held_read: found.held_read,
+                new_read: found.new_read,
+                task: TaskInfo {
+                    comm: found.comm.clone(),
+                    pid: found.pid,
+                    tid: found.tid,
+                },
+                new_stack: found.new_stack.clone(),
+                held_stack: found.held_stack.clone(),
+            });
+        }
+        self.refresh_guards();
+        let stats = self.stats_mut();
+        stats.events += snapshot.stats.events;
+        stats.dropped += snapshot.stats.dropped;
+        Ok(())
+    }
+}
+
+const MODE_NAMES: [&str; 4] = ["w/w", "w/r", "r/w", "r/r"];
+
+pub(crate) fn mode_names(modes: u8) -> Vec<String> {
+    (0..4)
+        .filter(|bit| modes & (1 << bit) != 0)
+        .map(|bit| MODE_NAMES[bit].to_string())
+        .collect()
+}
+
+/// `None` if a name is not one of [`MODE_NAMES`].
+pub(crate) fn parse_modes(names: &[String]) -> Option<u8> {
+    names.iter().try_fold(0, |modes, name| {
+        Some(modes | (1 << MODE_NAMES.iter().position(|m| m == name)?))
+    })
+}
+
+/// Frames that are the locking machinery itself, skipped for the `at:` location.
+fn is_lock_internal(frame: &Frame) -> bool {
+    let Some(symbol) = frame.symbol.as_deref() else {
+        return false;
+    };
+    let symbol = symbol.trim_start_matches('_');
+    [
+        "lock_acquire",
+        "mutex_lock",
+        "down_read",
+        "down_write",
+        "raw_spin_lock",
+        "fs_reclaim_acquire",
+        "lock_map_acquire",
+        "pthread_mutex_lock",
+        "pthread_rwlock",
+    ]
+    .iter()
+    .any(|prefix| symbol.starts_with(prefix))
+}
+
+fn at_frame(stack: &[Frame]) -> String {
+    stack
+        .iter()
+        .find(|frame| !is_lock_internal(frame))
+        .or(stack.first())
+        .map_or_else(|| "?".to_string(), Frame::to_string)
+}
+
+fn mode(read: bool) -> &'static str {
+    if read {
+        "read"
+    } else {
+        "write"
+    }
+}
+
+fn lock_call(read: bool) -> &'static str {
+    if read {
+        "rlock"
+    } else {
+        "lock"
+    }
+}
+
+fn task_label(task: &TaskInfo) -> String {
+    if task.comm.is_empty() && task.pid == 0 {
+        "a task".to_string()
+    } else {
+        format!("{}/{}", task.comm, task.pid)
+    }
+}
+
+fn write_stack(out: &mut String, stack: &[Frame]) {
+    if stack.is_empty() {
+        out.push_str("       (no stack)\n");
+    }
+    for frame in stack {
+        let _ = writeln!(out, "       {frame}");
+    }
+}
+
+const RULE: &str = "======================================================";
+const DASHES: &str = "------------------------------------------------------";
+
+impl<'a> Report<'a> {
+    fn names(&self, cycle: &Cycle) -> Vec<&'a str> {
+        cycle.classes.iter().map(|&c| self.graph.name(c)).collect()
+    }
+
+    fn suppressed_by(&self, cycle: &Cycle) -> Option<&'a str> {
+        self.suppressions
+            .matching_rule(&cycle.id, &self.names(cycle))
+    }
+
+    /// Cycles that are neither guarded nor suppressed.
+    pub fn unguarded_cycles(&self) -> impl Iterator<Item = &'a Cycle> + '_ {
+        self.graph
+            .cycles()
+            .iter()
+            .filter(move |c| c.guarded_by.is_none() && self.suppressed_by(c).is_none())
+    }
+
+    /// True iff an unguarded cycle is left after suppressions (`--fail-on-cycle`).
+    pub fn has_unguarded_cycle(&self) -> bool {
+        self.unguarded_cycles().next().is_some()
+    }
+
+    fn edge(&self, held: ClassId, new: ClassId) -> &'a DepEdge {
+        self.graph
+            .edge(held, new)
+            .expect("cycle edges exist in the graph")
+    }
+
+    pub fn json(&self) -> ReportJson {
+        let g = self.graph;
+        let name = |id: ClassId| g.name(id).to_string();
+        let classes = g
+            .classes()
+            .map(|(_, c)| ClassJson {
+                name: c.name.clone(),
+                kind: c.info.kind,
+                naming: c.info.naming,
+            })
+            .collect();
+        let edges = g
+            .edges()
+            .map(|e| EdgeJson {
+                from: name(e.held),
+                to: name(e.new),
+                count: e.count,
+                first_seen_ns: e.first_seen_ns,
+                held_read: e.held_read,
+                new_read: e.new_read,
+                modes: mode_names(e.modes),
+                comm: e.task.comm.clone(),
+                pid: e.task.pid,
+                tid: e.task.tid,
+                new_stack: e.new_stack.clone(),
+                held_stack: e.held_stack.clone(),
+                guards: e.guards.iter().map(|guard| guard.map(name)).collect(),
+            })
+            .collect();
+        let cycles: Vec<CycleJson> = g
+            .cycles()
+            .iter()
+            .map(|c| CycleJson {
+                id: c.id.clone(),
+                classes: c.classes.iter().map(|&id| name(id)).collect(),
+                guarded_by: c.guarded_by.map(name),
+                suppressed: self.suppressed_by(c).is_some(),
+                edges: c
+                    .edges()
+                    .map(|(held, new)| {
+                        let e = self.edge(held, new);
+                        CycleEdgeJson {
+                            from: name(held),
+                            to: name(new),
+                            count: e.count,
+                            held_read: e.held_read,
+                            new_read: e.new_read,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        let recursive = g
+            .recursive()
+            .iter()
+            .map(|r| RecursiveJson {
+                class: name(r.class),
+                count: r.count,
+                first_seen_ns: r.first_seen_ns,
+                held_read: r.held_read,
+                new_read: r.new_read,
+                comm: r.task.comm.clone(),
+                pid: r.task.pid,
+                tid: r.task.tid,
+                new_stack: r.new_stack.clone(),
+                held_stack: r.held_stack.clone(),
+            })
+            .collect();
+        let Stats { events, dropped } = g.stats();
+        let stats = StatsJson {
+            events,
+            dropped,
+            dependencies: g.edge_count() as u64,
+            classes: g.class_count() as u64,
+            cycles: cycles.len() as u64,
+            unguarded_cycles: cycles
+                .iter()
+                .filter(|c| c.guarded_by.is_none() && !c.suppressed)
+                .count() as u64,
+            guarded_cycles: cycles.iter().filter(|c| c.guarded_by.is_some()).count() as u64,
+            suppressed_cycles: cycles.iter().filter(|c| c.suppressed).count() as u64,
+            recursive: g.recursive().len() as u64,
+        };
+        ReportJson {
+            classes,
+            edges,
+            cycles,
+            recursive,
+            stats,
+        }
+    }
+
+    /// The summary line.
+    pub fn summary(&self) -> String {
+        let s = self.json().stats;
+        format!(
+            "summary: {} classes, {} dependencies, {} cycles ({} unguarded, {} guarded, {} suppressed), {} recursive, {} events, {} dropped",
+            s.classes, s.dependencies, s.cycles, s.unguarded_cycles, s.guarded_cycles, s.suppressed_cycles, s.recursive, s.events, s.dropped
+        )
+    }
+
+    /// The human report: one lockdep-style splat per unguarded cycle, then guarded cycles,
+    /// recursive locking, suppressed cycles, and the summary line.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for cycle in self.unguarded_cycles() {
+            self.write_circular(&mut out, cycle);
+        }
+        let guarded: Vec<&Cycle> = self
+            .graph
+            .cycles()
+            .iter()
+            .filter(|c| c.guarded_by.is_some() && self.suppressed_by(c).is_none())
+            .collect();
+        if !guarded.is_empty() {
+            out.push_str("guarded cycles (every edge only ever taken under the same outer lock; cannot deadlock):\n");
+            for cycle in guarded {
+                let guard = self
+                    .graph
+                    .name(cycle.guarded_by.expect("filtered on guard"));
+                let _ = writeln!(
+                    out,
+                    "  {} guarded by {guard}: {}",
+                    cycle.id,
+                    self.chain(cycle)
+                );
+                for (held, new) in cycle.edges() {
+                    let e = self.edge(held, new);
+                    let _ = writeln!(
+                        out,
+                        "    {} -> {} ({} -> {}, {}x, {}) at: {}",
+                        self.graph.name(held),
+                        self.graph.name(new),
+                        mode(e.held_read),
+                        mode(e.new_read),
+                        e.count,
+                        task_label(&e.task),
+                        at_frame(&e.new_stack)
+                    );
+                }
+            }
+            out.push('\n');
+        }
+        for found in self.graph.recursive() {
+            self.write_recursive(&mut out, found);
+        }
+        let suppressed: Vec<(&Cycle, &str)> = self
+            .graph
+            .cycles()
+            .iter()
+            .filter_map(|c| self.suppressed_by(c).map(|rule| (c, rule)))
+            .collect();
+        if !suppressed.is_empty() {
+            out.push_str("suppressed cycles:\n");
+            for (cycle, rule) in suppressed {
+                let _ = writeln!(
+                    out,
+                    "  {} ({}) by `{rule}`: {}",
+                    cycle.id,
+                    self.kind_label(cycle),
+                    self.chain(cycle)
+                );
+            }
+            out.push('\n');
+        }
+        out.push_str(&self.summary());
+        out.push('\n');
+        out
+    }
+
+    fn kind_label(&self, cycle: &Cycle) -> String {
+        match cycle.guarded_by {
+            Some(g) => format!("guarded by {}", self.graph.name(g)),
+            None => "unguarded".to_string(),
+        }
+    }
+
+    fn chain(&self, cycle: &Cycle) -> String {
+        let mut names = self.names(cycle);
+        names.push(names[0]);
+        names.join(" --> ")
+    }
+
+    fn write_circular(&self, out: &mut String, cycle: &Cycle) {
+        let g = self.graph;
+        let n = cycle.classes.len();
+        let (source, target) = (cycle.classes[0], cycle.classes[n - 1]);
+        let closing = self.edge(target, source);
+        let into_target = self.edge(cycle.classes[n - 2], target);
+        let held_at = if closing.held_stack.is_empty() {
+            &into_target.new_stack
+        } else {
+            &closing.held_stack
+        };
+        let _ = write!(
+            out,
+            "\n{RULE}\nWARNING: possible circular locking dependency detected\n{}\n{DASHES}\n\
+             {} is trying to acquire lock:\n({}){{{}}}, at: {}\n\n\
+             but task is already holding lock:\n({}){{{}}}, at: {}\n\n\
+             which lock already depends on the new lock.\n\n\n\
+             the existing dependency chain (in reverse order) is:\n",
+            cycle.id,
+            task_label(&closing.task),
+            g.name(source),
+            mode(closing.new_read),
+            at_frame(&closing.new_stack),
+            g.name(target),
+            mode(closing.held_read),
+            at_frame(held_at),
+        );
+        for k in (0..n).rev() {
+            // Entry #k is where class k was taken while class k-1 (for #0: the held lock) was held.
+            let held = cycle.classes[(k + n - 1) % n];
+            let e = self.edge(held, cycle.classes[k]);
+            let _ = writeln!(
+                out,
+                "\n-> #{k} ({}){{{}}}:",
+                g.name(cycle.classes[k]),
+                mode(e.new_read)
+            );
+            write_stack(out, &e.new_stack);
+        }
+        out.push_str("\nother info that might help us debug this:\n\n");
+        let parent = cycle.classes[n - 2];
+        if parent != source {
+            let _ = write!(
+                out,
+                "Chain exists of:\n  {} --> {} --> {}\n\n",
+                g.name(source),
+                g.name(parent),
+                g.name(target)
+            );
+        }
+        let parent_read = self.edge(cycle.classes[(n + n - 3) % n], parent).new_read;
+        let _ = write!(
+            out,
+            " Possible unsafe locking scenario:\n\n       CPU0                    CPU1\n       ----                    ----\n  \
+             {}({});\n                               {}({});\n                               {}({});\n  {}({});\n\n *** DEADLOCK ***\n\n",
+            lock_call(closing.held_read),
+            g.name(target),
+            lock_call(parent_read),
+            g.name(parent),
+            lock_call(into_target.new_read),
+            g.name(target),
+            lock_call(closing.new_read),
+            g.name(source),
+        );
+    }
+
+    fn write_recursive(&self, out: &mut String, found: &RecursiveLock) {
+        let name = self.graph.name(found.class);
+        let rule = "============================================";
+        let dashes = "--------------------------------------------";
+        let _ = write!(
+            out,
+            "\n{rule}\nWARNING: possible recursive locking detected\n{dashes}\n\
+             {} is trying to acquire lock:\n({name}){{{}}}, at: {}\n\n\
+             but task is already holding lock:\n({name}){{{}}}, at: {}\n\n\
+             other info that might help us debug this:\n Possible unsafe locking scenario:\n\n       CPU0\n       ----\n  \
+             {}({name});\n  {}({name});\n\n *** DEADLOCK ***\n\n May be due to missing lock nesting notation\n\n",
+            task_label(&found.task),
+            mode(found.new_read),
+            at_frame(&found.new_stack),
+            mode(found.held_read),
+            at_frame(&found.held_stack),
+            lock_call(found.held_read),
+            lock_call(found.new_read),
+        );
+        let _ = writeln!(
+            out,
+            "seen {} times; stack of the second acquisition:",
+            found.count
+        );
+        write_stack(out, &found.new_stack);
+        out.push_str("stack of the first acquisition:\n");
+        write_stack(out, &found.held_stack);
+        out.push('\n');
+    }
+}

@@ -1,0 +1,320 @@
+//! Engine behaviour: cycle detection, guards, recursion, naming, the state machine.
+
+use lockgraph::*;
+
+fn mutex(name: &str) -> ClassInfo {
+    ClassInfo::new(name, LockKind::Mutex, NameSource::Given)
+}
+
+fn classes<const N: usize>(graph: &mut LockGraph, names: [&str; N]) -> [ClassId; N] {
+    names.map(|name| graph.class(ClassKey::name(name), mutex(name)))
+}
+
+fn dep(held: ClassId, new: ClassId) -> Dependency {
+    Dependency {
+        held,
+        new,
+        ..Dependency::default()
+    }
+}
+
+fn guarded(held: ClassId, new: ClassId, guard: ClassId) -> Dependency {
+    Dependency {
+        guard: Some(guard),
+        ..dep(held, new)
+    }
+}
+
+#[test]
+fn cycle_is_reported_when_its_last_edge_appears() {
+    let mut graph = LockGraph::new();
+    let [a, b, c] = classes(&mut graph, ["a", "b", "c"]);
+    assert!(graph.add_dependency(dep(a, b)).is_empty());
+    assert!(graph.add_dependency(dep(b, c)).is_empty());
+    let cycles = graph.add_dependency(dep(c, a));
+    assert_eq!(cycles.len(), 1);
+    // Dependency order starting at the lock whose acquisition closed the cycle.
+    assert_eq!(cycles[0].classes, vec![a, b, c]);
+    assert_eq!(cycles[0].guarded_by, None);
+    assert!(graph.has_unguarded_cycle());
+    // Repeats report nothing more and only count.
+    assert!(graph.add_dependency(dep(c, a)).is_empty());
+    assert_eq!(graph.edge(c, a).unwrap().count, 2);
+    assert_eq!(graph.cycles().len(), 1);
+}
+
+#[test]
+fn every_distinct_cycle_is_reported_once_shortest_first() {
+    let mut graph = LockGraph::new();
+    let [a, b, c, d] = classes(&mut graph, ["a", "b", "c", "d"]);
+    graph.add_dependency(dep(a, b));
+    graph.add_dependency(dep(b, d));
+    graph.add_dependency(dep(a, c));
+    graph.add_dependency(dep(c, b));
+    // d → a closes a→b→d and a→c→b→d.
+    let cycles = graph.add_dependency(dep(d, a));
+    let found: Vec<Vec<ClassId>> = cycles.iter().map(|c| c.classes.clone()).collect();
+    assert_eq!(found, vec![vec![a, b, d], vec![a, c, b, d]]);
+    // b → a closes a→b (new) and a→c→b; a→b→d→a is known and not repeated.
+    let cycles = graph.add_dependency(dep(b, a));
+    let found: Vec<Vec<ClassId>> = cycles.iter().map(|c| c.classes.clone()).collect();
+    assert_eq!(found, vec![vec![a, b], vec![a, c, b]]);
+    assert_eq!(graph.cycles().len(), 4);
+    let ids: std::collections::HashSet<_> = graph.cycles().iter().map(|c| c.id.clone()).collect();
+    assert_eq!(ids.len(), 4);
+}
+
+#[test]
+fn cycle_ids_are_fnv1a_of_rotated_names() {
+    // Known answer computed independently (FNV-1a 64, 0xff between names).
+    assert_eq!(cycle_id(&["a", "b"]), "cyc-e57da31903de37b1");
+    assert_eq!(cycle_id(&["b", "a"]), "cyc-e57da31903de37b1");
+    assert_eq!(cycle_id(&["b", "c", "a"]), cycle_id(&["a", "b", "c"]));
+    assert_ne!(cycle_id(&["a", "c", "b"]), cycle_id(&["a", "b", "c"]));
+    assert_ne!(cycle_id(&["ab", "c"]), cycle_id(&["a", "bc"]));
+}
+
+#[test]
+fn colliding_names_get_lockdep_suffixes() {
+    let mut graph = LockGraph::new();
+    let first = graph.class(
+        ClassKey::Id {
+            source: 1,
+            id: 0x10,
+        },
+        mutex("&vmm->mutex"),
+    );
+    let second = graph.class(
+        ClassKey::Id {
+            source: 1,
+            id: 0x20,
+        },
+        mutex("&vmm->mutex"),
+    );
+    let third = graph.class(
+        ClassKey::Id {
+            source: 2,
+            id: 0x10,
+        },
+        mutex("&vmm->mutex"),
+    );
+    let again = graph.class(
+        ClassKey::Id {
+            source: 1,
+            id: 0x20,
+        },
+        mutex("other"),
+    );
+    assert_eq!(graph.name(first), "&vmm->mutex");
+    assert_eq!(graph.name(second), "&vmm->mutex#2");
+    assert_eq!(graph.name(third), "&vmm->mutex#3");
+    assert_eq!(again, second);
+    assert_eq!(graph.class_by_name("&vmm->mutex#3"), Some(third));
+    // A name that already carries a suffix is not reused.
+    let imported = graph.class(ClassKey::name("x#2"), mutex("x#2"));
+    let x = graph.class(ClassKey::name("x"), mutex("x"));
+    let x2 = graph.class(ClassKey::Id { source: 1, id: 1 }, mutex("x"));
+    assert_eq!(
+        (graph.name(imported), graph.name(x), graph.name(x2)),
+        ("x#2", "x", "x#3")
+    );
+    // Cycles between same-named classes are real cycles.
+    graph.add_dependency(dep(first, second));
+    assert_eq!(graph.add_dependency(dep(second, first)).len(), 1);
+}
+
+#[test]
+fn guarded_cycle_until_an_unguarded_occurrence() {
+    let mut graph = LockGraph::new();
+    let [g, a, b] = classes(&mut graph, ["g", "a", "b"]);
+    graph.add_dependency(guarded(a, b, g));
+    let cycles = graph.add_dependency(guarded(b, a, g));
+    assert_eq!(cycles.len(), 1);
+    assert_eq!(cycles[0].guarded_by, Some(g));
+    assert!(!graph.has_unguarded_cycle());
+    // The same edge under the same guard changes nothing.
+    assert!(graph.add_dependency(guarded(a, b, g)).is_empty());
+    // Once without the guard, the cycle is real and reported again.
+    let lost = graph.add_dependency(dep(a, b));
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].id, cycles[0].id);
+    assert_eq!(lost[0].guarded_by, None);
+    assert!(graph.has_unguarded_cycle());
+    assert_eq!(graph.edge(a, b).unwrap().guards, vec![Some(g), None]);
+}
+
+#[test]
+fn different_guards_do_not_guard() {
+    let mut graph = LockGraph::new();
+    let [g, h, a, b] = classes(&mut graph, ["g", "h", "a", "b"]);
+    graph.add_dependency(guarded(a, b, g));
+    let cycles = graph.add_dependency(guarded(b, a, h));
+    assert_eq!(cycles[0].guarded_by, None);
+}
+
+#[test]
+fn self_dependency_is_recursive_locking_not_a_cycle() {
+    let mut graph = LockGraph::new();
+    let [a] = classes(&mut graph, ["a"]);
+    assert!(graph.add_dependency(dep(a, a)).is_empty());
+    graph.add_dependency(dep(a, a));
+    assert!(graph.cycles().is_empty());
+    assert_eq!(graph.edge_count(), 0);
+    assert_eq!(graph.recursive().len(), 1);
+    assert_eq!(
+        (graph.recursive()[0].class, graph.recursive()[0].count),
+        (a, 2)
+    );
+}
+
+#[test]
+fn earliest_occurrence_keeps_stacks() {
+    let mut graph = LockGraph::new();
+    let [a, b] = classes(&mut graph, ["a", "b"]);
+    let at = |ts, f: &str| Dependency {
+        timestamp_ns: ts,
+        new_stack: vec![Frame::symbol(f, 1)],
+        ..dep(a, b)
+    };
+    graph.add_dependency(at(200, "late"));
+    graph.add_dependency(at(100, "early"));
+    graph.add_dependency(Dependency {
+        new_read: true,
+        ..at(300, "later")
+    });
+    let edge = graph.edge(a, b).unwrap();
+    assert_eq!((edge.count, edge.first_seen_ns), (3, 100));
+    assert_eq!(edge.new_stack[0].symbol.as_deref(), Some("early"));
+    assert_eq!(edge.modes, 0b11, "w/w and w/r seen");
+}
+
+fn op(kind: LockOpKind, tid: u32, class: ClassId, lock: u64) -> LockOp {
+    LockOp {
+        kind,
+        tid,
+        pid: tid,
+        comm: format!("t{tid}"),
+        class,
+        lock,
+        read: false,
+        try_lock: false,
+        timestamp_ns: 0,
+        stack: Vec::new(),
+    }
+}
+
+fn run(graph: &mut LockGraph, sim: &mut LockSimulator, ops: Vec<LockOp>) -> Vec<Cycle> {
+    let mut cycles = Vec::new();
+    for op in ops {
+        sim.apply(op, |d| cycles.extend(graph.add_dependency(d)));
+    }
+    cycles
+}
+
+#[test]
+fn simulator_follows_lockdep_semantics() {
+    use LockOpKind::*;
+    let mut graph = LockGraph::new();
+    let mut sim = LockSimulator::new();
+    let [g, a, b, c] = classes(&mut graph, ["g", "a", "b", "c"]);
+    run(
+        &mut graph,
+        &mut sim,
+        vec![
+            op(Acquire, 1, g, 1),
+            op(Acquired, 1, g, 1),
+            op(Acquire, 1, a, 2),
+            op(Acquire, 1, b, 3),
+            // Out-of-order release.
+            op(Release, 1, a, 2),
+            op(Acquire, 1, c, 4),
+        ],
+    );
+    assert_eq!(sim.held(1), vec![(g, 1), (b, 3), (c, 4)]);
+    assert!(graph.edge(a, c).is_none(), "a was released before c");
+    assert_eq!(
+        graph.edge(g, a).unwrap().guards,
+        vec![None],
+        "the outermost lock guards nothing of its own"
+    );
+    assert_eq!(graph.edge(a, b).unwrap().guards, vec![Some(g)]);
+    assert_eq!(graph.edge(b, c).unwrap().guards, vec![Some(g)]);
+
+    // Trylocks add no dependency but are held once they succeed; failures are dropped.
+    let mut try_op = op(Acquire, 2, a, 10);
+    try_op.try_lock = true;
+    run(
+        &mut graph,
+        &mut sim,
+        vec![op(Acquire, 2, c, 11), try_op.clone()],
+    );
+    assert!(graph.edge(c, a).is_none());
+    run(&mut graph, &mut sim, vec![op(Acquire, 2, b, 12)]);
+    assert!(graph.edge(a, b).unwrap().guards.contains(&Some(c)));
+    let mut failed_try = try_op;
+    failed_try.lock = 13;
+    failed_try.class = g;
+    run(
+        &mut graph,
+        &mut sim,
+        vec![failed_try, op(Failed, 2, g, 13), op(Acquire, 2, g, 14)],
+    );
+    assert_eq!(sim.held(2).iter().filter(|h| h.0 == g).count(), 1);
+    // A blocking acquire that failed (killable) still created its dependencies.
+    assert!(graph.edge(c, g).is_some());
+    // Releasing something not held is counted.
+    run(&mut graph, &mut sim, vec![op(Release, 3, a, 99)]);
+    assert_eq!(sim.stats().unmatched, 1);
+}
+
+#[test]
+fn read_held_outermost_lock_is_no_guard() {
+    use LockOpKind::*;
+    let mut graph = LockGraph::new();
+    let mut sim = LockSimulator::new();
+    let [g, a, b] = classes(&mut graph, ["g", "a", "b"]);
+    let mut outer = op(Acquire, 1, g, 1);
+    outer.read = true;
+    run(
+        &mut graph,
+        &mut sim,
+        vec![outer, op(Acquire, 1, a, 2), op(Acquire, 1, b, 3)],
+    );
+    assert_eq!(graph.edge(a, b).unwrap().guards, vec![None]);
+    assert!(graph.edge(g, a).unwrap().held_read);
+}
+
+#[test]
+fn simulator_limits_depth_to_48() {
+    use LockOpKind::*;
+    let mut graph = LockGraph::new();
+    let mut sim = LockSimulator::new();
+    let ids: Vec<ClassId> = (0..50)
+        .map(|i| graph.class(ClassKey::Id { source: 0, id: i }, mutex("l")))
+        .collect();
+    let ops = ids
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| op(Acquire, 1, c, i as u64))
+        .collect();
+    run(&mut graph, &mut sim, ops);
+    assert_eq!(sim.held(1).len(), MAX_HELD_LOCKS);
+    assert_eq!(sim.stats().held_overflow, 2);
+    assert!(graph.edge(ids[0], ids[48]).is_none());
+    assert_eq!(graph.edge_count(), 48 * 47 / 2);
+}
+
+#[test]
+fn nested_same_class_is_recursive() {
+    use LockOpKind::*;
+    let mut graph = LockGraph::new();
+    let mut sim = LockSimulator::new();
+    let [a] = classes(&mut graph, ["a"]);
+    run(
+        &mut graph,
+        &mut sim,
+        vec![op(Acquire, 1, a, 1), op(Acquire, 1, a, 2)],
+    );
+    assert_eq!(graph.recursive().len(), 1);
+    assert!(graph.cycles().is_empty());
+}

@@ -1,0 +1,10 @@
+#!/bin/sh
+# Runs in the guest (cwd = this scenario dir) after the tracer attached and
+# lt_plain.ko was loaded.
+set -e
+if [ ! -e /dev/lt_plain ]; then
+	# devtmpfs normally creates the node; fall back to the sysfs dev number.
+	IFS=: read -r major minor < /sys/class/misc/lt_plain/dev
+	mknod /dev/lt_plain c "$major" "$minor"
+fi
+./workload 3

