@@ -20,6 +20,9 @@ pub mod record {
     pub const LOCK_OP: u32 = 1;
     /// A dependency seen for the first time ([`super::DependencyEvent`]).
     pub const DEPENDENCY: u32 = 2;
+    /// A lock class's lockdep-style name, seen at its first `__mutex_init`/`__init_rwsem`
+    /// ([`super::ClassEvent`]); always sent before any dependency that uses the class.
+    pub const CLASS: u32 = 3;
 }
 
 /// What happened to a lock, as carried in [`LockOpEvent::op`].
@@ -128,6 +131,21 @@ pub struct DependencyEvent {
 }
 const _: () = assert!(core::mem::size_of::<DependencyEvent>() == 104);
 
+/// The name of a lock class (lockdep's: the stringified init expression, `&vmm->mutex`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClassEvent {
+    /// Always [`record::CLASS`].
+    pub record: u32,
+    /// One of [`kind`].
+    pub kind: u32,
+    /// The class id ([`class_source::INIT_KEY`]: the `lock_class_key` address).
+    pub class: u64,
+    /// NUL-terminated unless it fills the array.
+    pub name: [u8; CLASS_NAME_LEN],
+}
+const _: () = assert!(core::mem::size_of::<ClassEvent>() == 16 + CLASS_NAME_LEN);
+
 /// Key of the in-kernel dependency set: the authoritative record of what was seen.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -206,6 +224,7 @@ mod pod {
     unsafe impl aya::Pod for super::LockOpEvent {}
     unsafe impl aya::Pod for super::DependencyEvent {}
     unsafe impl aya::Pod for super::DependencyKey {}
+    unsafe impl aya::Pod for super::ClassEvent {}
     unsafe impl aya::Pod for super::HeldLock {}
     unsafe impl aya::Pod for super::HeldStack {}
 }

@@ -1,10 +1,11 @@
 //! Decoding ring-buffer records from their `#[repr(C)]` wire form (`tracer-common`).
-use tracer_common::{kind, op, record, DependencyEvent, LockOpEvent, COMM_LEN};
+use tracer_common::{kind, op, record, ClassEvent, DependencyEvent, LockOpEvent, COMM_LEN};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Record {
     LockOp(LockOpEvent),
     Dependency(DependencyEvent),
+    Class(ClassEvent),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,7 @@ impl TryFrom<&[u8]> for Record {
         match tag {
             record::LOCK_OP => Ok(Self::LockOp(read_pod(bytes)?)),
             record::DEPENDENCY => Ok(Self::Dependency(read_pod(bytes)?)),
+            record::CLASS => Ok(Self::Class(read_pod(bytes)?)),
             other => Err(DecodeError::UnknownRecord(other)),
         }
     }
@@ -108,10 +110,14 @@ impl LockKind {
     }
 }
 
-/// A task's comm as text (up to the first NUL).
+/// A NUL-padded kernel string (a task's comm, a class name) as text.
+pub fn c_str(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
 pub fn comm_str(comm: &[u8; COMM_LEN]) -> String {
-    let end = comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
-    String::from_utf8_lossy(&comm[..end]).into_owned()
+    c_str(comm)
 }
 
 #[cfg(test)]

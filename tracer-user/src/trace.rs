@@ -156,6 +156,9 @@ fn print_record(out: &mut impl std::io::Write, record: &Record) -> Result<()> {
             });
             writeln!(out, "{line}")?;
         }
+        Record::Class(event) => {
+            log::debug!("class {:#x} = {}", event.class, crate::events::c_str(&event.name));
+        }
         Record::Dependency(event) => {
             log::info!(
                 "new dependency {:#x} -> {:#x} ({} pid {})",
