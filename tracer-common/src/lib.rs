@@ -181,6 +181,8 @@ const _: () = assert!(core::mem::size_of::<HeldLock>() == 40);
 pub mod held_state {
     /// The acquire has started but not returned yet: the task is waiting for the lock.
     pub const WAITING: u32 = 1 << 8;
+    /// The acquire was made from (within a few frames of) the `--module` filter's text.
+    pub const FROM_MODULE: u32 = 1 << 9;
 }
 
 /// A thread's held-lock stack, innermost last.

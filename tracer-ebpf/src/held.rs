@@ -4,16 +4,20 @@
 //! of order.
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns,
+    },
     programs::tracing::StackIdContext,
+    EbpfContext,
 };
 use tracer_common::{
     counter, flags, held_state, op, record, DependencyEvent, DependencyKey, HeldLock, HeldStack,
-    LockOpEvent, MAX_HELD_LOCKS,
+    LockOpEvent, COMM_LEN, MAX_HELD_LOCKS,
 };
 
 use crate::maps::{
-    count, global, DEPENDENCIES, EMIT_LOCK_OPS, EVENTS, FILTER_PID, HELD, HELD_INIT, STACKS,
+    count, global, global_u64, DEPENDENCIES, EMIT_LOCK_OPS, EVENTS, FILTER_COMM,
+    FILTER_MODULE_END, FILTER_MODULE_START, FILTER_PID, HELD, HELD_INIT, STACKS,
 };
 
 /// A lock as a probe sees it.
@@ -42,7 +46,67 @@ pub fn current_task() -> Option<Task> {
     if filter != 0 && filter != task.pid {
         return None;
     }
+    if !comm_matches() {
+        return None;
+    }
     Some(task)
+}
+
+/// The load-time `--comm` filter (an all-zero `FILTER_COMM` keeps every task).
+#[inline(always)]
+fn comm_matches() -> bool {
+    // SAFETY: read-only global; volatile so the loader's value is read.
+    let wanted: [u8; COMM_LEN] = unsafe { core::ptr::read_volatile(&FILTER_COMM) };
+    if wanted[0] == 0 {
+        return true;
+    }
+    let Ok(comm) = bpf_get_current_comm() else {
+        return false;
+    };
+    for i in 0..COMM_LEN {
+        if comm[i] != wanted[i] {
+            return false;
+        }
+        if wanted[i] == 0 {
+            break;
+        }
+    }
+    true
+}
+
+/// Frames of the kernel stack looked at by the `--module` filter.
+const MODULE_FRAMES: usize = 8;
+
+/// Whether the `--module` filter is on; when it is, whether this acquire was made from
+/// (within [`MODULE_FRAMES`] frames of) the module's text. Returns [`held_state::FROM_MODULE`]
+/// or 0.
+#[inline(always)]
+pub fn module_bit<C: EbpfContext>(ctx: &C) -> u32 {
+    let end = global_u64(&FILTER_MODULE_END);
+    if end == 0 {
+        return 0;
+    }
+    let start = global_u64(&FILTER_MODULE_START);
+    let mut frames = [0u64; MODULE_FRAMES];
+    // SAFETY: the helper writes at most the buffer's size.
+    let len = unsafe {
+        bpf_get_stack(ctx.as_ptr(), frames.as_mut_ptr().cast(), core::mem::size_of_val(&frames) as u32, 0)
+    };
+    if len <= 0 {
+        return 0;
+    }
+    for frame in frames {
+        if frame >= start && frame < end {
+            return held_state::FROM_MODULE;
+        }
+    }
+    0
+}
+
+/// A dependency is kept unless the `--module` filter is on and neither side came from it.
+#[inline(always)]
+fn module_keeps(held_flags: u32, new_flags: u32) -> bool {
+    global_u64(&FILTER_MODULE_END) == 0 || (held_flags | new_flags) & held_state::FROM_MODULE != 0
 }
 
 fn held_stack(task: &Task) -> Option<*mut HeldStack> {
@@ -114,7 +178,8 @@ pub fn acquire<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef, stack_fla
         class: new.class,
         acquired_ns: unsafe { bpf_ktime_get_ns() },
         stack_id,
-        flags: (new.flags & (flags::NEW_READ | flags::TRY)) | held_state::WAITING,
+        flags: (new.flags & (flags::NEW_READ | flags::TRY | held_state::FROM_MODULE))
+            | held_state::WAITING,
         kind: new.kind,
         class_source: new.class_source,
     };
@@ -129,7 +194,7 @@ fn record_dependencies(task: &Task, stack: &HeldStack, new: &LockRef, new_stack_
             break;
         }
         let held = &stack.locks[i];
-        if held.flags & held_state::WAITING != 0 {
+        if held.flags & held_state::WAITING != 0 || !module_keeps(held.flags, new.flags) {
             continue;
         }
         count(counter::DEPENDENCY_CHECKS);
@@ -264,4 +329,61 @@ fn remove_at(stack: &mut HeldStack, index: usize) {
         }
     }
     stack.depth = depth as u32 - 1;
+}
+
+/// A lockdep-style "acquire and release at once" of a pseudo-lock (`fs_reclaim` at an
+/// allocation that may recurse into the filesystem): dependencies from every held lock, no
+/// held state left behind. Cheap when the task holds nothing (no map insert).
+pub fn acquire_release<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef) {
+    count(counter::LOCK_OPS);
+    let Some(stack) = HELD.get_ptr_mut(task.tid) else {
+        return;
+    };
+    // SAFETY: see `acquire`.
+    let stack = unsafe { &*stack };
+    if stack.depth == 0 {
+        return;
+    }
+    emit_lock_op(task, new.lock, new.kind, new.flags, op::ACQUIRE);
+    let stack_id = ctx.get_stackid(&STACKS, 0).map(|id| id as i32).unwrap_or(-1);
+    record_dependencies(task, stack, new, stack_id);
+    emit_lock_op(task, new.lock, new.kind, new.flags, op::RELEASE);
+}
+
+/// An acquire that cannot fail or block from the tracer's point of view (a pseudo-lock
+/// taken for the duration of a call): dependencies now, held at once.
+pub fn acquire_held<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef) {
+    acquire(ctx, task, new, 0);
+    acquire_returned(task, Some(new.lock), true);
+}
+
+/// Release `lock` if the task holds it; unlike [`release`] a miss is not counted (pseudo-lock
+/// scopes whose start was filtered out, such as reclaim without `__GFP_FS`).
+pub fn release_if_held(task: &Task, lock: u64) {
+    let Some(stack) = HELD.get_ptr_mut(task.tid) else {
+        return;
+    };
+    // SAFETY: see `acquire`.
+    let stack = unsafe { &mut *stack };
+    if let Some(index) = find_innermost(stack, |held| held.lock == lock) {
+        count(counter::LOCK_OPS);
+        emit_lock_op(task, lock, tracer_common::kind::PSEUDO, 0, op::RELEASE);
+        remove_at(stack, index);
+    }
+}
+
+/// `downgrade_write`: the innermost held write entry of `lock` becomes a read entry.
+pub fn downgrade(task: &Task, lock: u64) {
+    let Some(stack) = HELD.get_ptr_mut(task.tid) else {
+        return;
+    };
+    // SAFETY: see `acquire`.
+    let stack = unsafe { &mut *stack };
+    let Some(index) = find_innermost(stack, |held| held.lock == lock) else {
+        count(counter::UNMATCHED_RELEASE);
+        return;
+    };
+    if let Some(entry) = stack.locks.get_mut(index) {
+        entry.flags |= flags::NEW_READ;
+    }
 }

@@ -5,8 +5,13 @@
 
 mod capability;
 mod held;
+mod klock;
 mod maps;
+mod mmu_notifier;
+mod mutex;
 mod pthread;
+mod reclaim;
+mod rwsem;
 mod task;
 
 #[cfg(not(test))]

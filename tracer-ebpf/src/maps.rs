@@ -3,7 +3,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
-use tracer_common::{counter, DependencyKey, HeldStack};
+use tracer_common::{counter, DependencyKey, HeldStack, COMM_LEN};
 
 /// Records for the daemon. Userspace may resize it before load (`--ringbuf-size`).
 #[map]
@@ -35,6 +35,56 @@ pub static FILTER_PID: u32 = 0;
 /// Stream every lock operation, not only new dependencies (debugging aid).
 #[no_mangle]
 pub static EMIT_LOCK_OPS: u32 = 0;
+
+/// Only trace tasks whose `comm` is exactly this (all zero: all tasks).
+#[no_mangle]
+pub static FILTER_COMM: [u8; COMM_LEN] = [0; COMM_LEN];
+/// `--module`: keep only dependencies with a side acquired from `[START, END)` (END 0: off).
+#[no_mangle]
+pub static FILTER_MODULE_START: u64 = 0;
+#[no_mangle]
+pub static FILTER_MODULE_END: u64 = 0;
+
+/// Offsets of `gfp_flags` in the `kmem:*`/`vmscan:*` tracepoint records, read by userspace
+/// from each event's `format` file (layouts differ between kernels). 0: not attached.
+#[no_mangle]
+pub static GFP_OFFSET_KMALLOC: u32 = 0;
+#[no_mangle]
+pub static GFP_OFFSET_KMALLOC_NODE: u32 = 0;
+#[no_mangle]
+pub static GFP_OFFSET_KMEM_CACHE_ALLOC: u32 = 0;
+#[no_mangle]
+pub static GFP_OFFSET_KMEM_CACHE_ALLOC_NODE: u32 = 0;
+#[no_mangle]
+pub static GFP_OFFSET_MM_PAGE_ALLOC: u32 = 0;
+#[no_mangle]
+pub static GFP_OFFSET_DIRECT_RECLAIM_BEGIN: u32 = 0;
+/// `__GFP_DIRECT_RECLAIM` and `__GFP_FS` of the running kernel (from BTF when it has them).
+#[no_mangle]
+pub static GFP_DIRECT_RECLAIM: u32 = 0x400;
+#[no_mangle]
+pub static GFP_FS: u32 = 0x80;
+/// Offset of `task_struct.flags` (from BTF; `u32::MAX`: unknown, scopes not checked) and the
+/// `PF_MEMALLOC` / `PF_MEMALLOC_NOFS | PF_MEMALLOC_NOIO` bits that suppress `fs_reclaim`.
+#[no_mangle]
+pub static TASK_FLAGS_OFFSET: u32 = u32::MAX;
+#[no_mangle]
+pub static PF_MEMALLOC: u32 = 0x800;
+#[no_mangle]
+pub static PF_MEMALLOC_NOFS_NOIO: u32 = 0x40000 | 0x80000;
+
+/// Kernel lock instance -> class id, learnt at `__mutex_init`/`__init_rwsem`.
+#[map]
+pub static LOCK_CLASS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+/// Classes whose name was already sent ([`tracer_common::ClassEvent`]).
+#[map]
+pub static CLASSES_SEEN: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16384, 0);
+
+#[inline(always)]
+pub fn global_u64(value: &'static u64) -> u64 {
+    // SAFETY: as `global`.
+    unsafe { core::ptr::read_volatile(value) }
+}
 
 #[inline(always)]
 pub fn global(value: &'static u32) -> u32 {

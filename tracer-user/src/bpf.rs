@@ -15,15 +15,42 @@ pub struct LoadOptions {
     pub emit_lock_ops: bool,
     /// Ring-buffer size in bytes (a power of two, multiple of the page size).
     pub ringbuf_bytes: Option<u32>,
+    /// `--comm`: only trace tasks whose command name is exactly this (at most 15 bytes, as
+    /// the kernel truncates `comm`; longer names are truncated the same way).
+    pub comm: Option<String>,
+    /// `--module NAME`: keep only kernel dependencies with a side acquired from this
+    /// module's text (within a few stack frames). The module must be loaded.
+    pub module: Option<String>,
 }
 
 pub fn load(options: &LoadOptions) -> Result<Ebpf> {
     raise_memlock_limit();
     let emit_lock_ops = u32::from(options.emit_lock_ops);
+    let mut comm = [0u8; tracer_common::COMM_LEN];
+    if let Some(name) = &options.comm {
+        let bytes = name.as_bytes();
+        let len = bytes.len().min(tracer_common::COMM_LEN - 1);
+        comm[..len].copy_from_slice(&bytes[..len]);
+    }
+    let (module_start, module_end) = match &options.module {
+        Some(name) => crate::attach::kernel::module_text_range(name)
+            .with_context(|| format!("--module {name}"))?,
+        None => (0u64, 0u64),
+    };
+    let kernel = crate::attach::kernel::kernel_globals();
+    for note in &kernel.notes {
+        log::debug!("kernel probes: {note}");
+    }
     let mut loader = EbpfLoader::new();
     loader
         .override_global("FILTER_PID", &options.pid, true)
-        .override_global("EMIT_LOCK_OPS", &emit_lock_ops, true);
+        .override_global("EMIT_LOCK_OPS", &emit_lock_ops, true)
+        .override_global("FILTER_COMM", &comm, true)
+        .override_global("FILTER_MODULE_START", &module_start, true)
+        .override_global("FILTER_MODULE_END", &module_end, true);
+    for (name, value) in &kernel.u32s {
+        loader.override_global(name, value, true);
+    }
     if let Some(bytes) = options.ringbuf_bytes {
         loader.map_max_entries("EVENTS", bytes);
     }

@@ -4,9 +4,13 @@ mod bpf;
 mod capabilities;
 mod doctor;
 mod events;
+mod ingest;
+mod offline;
+mod output;
+mod symbols;
 mod trace;
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +33,38 @@ enum Command {
     Trace(trace::TraceArgs),
     /// Print what this kernel allows (BTF, fentry, kprobes, uprobes, tracepoints, lockdep, privileges).
     Doctor,
+    /// Rebuild the graph from a recording (--record) or snapshot and print the report.
+    Report {
+        /// A JSON-lines trace (recorded or hand-written) or a snapshot.json.
+        file: PathBuf,
+        #[command(flatten)]
+        report: offline::ReportArgs,
+    },
+    /// Parse lockdep "possible circular locking dependency" reports from a console log.
+    ImportLockdep {
+        /// dmesg or console log; `-` for standard input.
+        file: PathBuf,
+        #[command(flatten)]
+        report: offline::ReportArgs,
+    },
+    /// Convert a snapshot or recording to JSON, DOT, GraphML or SVG (via Graphviz).
+    Export {
+        file: PathBuf,
+        #[arg(long, value_enum)]
+        format: offline::ExportFormat,
+        /// Output file (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Union snapshots from many runs or hosts into one.
+    Merge {
+        #[arg(required = true, num_args = 2..)]
+        files: Vec<PathBuf>,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// List the dependencies and cycles NEW has that OLD had not.
+    Diff { old: PathBuf, new: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -39,6 +75,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Trace(args) => trace::run(args),
         Command::Doctor => doctor::run(),
+        Command::Report { file, report } => offline::report(&file, &report),
+        Command::ImportLockdep { file, report } => offline::import_lockdep(&file, &report),
+        Command::Export { file, format, output } => offline::export(&file, format, output.as_deref()),
+        Command::Merge { files, output } => offline::merge(&files, &output),
+        Command::Diff { old, new } => offline::diff(&old, &new),
     };
     match result {
         Ok(code) => code,

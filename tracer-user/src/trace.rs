@@ -1,43 +1,88 @@
-//! `locktrace trace`: attach, stream new dependencies from the ring buffer, report.
+//! `locktrace trace`: attach, stream new dependencies from the ring buffer into the lock
+//! graph, report cycles the moment they appear, write reports and snapshots.
 use std::{
-    io::Write as _,
+    io::{IsTerminal as _, Write as _},
     path::PathBuf,
     process::ExitCode,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _, Result};
-use aya::maps::RingBuf;
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    Ebpf,
+};
 use clap::Args;
+use lockgraph::{Cycle, Suppressions};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
 };
+use tracer_common::{counter, DependencyKey};
 
 use crate::{
-    attach::{self, AttachReport},
+    attach::{self, kernel::AttachMode, AttachReport},
     bpf, capabilities,
     events::{comm_str, LockKind, LockOp, Record},
+    ingest::{Ingest, StackSource},
+    output::Outputs,
 };
+
+/// Exit status of `--fail-on-cycle` when an unguarded cycle was found.
+const EXIT_CYCLE: u8 = 3;
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
+    /// Trace kernel mutexes, rwsems and the fs_reclaim / mmu-notifier pseudo-locks
+    /// (the default unless only --user is given).
+    #[arg(long)]
+    pub kernel: bool,
     /// Trace user-space pthread mutexes and rwlocks (uprobes on libc).
     #[arg(long)]
     pub user: bool,
+    /// How kernel functions are hooked.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub attach: AttachMode,
     /// Only trace this process (thread group id).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub pid: Option<u32>,
     /// With --user: attach to this statically linked binary instead of the libc in use.
     #[arg(long, value_name = "PATH", requires = "user")]
     pub binary: Option<PathBuf>,
+    /// Write the final report as JSON (schema in the README).
+    #[arg(long, value_name = "FILE")]
+    pub report_json: Option<PathBuf>,
+    /// Write the final human report (lockdep-style splats).
+    #[arg(long, value_name = "FILE")]
+    pub report_text: Option<PathBuf>,
+    /// Write the final lock graph as Graphviz DOT.
+    #[arg(long, value_name = "FILE")]
+    pub dot: Option<PathBuf>,
+    /// Record the trace (JSON lines, replayable with `locktrace report FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Write snapshot.json and snapshot.dot here periodically, on SIGUSR1 and at exit.
+    #[arg(long, value_name = "DIR")]
+    pub snapshot_dir: Option<PathBuf>,
+    /// Seconds between snapshots.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_interval: u64,
+    /// Also write snapshot.graphml.
+    #[arg(long, requires = "snapshot_dir")]
+    pub graphml: bool,
+    /// Cycle ids or class-name globs judged benign (one per line, # comments).
+    #[arg(long, value_name = "FILE")]
+    pub suppress: Option<PathBuf>,
+    /// Exit with status 3 when an unguarded cycle was found.
+    #[arg(long)]
+    pub fail_on_cycle: bool,
     /// Print every lock operation as a JSON line on stdout (a debugging aid; costs per event).
     #[arg(long)]
     pub events: bool,
     /// Stop after this many seconds (default: until SIGINT/SIGTERM).
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub duration: Option<u64>,
-    /// Ring-buffer size in KiB (power of two, at least 4).
+    /// Ring-buffer size in KiB (power of two, 4 to 1048576).
     #[arg(long, value_name = "KIB", value_parser = parse_ringbuf_kib)]
     pub ringbuf_kib: Option<u32>,
 }
@@ -63,36 +108,71 @@ pub fn run(args: TraceArgs) -> Result<ExitCode> {
     runtime.block_on(trace(args))
 }
 
+/// The BPF stack-trace map as the ingest's stack source.
+struct BpfStacks(StackTraceMap<MapData>);
+
+impl StackSource for BpfStacks {
+    fn frames(&self, stack_id: i32) -> Vec<u64> {
+        let Ok(id) = u32::try_from(stack_id) else {
+            return Vec::new();
+        };
+        self.0
+            .get(&id, 0)
+            .map(|trace| trace.frames().iter().map(|frame| frame.ip).collect())
+            .unwrap_or_default()
+    }
+}
+
 async fn trace(args: TraceArgs) -> Result<ExitCode> {
+    let suppressions = match &args.suppress {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            Suppressions::parse(&text).with_context(|| format!("{}", path.display()))?
+        }
+        None => Suppressions::default(),
+    };
+    let outputs = Outputs {
+        report_json: args.report_json.clone(),
+        report_text: args.report_text.clone(),
+        dot: args.dot.clone(),
+        record: args.record.clone(),
+        snapshot_dir: args.snapshot_dir.clone(),
+        graphml: args.graphml,
+    };
+    outputs.check()?;
+    let trace_kernel = args.kernel || !args.user;
+
+    capabilities::ensure_tracefs();
     let options = bpf::LoadOptions {
         pid: args.pid.unwrap_or(0),
         emit_lock_ops: args.events,
         ringbuf_bytes: args.ringbuf_kib.map(|kib| kib * 1024),
+        ..Default::default()
     };
-    capabilities::ensure_tracefs();
     let mut ebpf = bpf::load(&options)?;
+    let caps = capabilities::probe(Some(&mut ebpf));
     let mut report = AttachReport::default();
     attach::task::attach_task_probes(&mut ebpf, &mut report)?;
+    if trace_kernel {
+        attach::kernel::attach_kernel_probes(&mut ebpf, args.attach, &caps, &mut report)?;
+    }
     if args.user {
         let target = attach::pthread::pthread_target(args.binary.as_deref(), args.pid)?;
         attach::pthread::attach_pthread_probes(&mut ebpf, &target, args.pid, &mut report)?;
-    } else {
-        report.skipped(
-            "kernel mutex/rwsem probes",
-            "kernel lock tracing is not implemented yet in this build; use --user",
-        );
     }
     for (what, why) in &report.skipped {
         eprintln!("locktrace: not attached: {what}: {why}");
     }
-    if report.attached.is_empty() {
-        bail!("nothing could be attached");
+    // The task-exit tracepoint alone traces no lock.
+    if report.attached.len() <= 1 {
+        bail!("no lock probe could be attached (see `locktrace doctor`)");
     }
     eprintln!("locktrace: attached {} probes", report.attached.len());
     for what in &report.attached {
         log::debug!("attached {what}");
     }
 
+    let mut session = Session::new(&mut ebpf, args.events)?;
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd owns the ring.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -100,74 +180,195 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
         .context("polling the ring buffer")?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigusr1 = signal(SignalKind::user_defined1())?;
     let deadline = tokio::time::sleep(args.duration.map_or(Duration::MAX / 4, Duration::from_secs));
     tokio::pin!(deadline);
-    let mut stdout = std::io::stdout().lock();
-    let mut records = 0u64;
+    let mut snapshot_timer = tokio::time::interval(Duration::from_secs(args.snapshot_interval));
+    let mut status_timer = tokio::time::interval(Duration::from_secs(5));
+    let status = StatusLine::new();
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                let ring = guard.get_inner_mut();
-                while let Some(item) = ring.next() {
-                    records += 1;
-                    match Record::try_from(&*item) {
-                        Ok(record) => print_record(&mut stdout, &record)?,
-                        Err(err) => log::warn!("{err}"),
-                    }
-                }
+                session.drain(guard.get_inner_mut())?;
                 guard.clear_ready();
             }
+            _ = snapshot_timer.tick() => {
+                if let Some(dir) = &outputs.snapshot_dir {
+                    session.resync(&ebpf);
+                    crate::output::write_snapshot(dir, &session.ingest.graph, &suppressions, outputs.graphml)?;
+                }
+            }
+            _ = sigusr1.recv() => {
+                session.resync(&ebpf);
+                if let Some(dir) = &outputs.snapshot_dir {
+                    crate::output::write_snapshot(dir, &session.ingest.graph, &suppressions, outputs.graphml)?;
+                    eprintln!("locktrace: snapshot written to {}", dir.display());
+                }
+            }
+            _ = status_timer.tick() => status.show(&session, &ebpf),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             () = &mut deadline => break,
         }
     }
-    // Drain what arrived before the stop.
-    let ring = ring.get_mut();
-    while let Some(item) = ring.next() {
-        records += 1;
-        if let Ok(record) = Record::try_from(&*item) {
-            print_record(&mut stdout, &record)?;
-        }
-    }
-    stdout.flush()?;
-    eprintln!("locktrace: stopped after {records} records; detaching");
+    session.drain(ring.get_mut())?;
+    session.resync(&ebpf);
+    let counters = read_counters(&ebpf);
+    let stats = session.ingest.graph.stats_mut();
+    stats.events = counters[counter::LOCK_OPS as usize];
+    stats.dropped = counters[counter::RINGBUF_DROPPED as usize];
+    drop(ring);
+    // Detach before the (possibly slow) report writing.
     drop(ebpf);
+    status.clear();
+    let graph = &session.ingest.graph;
+    let final_report = graph.report(&suppressions);
+    eprintln!(
+        "locktrace: detached; {} (lock ops {}, dependency checks {}, sent {}, dropped {}, resynced {})",
+        final_report.summary(),
+        counters[counter::LOCK_OPS as usize],
+        counters[counter::DEPENDENCY_CHECKS as usize],
+        counters[counter::DEPENDENCIES_SENT as usize],
+        counters[counter::RINGBUF_DROPPED as usize],
+        session.resynced,
+    );
+    outputs.write(graph, &suppressions)?;
+    if args.fail_on_cycle && final_report.has_unguarded_cycle() {
+        return Ok(ExitCode::from(EXIT_CYCLE));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_record(out: &mut impl std::io::Write, record: &Record) -> Result<()> {
-    match record {
-        Record::LockOp(event) => {
-            let op = LockOp::try_from(event.op).map_or("unknown", LockOp::as_str);
-            let kind = LockKind::try_from(event.kind).map_or("unknown", LockKind::as_str);
-            let line = serde_json::json!({
-                "type": "lock",
-                "op": op,
-                "kind": kind,
-                "lock": format!("{:#x}", event.lock),
-                "read": event.flags & tracer_common::flags::NEW_READ != 0,
-                "try": event.flags & tracer_common::flags::TRY != 0,
-                "pid": event.pid,
-                "tid": event.tid,
-                "comm": comm_str(&event.comm),
-                "ts_ns": event.timestamp_ns,
-            });
-            writeln!(out, "{line}")?;
+/// Everything the event loop updates.
+struct Session {
+    ingest: Ingest,
+    stacks: BpfStacks,
+    print_events: bool,
+    resynced: u64,
+    last_dropped: u64,
+}
+
+impl Session {
+    fn new(ebpf: &mut Ebpf, print_events: bool) -> Result<Self> {
+        let stacks = StackTraceMap::try_from(ebpf.take_map("STACKS").context("STACKS map missing")?)?;
+        Ok(Self { ingest: Ingest::new(), stacks: BpfStacks(stacks), print_events, resynced: 0, last_dropped: 0 })
+    }
+
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        while let Some(item) = ring.next() {
+            match Record::try_from(&*item) {
+                Ok(Record::LockOp(event)) if self.print_events => print_lock_op(&mut stdout, &event)?,
+                Ok(Record::LockOp(_)) => {}
+                Ok(Record::Class(event)) => self.ingest.on_class(&event),
+                Ok(Record::Dependency(event)) => {
+                    let cycles = self.ingest.on_dependency(&event, &self.stacks);
+                    self.announce(&cycles);
+                }
+                Err(err) => log::warn!("{err}"),
+            }
         }
-        Record::Class(event) => {
-            log::debug!("class {:#x} = {}", event.class, crate::events::c_str(&event.name));
-        }
-        Record::Dependency(event) => {
-            log::info!(
-                "new dependency {:#x} -> {:#x} ({} pid {})",
-                event.held_class,
-                event.new_class,
-                comm_str(&event.comm),
-                event.pid
-            );
+        stdout.flush()?;
+        Ok(())
+    }
+
+    fn announce(&self, cycles: &[Cycle]) {
+        let graph = &self.ingest.graph;
+        for cycle in cycles {
+            let names: Vec<&str> = cycle.classes.iter().map(|&id| graph.name(id)).collect();
+            let verdict = match cycle.guarded_by {
+                Some(guard) => format!("guarded by {}", graph.name(guard)),
+                None => "possible deadlock".to_string(),
+            };
+            eprintln!("locktrace: {verdict} {}: {} -> {}", cycle.id, names.join(" -> "), names[0]);
         }
     }
+
+    /// When records were dropped, re-read the authoritative in-kernel dependency set and add
+    /// what the ring buffer lost (without stacks: the kernel keeps only the set).
+    fn resync(&mut self, ebpf: &Ebpf) {
+        let dropped = read_counters(ebpf)[counter::RINGBUF_DROPPED as usize];
+        if dropped == self.last_dropped {
+            return;
+        }
+        self.last_dropped = dropped;
+        let Some(map) = ebpf.map("DEPENDENCIES") else { return };
+        let Ok(deps) = BpfHashMap::<_, DependencyKey, u64>::try_from(map) else { return };
+        let keys: Vec<DependencyKey> = deps.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            if self.ingest.add_resynced(&key) {
+                self.resynced += 1;
+            }
+        }
+    }
+}
+
+/// Sums the per-CPU counters.
+fn read_counters(ebpf: &Ebpf) -> Vec<u64> {
+    let mut totals = vec![0u64; counter::COUNT as usize];
+    let Some(map) = ebpf.map("COUNTERS") else { return totals };
+    let Ok(counters) = PerCpuArray::<_, u64>::try_from(map) else { return totals };
+    for (index, total) in totals.iter_mut().enumerate() {
+        if let Ok(values) = counters.get(&(index as u32), 0) {
+            *total = values.iter().sum();
+        }
+    }
+    totals
+}
+
+/// The live view: one line refreshed in place on a terminal, plain lines otherwise.
+struct StatusLine {
+    terminal: bool,
+    started: Instant,
+}
+
+impl StatusLine {
+    fn new() -> Self {
+        Self { terminal: std::io::stderr().is_terminal(), started: Instant::now() }
+    }
+
+    fn show(&self, session: &Session, ebpf: &Ebpf) {
+        let counters = read_counters(ebpf);
+        let graph = &session.ingest.graph;
+        let seconds = self.started.elapsed().as_secs_f64().max(1.0);
+        let line = format!(
+            "locktrace: {:.0} lock ops/s, {} classes, {} dependencies, {} cycles, {} dropped",
+            counters[counter::LOCK_OPS as usize] as f64 / seconds,
+            graph.class_count(),
+            graph.edge_count(),
+            graph.cycles().len(),
+            counters[counter::RINGBUF_DROPPED as usize],
+        );
+        if self.terminal {
+            eprint!("\r\x1b[2K{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    fn clear(&self) {
+        if self.terminal {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}
+
+fn print_lock_op(out: &mut impl std::io::Write, event: &tracer_common::LockOpEvent) -> Result<()> {
+    let op = LockOp::try_from(event.op).map_or("unknown", LockOp::as_str);
+    let kind = LockKind::try_from(event.kind).map_or("unknown", LockKind::as_str);
+    let line = serde_json::json!({
+        "type": "lock",
+        "op": op,
+        "kind": kind,
+        "lock": format!("{:#x}", event.lock),
+        "read": event.flags & tracer_common::flags::NEW_READ != 0,
+        "try": event.flags & tracer_common::flags::TRY != 0,
+        "pid": event.pid,
+        "tid": event.tid,
+        "comm": comm_str(&event.comm),
+        "ts": event.timestamp_ns,
+    });
+    writeln!(out, "{line}")?;
     Ok(())
 }

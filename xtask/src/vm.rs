@@ -23,7 +23,7 @@
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,8 +86,10 @@ pub fn apt_packages() -> &'static [&'static str] {
         "bc",              // kbuild
         "dwarves",         // pahole: module BTF for the 6.12 headers (a build error without it)
         "libelf1",         // kbuild's prebuilt tools (objtool, resolve_btfids)
-        "apt",             // apt-get download / apt-cache
-        "dpkg",            // dpkg-deb
+        "libssl3",         // kbuild's sign-file/extract-cert
+        "zlib1g",
+        "apt",  // apt-get download / apt-cache
+        "dpkg", // dpkg-deb
         "tar",
         "libc-bin", // ldd
     ]
@@ -106,7 +108,10 @@ pub fn run_vm(opts: &VmOptions) -> Result<VmOutcome> {
     );
     fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating output dir {}", opts.out.display()))?;
-    for stale in RESULT_FILES.iter().chain(["console.log", "harness.error"].iter()) {
+    for stale in RESULT_FILES
+        .iter()
+        .chain(["console.log", "harness.error"].iter())
+    {
         let _ = fs::remove_file(opts.out.join(stale));
     }
 
@@ -148,9 +153,7 @@ pub fn run_vm(opts: &VmOptions) -> Result<VmOutcome> {
             .unwrap_or_else(|| "n/a".into()),
         total.as_secs_f64()
     );
-    let outcome = run.into_outcome(opts)?;
-    work.finish();
-    Ok(outcome)
+    run.into_outcome(opts)
 }
 
 /// Files the guest may send back; anything else it sends is written too.
@@ -160,6 +163,7 @@ const RESULT_FILES: &[&str] = &[
     "graph.dot",
     "run.status",
     "tracer.log",
+    "tracer.stdout",
     "tracer.status",
 ];
 
@@ -178,7 +182,11 @@ impl Scenario {
         let dir = dir
             .canonicalize()
             .with_context(|| format!("scenario directory {}", dir.display()))?;
-        ensure!(dir.is_dir(), "scenario {} is not a directory", dir.display());
+        ensure!(
+            dir.is_dir(),
+            "scenario {} is not a directory",
+            dir.display()
+        );
         ensure!(
             dir.join("run.sh").is_file(),
             "scenario {} has no run.sh (required; see tests/scenarios/README.md)",
@@ -201,8 +209,8 @@ impl Scenario {
         }
         let args = dir.join("tracer-args");
         if args.exists() {
-            let text = fs::read_to_string(&args)
-                .with_context(|| format!("reading {}", args.display()))?;
+            let text =
+                fs::read_to_string(&args).with_context(|| format!("reading {}", args.display()))?;
             ensure!(
                 text.trim_end_matches('\n').lines().count() <= 1,
                 "{} must hold a single line of arguments",
@@ -246,7 +254,11 @@ fn build_scenario(scenario: &Scenario, dst: &Path, kernel: &Kernel) -> Result<()
             eprintln!("vm: kmod build: {line}");
         }
         let kos = list_ext(&kmod, "ko")?;
-        ensure!(!kos.is_empty(), "building {} produced no .ko", kmod.display());
+        ensure!(
+            !kos.is_empty(),
+            "building {} produced no .ko",
+            kmod.display()
+        );
     }
     if scenario.has_workload {
         let out = Command::new("gcc")
@@ -356,19 +368,41 @@ fn header_deps_from_apt_depends(text: &str) -> Vec<String> {
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);
 
 fn apt_search(series: &str) -> Result<Vec<String>> {
-    let pattern = format!(r"^linux-image-{}\..*-amd64-unsigned$", series.replace('.', r"\."));
+    let pattern = format!(
+        r"^linux-image-{}\..*-amd64-unsigned$",
+        series.replace('.', r"\.")
+    );
     let out = Command::new("apt-cache")
         .args(["search", "--names-only", &pattern])
         .output()
         .context("running apt-cache search (is apt installed?)")?;
-    ensure!(out.status.success(), "apt-cache search {pattern} failed: {}", out.status);
-    Ok(releases_from_apt_search(&String::from_utf8_lossy(&out.stdout), series))
+    ensure!(
+        out.status.success(),
+        "apt-cache search {pattern} failed: {}",
+        out.status
+    );
+    Ok(releases_from_apt_search(
+        &String::from_utf8_lossy(&out.stdout),
+        series,
+    ))
 }
 
+/// `series` is "6.1" or "6.12" (the newest package apt offers), or an exact release such as
+/// "6.1.0-57-amd64" (pinned).
 fn resolve_release(series: &str, cache: &Path) -> Result<String> {
+    if let Some(v) = series.strip_suffix("-amd64") {
+        let pkg = format!("linux-image-{v}-amd64-unsigned");
+        if KERNEL_SERIES
+            .iter()
+            .any(|s| release_of_package(&pkg, s).is_some())
+        {
+            return Ok(series.to_string());
+        }
+    }
     ensure!(
         KERNEL_SERIES.contains(&series),
-        "unknown kernel series {series:?}; known: {KERNEL_SERIES:?}"
+        "unknown kernel {series:?}: use a series {KERNEL_SERIES:?} or an exact release such as \
+         6.1.0-57-amd64 or 6.12.117+deb12-amd64"
     );
     let mut rels = apt_search(series)?;
     if rels.is_empty() && !APT_UPDATED.swap(true, Ordering::SeqCst) {
@@ -401,7 +435,10 @@ fn resolve_release(series: &str, cache: &Path) -> Result<String> {
         .collect();
     cached.sort_by_key(|r| std::cmp::Reverse(version_key(r)));
     cached.into_iter().next().ok_or_else(|| {
-        anyhow!("apt offers no linux-image-{series}.*-amd64-unsigned package and none is cached in {}", cache.display())
+        anyhow!(
+            "apt offers no linux-image-{series}.*-amd64-unsigned package and none is cached in {}",
+            cache.display()
+        )
     })
 }
 
@@ -414,11 +451,17 @@ fn ensure_kernel(series: &str, cache: &Path) -> Result<Kernel> {
     }
     let kernel = Kernel {
         vmlinuz: dir.join("boot").join(format!("vmlinuz-{release}")),
-        build_dir: dir.join("root/usr/src").join(format!("linux-headers-{release}")),
+        build_dir: dir
+            .join("root/usr/src")
+            .join(format!("linux-headers-{release}")),
         release,
     };
     fix_headers_makefile(&dir.join("root"), &kernel.release)?;
-    ensure!(kernel.vmlinuz.is_file(), "{} missing", kernel.vmlinuz.display());
+    ensure!(
+        kernel.vmlinuz.is_file(),
+        "{} missing",
+        kernel.vmlinuz.display()
+    );
     Ok(kernel)
 }
 
@@ -437,9 +480,15 @@ fn fetch_kernel(release: &str, dir: &Path) -> Result<()> {
         .args(["depends", &headers])
         .output()
         .context("running apt-cache depends")?;
-    ensure!(out.status.success(), "apt-cache depends {headers} failed: {}", out.status);
+    ensure!(
+        out.status.success(),
+        "apt-cache depends {headers} failed: {}",
+        out.status
+    );
     let mut pkgs = vec![format!("linux-image-{release}-unsigned"), headers.clone()];
-    pkgs.extend(header_deps_from_apt_depends(&String::from_utf8_lossy(&out.stdout)));
+    pkgs.extend(header_deps_from_apt_depends(&String::from_utf8_lossy(
+        &out.stdout,
+    )));
     eprintln!("vm: downloading {}", pkgs.join(" "));
     let st = Command::new("apt-get")
         .arg("download")
@@ -447,16 +496,28 @@ fn fetch_kernel(release: &str, dir: &Path) -> Result<()> {
         .current_dir(&debs)
         .status()
         .context("running apt-get download")?;
-    ensure!(st.success(), "apt-get download {} failed: {st}", pkgs.join(" "));
+    ensure!(
+        st.success(),
+        "apt-get download {} failed: {st}",
+        pkgs.join(" ")
+    );
 
     let root = tmp.join("root");
     fs::create_dir_all(&root)?;
     for deb in list_ext(&debs, "deb")? {
-        let name = deb.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = deb
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         if name.starts_with("linux-image-") {
             // Only /boot (vmlinuz, config, System.map); the modules are not needed.
             let st = Command::new("sh")
-                .args(["-c", r#"dpkg-deb --fsys-tarfile "$1" | tar -x -C "$2" ./boot"#, "sh"])
+                .args([
+                    "-c",
+                    r#"dpkg-deb --fsys-tarfile "$1" | tar -x -C "$2" ./boot"#,
+                    "sh",
+                ])
                 .arg(&deb)
                 .arg(&tmp)
                 .status()
@@ -474,11 +535,16 @@ fn fetch_kernel(release: &str, dir: &Path) -> Result<()> {
         }
     }
     ensure!(
-        tmp.join("boot").join(format!("vmlinuz-{release}")).is_file(),
+        tmp.join("boot")
+            .join(format!("vmlinuz-{release}"))
+            .is_file(),
         "the image package has no boot/vmlinuz-{release}"
     );
     ensure!(
-        root.join("usr/src").join(&headers).join("Makefile").is_file(),
+        root.join("usr/src")
+            .join(&headers)
+            .join("Makefile")
+            .is_file(),
         "the headers package has no usr/src/{headers}/Makefile"
     );
     // lib/modules/<rel>/build points to /usr/src/...; make it relative to the unpacked root.
@@ -497,14 +563,18 @@ fn fetch_kernel(release: &str, dir: &Path) -> Result<()> {
             let _ = fs::remove_dir_all(&tmp);
             Ok(())
         }
-        Err(e) => Err(e).with_context(|| format!("renaming {} to {}", tmp.display(), dir.display())),
+        Err(e) => {
+            Err(e).with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))
+        }
     }
 }
 
 /// Debian's `linux-headers-<rel>/Makefile` is `include /usr/src/linux-headers-<x>-common/Makefile`;
 /// point it at the unpacked tree (rewritten on every run, so a moved cache still works).
 fn fix_headers_makefile(root: &Path, release: &str) -> Result<()> {
-    let dir = root.join("usr/src").join(format!("linux-headers-{release}"));
+    let dir = root
+        .join("usr/src")
+        .join(format!("linux-headers-{release}"));
     let makefile = dir.join("Makefile");
     let orig = dir.join("Makefile.debian");
     if !orig.exists() {
@@ -532,7 +602,9 @@ fn rewrite_headers_makefile(text: &str, root: &str) -> String {
 // initramfs
 
 fn stage_initramfs(staged: &Path, opts: &VmOptions) -> Result<()> {
-    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "lt", "proc", "sys", "dev", "tmp", "out"] {
+    for d in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "lt", "proc", "sys", "dev", "tmp", "out",
+    ] {
         fs::create_dir_all(staged.join(d))?;
     }
     let init = staged.join("init");
@@ -568,7 +640,10 @@ fn stage_initramfs(staged: &Path, opts: &VmOptions) -> Result<()> {
     if !opts.tracer_args.is_empty() {
         for a in &opts.tracer_args {
             ensure!(
-                !a.is_empty() && !a.chars().any(|c| c.is_whitespace() || "'\"\\$`".contains(c)),
+                !a.is_empty()
+                    && !a
+                        .chars()
+                        .any(|c| c.is_whitespace() || "'\"\\$`".contains(c)),
                 "tracer argument {a:?}: arguments must not contain whitespace, quotes, $, ` or \\"
             );
         }
@@ -597,7 +672,7 @@ fn parse_ldd(text: &str) -> Vec<PathBuf> {
         .filter_map(|l| {
             let l = l.trim();
             let path = match l.split_once("=>") {
-                Some((_, rhs)) => rhs.trim().split_whitespace().next()?,
+                Some((_, rhs)) => rhs.split_whitespace().next()?,
                 None => l.split_whitespace().next()?,
             };
             path.starts_with('/').then(|| PathBuf::from(path))
@@ -647,31 +722,44 @@ fn boot(kernel: &Kernel, initrd: &Path, work: &Path, opts: &VmOptions) -> Result
     } else {
         timeout_s / 2
     };
+    let attach = ATTACH_TIMEOUT_S.min(deadline);
     let append = format!(
         "console=ttyS0 loglevel=5 panic=-1 oops=panic softlockup_panic=1 rdinit=/init \
-         lt.deadline={deadline} lt.attach_timeout={ATTACH_TIMEOUT_S} lt.stop_timeout={STOP_TIMEOUT_S}"
+         lt.deadline={deadline} lt.attach_timeout={attach} lt.stop_timeout={STOP_TIMEOUT_S}"
     );
     let results_file = work.join("results.ttyS1");
     let qemu_stderr = work.join("qemu.stderr");
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg,thread=single", "-cpu", "max", "-m", "1024", "-smp", "2"])
-        .args(["-nographic", "-no-reboot"])
-        .args(["-serial", "mon:stdio"])
-        .arg("-serial")
-        .arg(format!("file:{}", results_file.display()))
-        .arg("-kernel")
-        .arg(&kernel.vmlinuz)
-        .arg("-initrd")
-        .arg(initrd)
-        .arg("-append")
-        .arg(&append)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(
-            fs::File::create(&qemu_stderr)
-                .with_context(|| format!("creating {}", qemu_stderr.display()))?,
-        );
-    eprintln!("vm: booting {} (timeout {timeout_s}s): {cmd:?}", kernel.release);
+    cmd.args([
+        "-accel",
+        "tcg,thread=single",
+        "-cpu",
+        "max",
+        "-m",
+        "1024",
+        "-smp",
+        "2",
+    ])
+    .args(["-nographic", "-no-reboot", "-nic", "none"])
+    .args(["-serial", "mon:stdio"])
+    .arg("-serial")
+    .arg(format!("file:{}", results_file.display()))
+    .arg("-kernel")
+    .arg(&kernel.vmlinuz)
+    .arg("-initrd")
+    .arg(initrd)
+    .arg("-append")
+    .arg(&append)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(
+        fs::File::create(&qemu_stderr)
+            .with_context(|| format!("creating {}", qemu_stderr.display()))?,
+    );
+    eprintln!(
+        "vm: booting {} (timeout {timeout_s}s): {cmd:?}",
+        kernel.release
+    );
     let started = Instant::now();
     let mut child = cmd
         .spawn()
@@ -753,7 +841,8 @@ fn boot(kernel: &Kernel, initrd: &Path, work: &Path, opts: &VmOptions) -> Result
                 }
                 run.console_tail.push(line);
                 if run.console_tail.len() > 4 * TAIL_LINES {
-                    run.console_tail.drain(..run.console_tail.len() - TAIL_LINES);
+                    run.console_tail
+                        .drain(..run.console_tail.len() - TAIL_LINES);
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -811,9 +900,11 @@ impl GuestRun {
             )
         };
         if !self.problems.is_empty() {
+            let shown = &self.problems[..self.problems.len().min(10)];
             bail!(ctx(format!(
-                "the guest kernel reported a problem:\n  {}\n",
-                self.problems.join("\n  ")
+                "the guest kernel reported a problem ({} line(s)):\n  {}\n",
+                self.problems.len(),
+                shown.join("\n  ")
             )));
         }
         if self.timed_out {
@@ -859,15 +950,10 @@ impl GuestRun {
 /// stall). Hung-task reports ("blocked for more than N seconds") are not problems: deadlock
 /// scenarios cause them on purpose.
 fn kernel_problem(line: &str) -> Option<&'static str> {
-    if line.starts_with("lt-init: ") {
-        return None;
-    }
-    // Kernel messages carry a "[ seconds.micros] " stamp (CONFIG_PRINTK_TIME); user output
-    // printed to the console may share the line, so look for the stamp anywhere.
-    let msg = match find_printk_stamp(line) {
-        Some(i) => &line[i..],
-        None => line,
-    };
+    // Kernel messages carry a "[ seconds.micros] " stamp (Debian: CONFIG_PRINTK_TIME=y); lines
+    // without one are user-space output (run.sh, the tracer) and never a kernel problem. User
+    // output may share a line with a kernel message, so look for the stamp anywhere.
+    let msg = &line[find_printk_stamp(line)?..];
     let msg = msg.trim_start();
     const PATTERNS: &[(&str, &str, bool)] = &[
         // (needle, kind, must be at start of message)
@@ -923,9 +1009,12 @@ fn find_printk_stamp(line: &str) -> Option<usize> {
     None
 }
 
+/// A file sent back by the guest: (name, contents).
+type ResultFile = (String, Vec<u8>);
+
 /// Parses the ttyS1 stream: `LT-FILE name`, base64 lines, `LT-EOF name`, ..., `LT-RESULTS-END`.
 /// Returns the files and whether the end marker arrived.
-fn parse_results(text: &str) -> Result<(Vec<(String, Vec<u8>)>, bool)> {
+fn parse_results(text: &str) -> Result<(Vec<ResultFile>, bool)> {
     let mut files = Vec::new();
     let mut cur: Option<(String, String)> = None;
     for line in text.lines() {
@@ -964,7 +1053,11 @@ fn base64_decode(s: &str) -> Result<Vec<u8>> {
         } as u32)
     }
     let clean: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
-    ensure!(clean.len() % 4 == 0, "base64 length {} is not a multiple of 4", clean.len());
+    ensure!(
+        clean.len().is_multiple_of(4),
+        "base64 length {} is not a multiple of 4",
+        clean.len()
+    );
     let mut out = Vec::with_capacity(clean.len() / 4 * 3);
     for chunk in clean.chunks(4) {
         let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
@@ -987,8 +1080,8 @@ fn base64_decode(s: &str) -> Result<Vec<u8>> {
 // ---------------------------------------------------------------------------------------------
 // Small fs helpers
 
-/// A per-run scratch directory under target/vm-work, removed on success (kept on failure, or
-/// always with LOCKTRACE_VM_KEEP=1, for debugging).
+/// A per-run scratch directory under target/vm-work, removed when dropped (kept with
+/// LOCKTRACE_VM_KEEP=1, for debugging).
 struct WorkDir(PathBuf);
 
 impl WorkDir {
@@ -1004,7 +1097,10 @@ impl WorkDir {
     fn path(&self) -> &Path {
         &self.0
     }
-    fn finish(self) {
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
         if std::env::var_os("LOCKTRACE_VM_KEEP").is_none() {
             let _ = fs::remove_dir_all(&self.0);
         } else {
@@ -1023,7 +1119,8 @@ fn copy_file(src: &Path, dst: &Path) -> Result<()> {
     if let Some(p) = dst.parent() {
         fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
     }
-    fs::copy(src, dst).with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+    fs::copy(src, dst)
+        .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
     Ok(())
 }
 
@@ -1032,6 +1129,9 @@ fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
     for entry in fs::read_dir(src).with_context(|| format!("reading {}", src.display()))? {
         let entry = entry?;
         let (from, to) = (entry.path(), dst.join(entry.file_name()));
+        if is_build_product(&entry.file_name().to_string_lossy()) {
+            continue;
+        }
         let ty = fs::metadata(&from).with_context(|| format!("stat {}", from.display()))?;
         if ty.is_dir() {
             copy_dir(&from, &to)?;
@@ -1042,6 +1142,13 @@ fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Artifacts of an earlier manual build in the scenario dir (possibly for another kernel):
+/// never copied, always rebuilt.
+fn is_build_product(name: &str) -> bool {
+    const SUFFIXES: &[&str] = &[".ko", ".o", ".mod", ".mod.c", ".cmd", ".symvers", ".order"];
+    name == "workload" || name == ".tmp_versions" || SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
 fn list_ext(dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
@@ -1050,15 +1157,6 @@ fn list_ext(dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
         .collect();
     v.sort();
     Ok(v)
-}
-
-#[allow(dead_code)]
-fn read_all(path: &Path) -> Result<String> {
-    let mut s = String::new();
-    fs::File::open(path)
-        .with_context(|| format!("opening {}", path.display()))?
-        .read_to_string(&mut s)?;
-    Ok(s)
 }
 
 #[cfg(test)]
@@ -1089,12 +1187,21 @@ linux-image-6.1.0-54-amd64-unsigned - Linux 6.1 for 64-bit PCs
         let r = releases_from_apt_search(APT_SEARCH_61, "6.1");
         assert_eq!(
             r,
-            ["6.1.0-54-amd64", "6.1.0-50-amd64", "6.1.0-47-amd64", "6.1.0-9-amd64"]
+            [
+                "6.1.0-54-amd64",
+                "6.1.0-50-amd64",
+                "6.1.0-47-amd64",
+                "6.1.0-9-amd64"
+            ]
         );
         let r = releases_from_apt_search(APT_SEARCH_612, "6.12");
         assert_eq!(
             r,
-            ["6.12.117+deb12-amd64", "6.12.107+deb12-amd64", "6.12.99+deb12-amd64"]
+            [
+                "6.12.117+deb12-amd64",
+                "6.12.107+deb12-amd64",
+                "6.12.99+deb12-amd64"
+            ]
         );
         assert!(releases_from_apt_search("", "6.1").is_empty());
         assert!(releases_from_apt_search(APT_SEARCH_61, "5.10").is_empty());
@@ -1113,7 +1220,10 @@ linux-headers-6.12.117+deb12-amd64
 ";
         assert_eq!(
             header_deps_from_apt_depends(text),
-            ["linux-headers-6.12.117+deb12-common", "linux-kbuild-6.12.117+deb12"]
+            [
+                "linux-headers-6.12.117+deb12-common",
+                "linux-kbuild-6.12.117+deb12"
+            ]
         );
         let text = "linux-headers-6.1.0-54-amd64\n  Depends: linux-headers-6.1.0-54-common\n  Depends: linux-kbuild-6.1\n  Depends: linux-compiler-gcc-12-x86\n";
         assert_eq!(
@@ -1149,6 +1259,7 @@ linux-headers-6.12.117+deb12-amd64
             ("[   40.000000] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:", "RCU stall"),
             // user output and a kernel message sharing one console line
             ("workload: step 1[   12.000001] BUG: scheduling while atomic: x/1/0x2", "BUG"),
+            ("lt-init: running run.sh[    3.000001] Oops: 0000 [#1] SMP", "Oops"),
         ];
         for (line, kind) in bad {
             assert_eq!(kernel_problem(line), Some(kind), "{line}");
@@ -1162,6 +1273,9 @@ linux-headers-6.12.117+deb12-amd64
             "[    2.000000] e1000: Intel(R) PRO/1000 Network Driver",
             "locktrace: attached",
             "workload: 3 x (AB on obj[0], BA on obj[1]) done",
+            // user-space output without a printk stamp
+            "locktrace: BUG: lost 3 events",
+            "WARNING: something in run.sh",
         ];
         for line in good {
             assert_eq!(kernel_problem(line), None, "{line}");
@@ -1195,8 +1309,56 @@ linux-headers-6.12.117+deb12-amd64
     }
 
     #[test]
+    fn build_products_are_skipped() {
+        for n in [
+            "lt_plain.ko",
+            "lt_plain.o",
+            "lt_plain.mod",
+            "lt_plain.mod.c",
+            ".lt_plain.o.cmd",
+            "Module.symvers",
+            "modules.order",
+            "workload",
+        ] {
+            assert!(is_build_product(n), "{n}");
+        }
+        for n in [
+            "lt_plain.c",
+            "lt_plain.h",
+            "Makefile",
+            "Kbuild",
+            "run.sh",
+            "workload.c",
+            "tracer-args",
+        ] {
+            assert!(!is_build_product(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn exact_release_is_accepted() {
+        let nowhere = Path::new("/nonexistent");
+        assert_eq!(
+            resolve_release("6.1.0-57-amd64", nowhere).unwrap(),
+            "6.1.0-57-amd64"
+        );
+        assert_eq!(
+            resolve_release("6.12.117+deb12-amd64", nowhere).unwrap(),
+            "6.12.117+deb12-amd64"
+        );
+        assert!(resolve_release("5.10", nowhere).is_err());
+        assert!(resolve_release("6.1.0-57-cloud-amd64", nowhere).is_err());
+    }
+
+    #[test]
     fn base64() {
-        for (enc, dec) in [("", ""), ("Zg==", "f"), ("Zm8=", "fo"), ("Zm9v", "foo"), ("Zm9vYmFy", "foobar")] {
+        for (enc, dec) in [
+            ("", ""),
+            ("Zg==", "f"),
+            ("Zm8=", "fo"),
+            ("Zm9v", "foo"),
+            ("Zm9vYmFy", "foobar"),
+        ] {
             assert_eq!(base64_decode(enc).unwrap(), dec.as_bytes());
         }
         assert_eq!(base64_decode("AP8=").unwrap(), [0x00, 0xff]);

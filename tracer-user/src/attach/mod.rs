@@ -1,5 +1,7 @@
 //! Attaching probe families. Each family's table says which program goes where and which
 //! attach points are optional; what could not be attached is reported, never hidden.
+pub mod btf;
+pub mod kernel;
 pub mod pthread;
 pub mod task;
 

@@ -70,7 +70,7 @@ fail() {
 	finish
 }
 
-# 1. start the tracer; stderr -> /out/tracer.log, echoed to the console
+# 1. start the tracer; stderr -> /out/tracer.log, echoed to the console; stdout -> /out/tracer.stdout
 TRACER_ARGS=""
 [ -f /scenario/tracer-args ] && TRACER_ARGS=$(head -n 1 /scenario/tracer-args)
 [ -f /lt/tracer-args ] && TRACER_ARGS="$TRACER_ARGS $(cat /lt/tracer-args)"
@@ -80,7 +80,7 @@ tee /out/tracer.log < /tmp/tracer.fifo > /dev/console &
 say "starting: /locktrace trace --report-json /out/report.json --report-text /out/report.txt --dot /out/graph.dot $TRACER_ARGS"
 # shellcheck disable=SC2086
 /bin/lt-spawn /locktrace trace --report-json /out/report.json --report-text /out/report.txt \
-	--dot /out/graph.dot $TRACER_ARGS > /dev/console 2> /tmp/tracer.fifo &
+	--dot /out/graph.dot $TRACER_ARGS > /out/tracer.stdout 2> /tmp/tracer.fifo &
 TPID=$!
 
 t=0

@@ -1,0 +1,124 @@
+//! Kernel-lock helpers shared by the `mutex` and `rwsem` families: lockdep-style class ids
+//! (learnt at `__mutex_init`/`__init_rwsem`) and the glue from a probe to [`crate::held`].
+use aya_ebpf::{
+    bindings::BPF_NOEXIST, helpers::bpf_probe_read_kernel_str_bytes,
+    programs::tracing::StackIdContext, EbpfContext,
+};
+use tracer_common::{class_source, counter, record, ClassEvent, CLASS_NAME_LEN};
+
+use crate::{
+    held::{self, current_task, LockRef},
+    maps::{count, CLASSES_SEEN, EVENTS, LOCK_CLASS},
+};
+
+/// The class id of an initialisation site. Without `CONFIG_LOCKDEP`, `struct lock_class_key`
+/// is an empty struct, so two `static struct lock_class_key __key` of one function can share
+/// an address; the name pointer (a distinct string literal per site, `"&obj->a_lock"`) tells
+/// them apart. Mixing also keeps the id out of the kernel address range, so it never equals
+/// an instance-address class.
+#[inline(always)]
+fn init_class(key: u64, name: u64) -> u64 {
+    key ^ name.rotate_left(32)
+}
+
+/// `__mutex_init(lock, name, key)` / `__init_rwsem(sem, name, key)`.
+pub fn lock_initialised(lock: u64, name: u64, key: u64, lock_kind: u32) {
+    if lock == 0 || key == 0 {
+        return;
+    }
+    let class = init_class(key, name);
+    let _ = LOCK_CLASS.insert(lock, class, 0);
+    if CLASSES_SEEN.insert(class, 1, u64::from(BPF_NOEXIST)).is_err() {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<ClassEvent>(0) else {
+        count(counter::RINGBUF_DROPPED);
+        // Not named yet: let the next initialisation of this class try again.
+        let _ = CLASSES_SEEN.remove(class);
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points to a reserved, writable record of the right size.
+    unsafe {
+        (*event).record = record::CLASS;
+        (*event).kind = lock_kind;
+        (*event).class = class;
+        (*event).name = [0; CLASS_NAME_LEN];
+        if name != 0 {
+            let _ = bpf_probe_read_kernel_str_bytes(name as *const u8, &mut (*event).name);
+        }
+    }
+    entry.submit(0);
+}
+
+/// A kernel lock as a probe sees it. `subclass` (the `_nested` variants') is added to the
+/// class as lockdep does (`&vmm->mutex/1` is a class of its own).
+#[inline(always)]
+pub fn lock_ref<C: EbpfContext>(ctx: &C, lock: u64, lock_kind: u32, lock_flags: u32, subclass: u64) -> LockRef {
+    // SAFETY: the map value is a plain u64.
+    let (class, source) = match unsafe { LOCK_CLASS.get(lock) } {
+        Some(class) => (*class, class_source::INIT_KEY),
+        None => (lock, class_source::INSTANCE),
+    };
+    LockRef {
+        lock,
+        class: class.wrapping_add(subclass & 7),
+        kind: lock_kind,
+        class_source: source,
+        flags: lock_flags | held::module_bit(ctx),
+        scope: 0,
+    }
+}
+
+#[inline(always)]
+pub fn acquire<C: StackIdContext>(ctx: &C, lock: u64, lock_kind: u32, lock_flags: u32, subclass: u64) {
+    if lock == 0 {
+        return;
+    }
+    let Some(task) = current_task() else {
+        return;
+    };
+    let new = lock_ref(ctx, lock, lock_kind, lock_flags, subclass);
+    held::acquire(ctx, &task, &new, 0);
+}
+
+/// The acquire returned; `lock` is `None` from a kretprobe (the innermost waiting entry).
+#[inline(always)]
+pub fn returned(lock: Option<u64>, acquired: bool) {
+    let Some(task) = current_task() else {
+        return;
+    };
+    held::acquire_returned(&task, lock, acquired);
+}
+
+#[inline(always)]
+pub fn release(lock: u64, lock_kind: u32) {
+    if lock == 0 {
+        return;
+    }
+    let Some(task) = current_task() else {
+        return;
+    };
+    held::release(&task, lock, lock_kind);
+}
+
+#[inline(always)]
+pub fn downgrade(lock: u64) {
+    let Some(task) = current_task() else {
+        return;
+    };
+    held::downgrade(&task, lock);
+}
+
+/// A lockdep pseudo-lock: the class id is also the "instance".
+#[inline(always)]
+pub fn pseudo<C: EbpfContext>(ctx: &C, class: u64) -> LockRef {
+    LockRef {
+        lock: class,
+        class,
+        kind: tracer_common::kind::PSEUDO,
+        class_source: class_source::PSEUDO,
+        flags: held::module_bit(ctx),
+        scope: 0,
+    }
+}

@@ -1,0 +1,80 @@
+//! The `mmu_notifier_invalidate_range_start` pseudo-lock, as lockdep models it:
+//! - held while `__mmu_notifier_invalidate_range_start` runs (the notifiers' callbacks), so
+//!   locks taken in a callback depend on it;
+//! - at `__mmu_notifier_register`, lockdep primes `fs_reclaim → mmu_notifier_invalidate_range_start`
+//!   (and every held lock, `mmap_lock`, → `fs_reclaim`): a notifier callback must not wait for
+//!   anything that allocates with `__GFP_FS`.
+//!
+//! Gap: lockdep takes the pseudo-lock in the inline `mmu_notifier_invalidate_range_start()`
+//! even when the mm has no notifiers; we only see calls that reach the out-of-line function
+//! (mms with notifiers), so `held → mmu_notifier_invalidate_range_start` edges from mms
+//! without notifiers are not recorded.
+use aya_ebpf::{
+    macros::{fentry, fexit, kprobe, kretprobe},
+    programs::{tracing::StackIdContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+    EbpfContext,
+};
+use tracer_common::pseudo::{FS_RECLAIM, MMU_NOTIFIER_INVALIDATE_RANGE_START as MMU_INVALIDATE};
+
+use crate::{
+    held::{self, current_task},
+    klock,
+};
+
+fn range_start<C: StackIdContext + EbpfContext>(ctx: &C) {
+    if let Some(task) = current_task() {
+        held::acquire_held(ctx, &task, &klock::pseudo(ctx, MMU_INVALIDATE));
+    }
+}
+
+fn range_end() {
+    if let Some(task) = current_task() {
+        held::release_if_held(&task, MMU_INVALIDATE);
+    }
+}
+
+fn register<C: StackIdContext + EbpfContext>(ctx: &C) {
+    let Some(task) = current_task() else {
+        return;
+    };
+    held::acquire_held(ctx, &task, &klock::pseudo(ctx, FS_RECLAIM));
+    held::acquire_held(ctx, &task, &klock::pseudo(ctx, MMU_INVALIDATE));
+    held::release_if_held(&task, MMU_INVALIDATE);
+    held::release_if_held(&task, FS_RECLAIM);
+}
+
+#[fentry]
+pub fn fentry_mmu_invalidate_range_start(ctx: FEntryContext) -> u32 {
+    range_start(&ctx);
+    0
+}
+
+#[fexit]
+pub fn fexit_mmu_invalidate_range_start(_ctx: FExitContext) -> u32 {
+    range_end();
+    0
+}
+
+#[fentry]
+pub fn fentry_mmu_notifier_register(ctx: FEntryContext) -> u32 {
+    register(&ctx);
+    0
+}
+
+#[kprobe]
+pub fn kprobe_mmu_invalidate_range_start(ctx: ProbeContext) -> u32 {
+    range_start(&ctx);
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe_mmu_invalidate_range_start(_ctx: RetProbeContext) -> u32 {
+    range_end();
+    0
+}
+
+#[kprobe]
+pub fn kprobe_mmu_notifier_register(ctx: ProbeContext) -> u32 {
+    register(&ctx);
+    0
+}

@@ -1,0 +1,163 @@
+//! The `fs_reclaim` pseudo-lock, as lockdep models it:
+//! - an allocation that may enter direct reclaim and recurse into the filesystem
+//!   (`__GFP_DIRECT_RECLAIM` and `__GFP_FS`, outside `memalloc_noreclaim`/`nofs`/`noio`
+//!   scopes) acquires and releases it at once: `held → fs_reclaim` for every held lock.
+//!   Seen at the stable `kmem:*` tracepoints; each event's `gfp_flags` offset comes from
+//!   its tracefs `format` file at load time (globals `GFP_OFFSET_*`).
+//! - direct reclaim (`vmscan:mm_vmscan_direct_reclaim_begin/end`) holds it, so locks taken
+//!   by shrinkers depend on it.
+//! - on a lockdep kernel, `fs_reclaim_acquire/release(gfp)` are probed too (optional).
+use aya_ebpf::{
+    helpers::{bpf_get_current_task, bpf_probe_read_kernel},
+    macros::{fentry, kprobe, tracepoint},
+    programs::{tracing::StackIdContext, FEntryContext, ProbeContext, TracePointContext},
+    EbpfContext,
+};
+use tracer_common::pseudo::FS_RECLAIM;
+
+use crate::{
+    held::{self, current_task},
+    klock,
+    maps::{
+        global, GFP_DIRECT_RECLAIM, GFP_FS, GFP_OFFSET_DIRECT_RECLAIM_BEGIN, GFP_OFFSET_KMALLOC,
+        GFP_OFFSET_KMALLOC_NODE, GFP_OFFSET_KMEM_CACHE_ALLOC, GFP_OFFSET_KMEM_CACHE_ALLOC_NODE,
+        GFP_OFFSET_MM_PAGE_ALLOC, PF_MEMALLOC, PF_MEMALLOC_NOFS_NOIO, TASK_FLAGS_OFFSET,
+    },
+};
+
+/// `current->flags`, when userspace found its offset in BTF.
+#[inline(always)]
+fn current_flags() -> Option<u32> {
+    let offset = global(&TASK_FLAGS_OFFSET);
+    if offset == u32::MAX {
+        return None;
+    }
+    // SAFETY: reading a kernel address through the helper, which handles faults.
+    unsafe {
+        let task = bpf_get_current_task();
+        bpf_probe_read_kernel((task + u64::from(offset)) as *const u32).ok()
+    }
+}
+
+/// lockdep's `__need_reclaim() && (current_gfp_context(gfp) & __GFP_FS)`. `pf_memalloc`:
+/// whether `PF_MEMALLOC` suppresses it (not inside reclaim itself, which sets it).
+#[inline(always)]
+fn takes_fs_reclaim(gfp: u32, pf_memalloc: bool) -> bool {
+    if gfp & global(&GFP_DIRECT_RECLAIM) == 0 || gfp & global(&GFP_FS) == 0 {
+        return false;
+    }
+    let mut mask = global(&PF_MEMALLOC_NOFS_NOIO);
+    if pf_memalloc {
+        mask |= global(&PF_MEMALLOC);
+    }
+    current_flags().is_none_or(|flags| flags & mask == 0)
+}
+
+#[inline(always)]
+fn allocation(ctx: &TracePointContext, offset: u32) {
+    if offset == 0 {
+        return;
+    }
+    // SAFETY: the offset is within the event record (read from its format file).
+    let Ok(gfp) = (unsafe { ctx.read_at::<u32>(offset as usize) }) else {
+        return;
+    };
+    if !takes_fs_reclaim(gfp, true) {
+        return;
+    }
+    if let Some(task) = current_task() {
+        held::acquire_release(ctx, &task, &klock::pseudo(ctx, FS_RECLAIM));
+    }
+}
+
+#[tracepoint]
+pub fn tp_kmalloc(ctx: TracePointContext) -> u32 {
+    allocation(&ctx, global(&GFP_OFFSET_KMALLOC));
+    0
+}
+
+#[tracepoint]
+pub fn tp_kmalloc_node(ctx: TracePointContext) -> u32 {
+    allocation(&ctx, global(&GFP_OFFSET_KMALLOC_NODE));
+    0
+}
+
+#[tracepoint]
+pub fn tp_kmem_cache_alloc(ctx: TracePointContext) -> u32 {
+    allocation(&ctx, global(&GFP_OFFSET_KMEM_CACHE_ALLOC));
+    0
+}
+
+#[tracepoint]
+pub fn tp_kmem_cache_alloc_node(ctx: TracePointContext) -> u32 {
+    allocation(&ctx, global(&GFP_OFFSET_KMEM_CACHE_ALLOC_NODE));
+    0
+}
+
+#[tracepoint]
+pub fn tp_mm_page_alloc(ctx: TracePointContext) -> u32 {
+    allocation(&ctx, global(&GFP_OFFSET_MM_PAGE_ALLOC));
+    0
+}
+
+fn hold_fs_reclaim<C: StackIdContext + EbpfContext>(ctx: &C, gfp: u32) {
+    // Direct reclaim runs with PF_MEMALLOC already set: only NOFS/NOIO scopes count.
+    if !takes_fs_reclaim(gfp, false) {
+        return;
+    }
+    if let Some(task) = current_task() {
+        held::acquire_held(ctx, &task, &klock::pseudo(ctx, FS_RECLAIM));
+    }
+}
+
+fn drop_fs_reclaim() {
+    if let Some(task) = current_task() {
+        held::release_if_held(&task, FS_RECLAIM);
+    }
+}
+
+#[tracepoint]
+pub fn tp_direct_reclaim_begin(ctx: TracePointContext) -> u32 {
+    let offset = global(&GFP_OFFSET_DIRECT_RECLAIM_BEGIN);
+    if offset != 0 {
+        // SAFETY: as in `allocation`.
+        if let Ok(gfp) = unsafe { ctx.read_at::<u32>(offset as usize) } {
+            hold_fs_reclaim(&ctx, gfp);
+        }
+    }
+    0
+}
+
+#[tracepoint]
+pub fn tp_direct_reclaim_end(_ctx: TracePointContext) -> u32 {
+    drop_fs_reclaim();
+    0
+}
+
+/// Lockdep kernels only: `fs_reclaim_acquire(gfp_t)` / `fs_reclaim_release(gfp_t)`.
+#[fentry]
+pub fn fentry_fs_reclaim_acquire(ctx: FEntryContext) -> u32 {
+    let gfp: u64 = ctx.arg(0);
+    hold_fs_reclaim(&ctx, gfp as u32);
+    0
+}
+
+#[fentry]
+pub fn fentry_fs_reclaim_release(_ctx: FEntryContext) -> u32 {
+    drop_fs_reclaim();
+    0
+}
+
+#[kprobe]
+pub fn kprobe_fs_reclaim_acquire(ctx: ProbeContext) -> u32 {
+    if let Some(gfp) = ctx.arg::<u64>(0) {
+        hold_fs_reclaim(&ctx, gfp as u32);
+    }
+    0
+}
+
+#[kprobe]
+pub fn kprobe_fs_reclaim_release(_ctx: ProbeContext) -> u32 {
+    drop_fs_reclaim();
+    0
+}

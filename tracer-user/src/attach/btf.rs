@@ -1,0 +1,124 @@
+//! A minimal reader of the kernel's BTF (`/sys/kernel/btf/vmlinux`) for the two facts the
+//! kernel probes need at load time and aya's public `Btf` API does not expose: a struct
+//! member's byte offset (`task_struct.flags`) and an enumerator's value (6.x's generated
+//! `___GFP_*_BIT`s). Layout: `include/uapi/linux/btf.h`.
+use std::collections::HashMap;
+
+pub struct KernelBtf {
+    data: Vec<u8>,
+    strings: usize,
+    strings_len: usize,
+    /// Offset in `data` of every type, by type id (id 0 is `void`).
+    types: Vec<usize>,
+}
+
+const KIND_INT: u32 = 1;
+const KIND_ARRAY: u32 = 3;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
+const KIND_FUNC_PROTO: u32 = 13;
+const KIND_VAR: u32 = 14;
+const KIND_DATASEC: u32 = 15;
+const KIND_DECL_TAG: u32 = 17;
+const KIND_ENUM64: u32 = 19;
+
+impl KernelBtf {
+    pub fn from_sys_fs() -> Option<Self> {
+        Self::parse(std::fs::read("/sys/kernel/btf/vmlinux").ok()?)
+    }
+
+    pub fn parse(data: Vec<u8>) -> Option<Self> {
+        let u32_at = |off: usize| -> Option<u32> {
+            Some(u32::from_le_bytes(data.get(off..off + 4)?.try_into().ok()?))
+        };
+        if data.get(0..2)? != [0x9f, 0xeb] {
+            return None; // big-endian or not BTF
+        }
+        let hdr_len = u32_at(4)? as usize;
+        let type_off = hdr_len + u32_at(8)? as usize;
+        let type_len = u32_at(12)? as usize;
+        let strings = hdr_len + u32_at(16)? as usize;
+        let strings_len = u32_at(20)? as usize;
+        let mut types = vec![0];
+        let mut off = type_off;
+        while off < type_off + type_len {
+            types.push(off);
+            let info = u32_at(off + 4)?;
+            let kind = (info >> 24) & 0x1f;
+            let vlen = (info & 0xffff) as usize;
+            off += 12
+                + match kind {
+                    KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+                    KIND_ARRAY => 12,
+                    KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
+                    KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
+                    _ => 0,
+                };
+        }
+        Some(Self { data, strings, strings_len, types })
+    }
+
+    fn u32_at(&self, off: usize) -> u32 {
+        self.data
+            .get(off..off + 4)
+            .map_or(0, |bytes| u32::from_le_bytes(bytes.try_into().unwrap_or_default()))
+    }
+
+    fn name(&self, name_off: u32) -> &str {
+        let start = self.strings + name_off as usize;
+        let end = self.strings + self.strings_len;
+        let Some(bytes) = self.data.get(start..end) else { return "" };
+        let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        std::str::from_utf8(&bytes[..len]).unwrap_or("")
+    }
+
+    /// Byte offset of `member` in `struct name` (the first struct of that name).
+    pub fn member_offset(&self, name: &str, member: &str) -> Option<u32> {
+        for &off in self.types.iter().skip(1) {
+            let info = self.u32_at(off + 4);
+            if (info >> 24) & 0x1f != KIND_STRUCT || self.name(self.u32_at(off)) != name {
+                continue;
+            }
+            let bitfield_encoded = info & (1 << 31) != 0;
+            for i in 0..(info & 0xffff) as usize {
+                let m = off + 12 + 12 * i;
+                if self.name(self.u32_at(m)) == member {
+                    let bits = self.u32_at(m + 8);
+                    let bits = if bitfield_encoded { bits & 0xff_ffff } else { bits };
+                    return (bits % 8 == 0).then_some(bits / 8);
+                }
+            }
+        }
+        None
+    }
+
+    /// Every enumerator whose name starts with `prefix`, with its value.
+    pub fn enumerators(&self, prefix: &str) -> HashMap<String, i64> {
+        let mut found = HashMap::new();
+        for &off in self.types.iter().skip(1) {
+            let info = self.u32_at(off + 4);
+            if (info >> 24) & 0x1f != KIND_ENUM {
+                continue;
+            }
+            for i in 0..(info & 0xffff) as usize {
+                let e = off + 12 + 8 * i;
+                let name = self.name(self.u32_at(e));
+                if name.starts_with(prefix) {
+                    found.insert(name.to_string(), i64::from(self.u32_at(e + 4) as i32));
+                }
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_btf_has_task_flags() {
+        let Some(btf) = super::KernelBtf::from_sys_fs() else { return };
+        let offset = btf.member_offset("task_struct", "flags");
+        assert!(offset.is_some_and(|off| off > 0 && off < 256), "{offset:?}");
+    }
+}

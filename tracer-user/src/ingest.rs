@@ -1,0 +1,310 @@
+//! The live source: turns ring-buffer records into lock-graph classes and dependencies,
+//! naming classes and symbolizing stacks on the way.
+use std::collections::HashMap;
+
+use lockgraph::{
+    ClassId, ClassInfo, ClassKey, Cycle, Dependency, Frame, LockGraph, LockKind, NameSource,
+    TaskInfo,
+};
+use tracer_common::{class_source, flags, pseudo, ClassEvent, DependencyEvent, DependencyKey};
+
+use crate::{
+    events::{c_str, comm_str, LockKind as WireKind},
+    symbols::Symbols,
+};
+
+
+/// Where the raw frames of a stack id come from (the BPF stack-trace map when live).
+pub trait StackSource {
+    fn frames(&self, stack_id: i32) -> Vec<u64>;
+}
+
+/// One side of a dependency as the kernel reported it.
+struct RawLock {
+    scope: u32,
+    class: u64,
+    lock: u64,
+    kind: u32,
+    source: u32,
+}
+
+pub struct Ingest {
+    pub graph: LockGraph,
+    symbols: Symbols,
+    /// Names from `ClassEvent`s (lockdep's init names), by class key.
+    init_names: HashMap<u64, (String, u32)>,
+    /// Classes already resolved, by (scope, raw class id, class source).
+    resolved: HashMap<(u32, u64, u32), ClassId>,
+    /// Raw class id → class, for guards (the kernel sends the guard's raw id only).
+    by_raw_class: HashMap<(u32, u64), ClassId>,
+    pub dependency_records: u64,
+    /// Cycles found while resynchronising, for the caller to announce.
+    pub resynced_cycles: Vec<Cycle>,
+}
+
+impl Ingest {
+    pub fn new() -> Self {
+        Self {
+            graph: LockGraph::new(),
+            symbols: Symbols::new(),
+            init_names: HashMap::new(),
+            resolved: HashMap::new(),
+            by_raw_class: HashMap::new(),
+            dependency_records: 0,
+            resynced_cycles: Vec::new(),
+        }
+    }
+
+    pub fn on_class(&mut self, event: &ClassEvent) {
+        self.init_names.insert(event.class, (c_str(&event.name), event.kind));
+    }
+
+    pub fn on_dependency(&mut self, event: &DependencyEvent, stacks: &impl StackSource) -> Vec<Cycle> {
+        self.dependency_records += 1;
+        let scope = if is_user_kind(event.new_kind) { event.pid } else { 0 };
+        let held_stack = self.frames(scope, stacks.frames(event.held_stack_id));
+        let new_stack = self.frames(scope, stacks.frames(event.new_stack_id));
+        let held_raw = RawLock {
+            scope,
+            class: event.held_class,
+            lock: event.held_lock,
+            kind: event.held_kind,
+            source: event.held_class_source,
+        };
+        let new_raw = RawLock {
+            scope,
+            class: event.new_class,
+            lock: event.new_lock,
+            kind: event.new_kind,
+            source: event.new_class_source,
+        };
+        let held = self.resolve(&held_raw, &held_stack);
+        let new = self.resolve(&new_raw, &new_stack);
+        let guard = (event.guard_class != 0)
+            .then(|| self.by_raw_class.get(&(scope, event.guard_class)).copied())
+            .flatten();
+        self.graph.add_dependency(Dependency {
+            held,
+            new,
+            held_read: event.flags & flags::HELD_READ != 0,
+            new_read: event.flags & flags::NEW_READ != 0,
+            timestamp_ns: event.timestamp_ns,
+            task: TaskInfo { comm: comm_str(&event.comm), pid: event.pid, tid: event.tid },
+            new_stack,
+            held_stack,
+            guard,
+        })
+    }
+
+    /// A dependency recovered from the in-kernel set after ring-buffer records were lost.
+    /// Returns whether it was new to the graph.
+    pub fn add_resynced(&mut self, key: &DependencyKey) -> bool {
+        let held = self.raw_from_key(key.scope, key.held_class);
+        let new = self.raw_from_key(key.scope, key.new_class);
+        let held = self.resolve(&held, &[]);
+        let new = self.resolve(&new, &[]);
+        if self.graph.edge(held, new).is_some() {
+            return false;
+        }
+        let guard = self.by_raw_class.get(&(key.scope, key.guard_class)).copied();
+        let cycles = self.graph.add_dependency(Dependency {
+            held,
+            new,
+            held_read: key.flags & flags::HELD_READ != 0,
+            new_read: key.flags & flags::NEW_READ != 0,
+            guard: guard.filter(|_| key.guard_class != 0),
+            ..Dependency::default()
+        });
+        self.resynced_cycles.extend(cycles);
+        true
+    }
+
+    /// What the kernel's key alone says about a class (its source is not in the key).
+    fn raw_from_key(&self, scope: u32, class: u64) -> RawLock {
+        let user = scope != 0;
+        let (source, kind) = if let Some((_, kind)) = self.init_names.get(&class).filter(|_| !user) {
+            (class_source::INIT_KEY, *kind)
+        } else if !user && (class == pseudo::FS_RECLAIM || class == pseudo::MMU_NOTIFIER_INVALIDATE_RANGE_START) {
+            (class_source::PSEUDO, tracer_common::kind::PSEUDO)
+        } else if user {
+            (class_source::INSTANCE, tracer_common::kind::PTHREAD_MUTEX)
+        } else {
+            (class_source::INSTANCE, tracer_common::kind::MUTEX)
+        };
+        RawLock { scope, class, lock: class, kind, source }
+    }
+
+    fn frames(&mut self, scope: u32, addrs: Vec<u64>) -> Vec<Frame> {
+        if addrs.is_empty() {
+            return Vec::new();
+        }
+        if scope == 0 {
+            self.symbols.kernel_frames(&addrs)
+        } else {
+            self.symbols.user_frames(scope, &addrs)
+        }
+    }
+
+    fn resolve(&mut self, raw: &RawLock, stack: &[Frame]) -> ClassId {
+        // Instance-named classes are keyed by instance; the others by their class id.
+        let identity = if raw.source == class_source::INSTANCE { raw.lock } else { raw.class };
+        if let Some(&id) = self.resolved.get(&(raw.scope, identity, raw.source)) {
+            return id;
+        }
+        let kind = lock_kind(raw.kind);
+        let (key, info) = match raw.source {
+            class_source::PSEUDO => {
+                let name = match raw.class {
+                    pseudo::FS_RECLAIM => "fs_reclaim".to_string(),
+                    pseudo::MMU_NOTIFIER_INVALIDATE_RANGE_START => {
+                        "mmu_notifier_invalidate_range_start".to_string()
+                    }
+                    other => format!("pseudo#{other}"),
+                };
+                (
+                    ClassKey::Id { source: class_source::PSEUDO, id: raw.class },
+                    ClassInfo::new(name, LockKind::Pseudo, NameSource::Pseudo),
+                )
+            }
+            class_source::INIT_KEY => {
+                let name = self
+                    .init_names
+                    .get(&raw.class)
+                    .map(|(name, _)| name.clone())
+                    .unwrap_or_else(|| format!("class@{:#x}", raw.class));
+                (
+                    ClassKey::Id { source: class_source::INIT_KEY, id: raw.class },
+                    ClassInfo::new(name, kind, NameSource::InitName),
+                )
+            }
+            _ => self.instance_class(raw, kind, stack),
+        };
+        let id = self.graph.class(key, info);
+        self.resolved.insert((raw.scope, identity, raw.source), id);
+        self.by_raw_class.insert((raw.scope, raw.class), id);
+        id
+    }
+
+    /// A lock whose initialisation was not seen: a static lock by its symbol, any other by
+    /// the function that acquired it first. Each instance stays its own class: merging the
+    /// instances a function takes could invent cycles that no lock order has.
+    fn instance_class(&mut self, raw: &RawLock, kind: LockKind, stack: &[Frame]) -> (ClassKey, ClassInfo) {
+        let key = ClassKey::Id { source: class_source::INSTANCE, id: raw.lock ^ (u64::from(raw.scope) << 48) };
+        let symbol = if raw.scope == 0 { self.symbols.kernel_data_symbol(raw.lock) } else { None };
+        if let Some((symbol, offset)) = symbol {
+            let name = if offset == 0 { symbol } else { format!("{symbol}+{offset:#x}") };
+            return (key, ClassInfo::new(name, kind, NameSource::Symbol));
+        }
+        let name = match acquisition_site(stack) {
+            Some(site) => format!("lock@{site}"),
+            None => format!("lock@{:#x}", raw.lock),
+        };
+        (key, ClassInfo::new(name, kind, NameSource::AcquireSite))
+    }
+}
+
+/// The first frame that is not a locking primitive (or tracing machinery).
+fn acquisition_site(stack: &[Frame]) -> Option<String> {
+    const LOCKING_PREFIXES: &[&str] = &[
+        "mutex_", "__mutex_", "down_", "__down", "up_", "_down", "rwsem_", "__rwsem",
+        "downgrade_write", "pthread_", "__pthread_", "___pthread_", "bpf_", "__bpf",
+        "ftrace_", "fentry_", "kprobe", "__kprobe",
+    ];
+    stack
+        .iter()
+        .filter_map(|frame| frame.symbol.as_deref())
+        .find(|symbol| !LOCKING_PREFIXES.iter().any(|prefix| symbol.starts_with(prefix)))
+        .map(str::to_string)
+}
+
+fn is_user_kind(kind: u32) -> bool {
+    matches!(
+        WireKind::try_from(kind),
+        Ok(WireKind::PthreadMutex | WireKind::PthreadRwlock)
+    )
+}
+
+fn lock_kind(kind: u32) -> LockKind {
+    match WireKind::try_from(kind) {
+        Ok(WireKind::Mutex) => LockKind::Mutex,
+        Ok(WireKind::Rwsem) => LockKind::Rwsem,
+        Ok(WireKind::Pseudo) => LockKind::Pseudo,
+        Ok(WireKind::PthreadMutex) => LockKind::PthreadMutex,
+        Ok(WireKind::PthreadRwlock) => LockKind::PthreadRwlock,
+        Err(_) => LockKind::Mutex,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracer_common::{kind, record};
+
+    use super::*;
+
+    struct NoStacks;
+    impl StackSource for NoStacks {
+        fn frames(&self, _stack_id: i32) -> Vec<u64> {
+            Vec::new()
+        }
+    }
+
+    fn class_event(class: u64, name: &str) -> ClassEvent {
+        let mut bytes = [0u8; tracer_common::CLASS_NAME_LEN];
+        bytes[..name.len()].copy_from_slice(name.as_bytes());
+        ClassEvent { record: record::CLASS, kind: kind::MUTEX, class, name: bytes }
+    }
+
+    fn dep(held: u64, new: u64, held_source: u32, new_source: u32) -> DependencyEvent {
+        DependencyEvent {
+            record: record::DEPENDENCY,
+            flags: 0,
+            held_class: held,
+            new_class: new,
+            guard_class: 0,
+            held_lock: held + 1,
+            new_lock: new + 1,
+            timestamp_ns: 1,
+            held_kind: if held_source == class_source::PSEUDO { kind::PSEUDO } else { kind::MUTEX },
+            new_kind: if new_source == class_source::PSEUDO { kind::PSEUDO } else { kind::MUTEX },
+            held_class_source: held_source,
+            new_class_source: new_source,
+            held_stack_id: -1,
+            new_stack_id: -1,
+            pid: 1,
+            tid: 1,
+            comm: [0; 16],
+        }
+    }
+
+    #[test]
+    fn seed_chain_from_kernel_records_closes_the_cycle_on_its_last_edge() {
+        let mut ingest = Ingest::new();
+        ingest.on_class(&class_event(0x10, "&vmm->mutex"));
+        ingest.on_class(&class_event(0x20, "&svmm->mutex"));
+        let key = class_source::INIT_KEY;
+        let pseudo_source = class_source::PSEUDO;
+        let reclaim = pseudo::FS_RECLAIM;
+        let notifier = pseudo::MMU_NOTIFIER_INVALIDATE_RANGE_START;
+        assert!(ingest.on_dependency(&dep(0x10, reclaim, key, pseudo_source), &NoStacks).is_empty());
+        assert!(ingest
+            .on_dependency(&dep(reclaim, notifier, pseudo_source, pseudo_source), &NoStacks)
+            .is_empty());
+        assert!(ingest.on_dependency(&dep(notifier, 0x20, pseudo_source, key), &NoStacks).is_empty());
+        let cycles = ingest.on_dependency(&dep(0x20, 0x10, key, key), &NoStacks);
+        assert_eq!(cycles.len(), 1);
+        let mut names: Vec<&str> = cycles[0].classes.iter().map(|&id| ingest.graph.name(id)).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["&svmm->mutex", "&vmm->mutex", "fs_reclaim", "mmu_notifier_invalidate_range_start"]
+        );
+        assert_eq!(ingest.dependency_records, 4);
+    }
+
+    #[test]
+    fn acquisition_site_skips_locking_primitives() {
+        let frames = [Frame::symbol("mutex_lock", 5), Frame::symbol("nvkm_uvmm_mthd", 0x4d5)];
+        assert_eq!(acquisition_site(&frames).as_deref(), Some("nvkm_uvmm_mthd"));
+        assert_eq!(acquisition_site(&[Frame::addr(1)]), None);
+    }
+}

@@ -1,0 +1,168 @@
+//! Offline sources and sinks: recorded traces, lockdep logs and snapshots in, reports and
+//! exports out. No BPF here; these run anywhere, without privileges.
+use std::{
+    fs,
+    io::Read as _,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode, Stdio},
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, ValueEnum};
+use lockgraph::{LockGraph, Suppressions};
+
+use crate::output::{write_atomic, Outputs};
+
+/// What every report-producing command can write.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Write the JSON report here (default: the text report goes to stdout only).
+    #[arg(long, value_name = "FILE")]
+    pub report_json: Option<PathBuf>,
+    /// Write the text report here instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub report_text: Option<PathBuf>,
+    /// Write the graph as DOT.
+    #[arg(long, value_name = "FILE")]
+    pub dot: Option<PathBuf>,
+    /// Cycle ids or class-name globs judged benign.
+    #[arg(long, value_name = "FILE")]
+    pub suppress: Option<PathBuf>,
+    /// Exit with status 3 when an unguarded cycle was found.
+    #[arg(long)]
+    pub fail_on_cycle: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    Json,
+    Dot,
+    Graphml,
+    Svg,
+}
+
+fn read_input(path: &Path) -> Result<String> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("reading standard input")?;
+        return Ok(text);
+    }
+    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))
+}
+
+pub fn load_suppressions(path: Option<&Path>) -> Result<Suppressions> {
+    let Some(path) = path else { return Ok(Suppressions::default()) };
+    let text = read_input(path)?;
+    Suppressions::parse(&text).with_context(|| format!("{}", path.display()))
+}
+
+/// A snapshot JSON or a JSON-lines trace, told apart by content.
+pub fn load_graph(path: &Path) -> Result<LockGraph> {
+    let text = read_input(path)?;
+    let first = text.trim_start();
+    let graph = if first.starts_with('{') && !first.lines().next().unwrap_or("").contains("\"type\"") {
+        LockGraph::from_snapshot_json(&text)
+    } else {
+        lockgraph::replay(text.as_bytes())
+    };
+    graph.with_context(|| format!("{}", path.display()))
+}
+
+fn emit_report(graph: &LockGraph, args: &ReportArgs) -> Result<ExitCode> {
+    let suppressions = load_suppressions(args.suppress.as_deref())?;
+    let outputs = Outputs {
+        report_json: args.report_json.clone(),
+        report_text: args.report_text.clone(),
+        dot: args.dot.clone(),
+        ..Outputs::default()
+    };
+    outputs.check()?;
+    outputs.write(graph, &suppressions)?;
+    let report = graph.report(&suppressions);
+    if args.report_text.is_none() {
+        print!("{}", report.text());
+    }
+    if args.fail_on_cycle && report.has_unguarded_cycle() {
+        return Ok(ExitCode::from(3));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `locktrace report FILE`: rebuild the graph from a recording (or snapshot) and report.
+pub fn report(file: &Path, args: &ReportArgs) -> Result<ExitCode> {
+    emit_report(&load_graph(file)?, args)
+}
+
+/// `locktrace import-lockdep FILE|-`: lockdep splats from a console log into the graph.
+pub fn import_lockdep(file: &Path, args: &ReportArgs) -> Result<ExitCode> {
+    let text = read_input(file)?;
+    let mut graph = LockGraph::new();
+    lockgraph::import_lockdep(&mut graph, &text).with_context(|| format!("{}", file.display()))?;
+    emit_report(&graph, args)
+}
+
+/// `locktrace export SNAP --format F [-o OUT]`.
+pub fn export(file: &Path, format: ExportFormat, out: Option<&Path>) -> Result<ExitCode> {
+    let graph = load_graph(file)?;
+    let bytes = match format {
+        ExportFormat::Json => serde_json::to_vec_pretty(&graph.report(&Suppressions::default()).json())?,
+        ExportFormat::Dot => lockgraph::to_dot(&graph).into_bytes(),
+        ExportFormat::Graphml => lockgraph::to_graphml(&graph).into_bytes(),
+        ExportFormat::Svg => dot_to_svg(&lockgraph::to_dot(&graph))?,
+    };
+    match out {
+        Some(path) => write_atomic(path, &bytes)?,
+        None => {
+            use std::io::Write as _;
+            std::io::stdout().write_all(&bytes)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dot_to_svg(dot: &str) -> Result<Vec<u8>> {
+    use std::io::Write as _;
+    let mut child = match Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(_) => bail!("svg needs Graphviz's `dot` (apt-get install graphviz); --format dot works without it"),
+    };
+    child.stdin.take().context("dot stdin")?.write_all(dot.as_bytes())?;
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        bail!("Graphviz dot failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+    }
+    Ok(output.stdout)
+}
+
+/// `locktrace merge A B ... -o OUT`.
+pub fn merge(files: &[PathBuf], out: &Path) -> Result<ExitCode> {
+    let graphs = files.iter().map(|file| load_graph(file)).collect::<Result<Vec<_>>>()?;
+    let merged = lockgraph::merge(&graphs).context("merging snapshots")?;
+    let json = serde_json::to_vec_pretty(&merged.report(&Suppressions::default()).json())?;
+    write_atomic(out, &json)?;
+    eprintln!("locktrace: merged {} snapshots: {}", files.len(), merged.report(&Suppressions::default()).summary());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `locktrace diff OLD NEW`: dependencies and cycles that appeared.
+pub fn diff(old: &Path, new: &Path) -> Result<ExitCode> {
+    let diff = lockgraph::diff(&load_graph(old)?, &load_graph(new)?);
+    for (from, to) in &diff.new_dependencies {
+        println!("+ dependency {from} -> {to}");
+    }
+    for (id, names) in &diff.new_cycles {
+        println!("+ cycle {id}: {}", names.join(" -> "));
+    }
+    println!(
+        "{} new dependencies, {} new cycles",
+        diff.new_dependencies.len(),
+        diff.new_cycles.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
