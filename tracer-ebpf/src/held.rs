@@ -350,6 +350,54 @@ pub fn acquire_release<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef) {
     emit_lock_op(task, new.lock, new.kind, new.flags, op::RELEASE);
 }
 
+/// A dependency `held → new` between two locks of which `held` is not on the task's stack:
+/// lockdep's priming sequences (`__mmu_notifier_register` takes `fs_reclaim` then the
+/// notifier pseudo-lock). The guard is the task's outermost held lock, if any.
+pub fn record_pair<C: StackIdContext>(ctx: &C, task: &Task, held: &LockRef, new: &LockRef) {
+    if !module_keeps(held.flags, new.flags) {
+        return;
+    }
+    let mut guard = 0;
+    if let Some(stack) = HELD.get_ptr(task.tid) {
+        // SAFETY: see `acquire`.
+        let stack = unsafe { &*stack };
+        if stack.depth > 0 {
+            if let Some(outer) = stack.locks.first() {
+                guard = outer.class;
+            }
+        }
+    }
+    let key = DependencyKey {
+        held_class: held.class,
+        new_class: new.class,
+        guard_class: guard,
+        flags: 0,
+        scope: new.scope,
+    };
+    if let Some(seen) = DEPENDENCIES.get_ptr_mut(key) {
+        // SAFETY: see `record_dependencies`.
+        unsafe { *seen += 1 };
+        return;
+    }
+    if DEPENDENCIES.insert(key, 1, u64::from(BPF_NOEXIST)).is_err() {
+        if DEPENDENCIES.get_ptr(key).is_some() {
+            return;
+        }
+        count(counter::DEPENDENCY_MAP_FULL);
+    }
+    let stack_id = ctx.get_stackid(&STACKS, 0).map(|id| id as i32).unwrap_or(-1);
+    let held_entry = HeldLock {
+        lock: held.lock,
+        class: held.class,
+        acquired_ns: 0,
+        stack_id,
+        flags: held.flags,
+        kind: held.kind,
+        class_source: held.class_source,
+    };
+    emit_dependency(task, &key, &held_entry, new, stack_id);
+}
+
 /// An acquire that cannot fail or block from the tracer's point of view (a pseudo-lock
 /// taken for the duration of a call): dependencies now, held at once.
 pub fn acquire_held<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef) {

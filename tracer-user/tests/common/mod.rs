@@ -1,0 +1,136 @@
+//! Helpers for the host e2e tests: build a C program, run it under `locktrace trace`.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::Duration,
+};
+
+pub fn assert_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "this test loads eBPF programs: run it as root");
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("locktrace-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Compiles `tests/programs/NAME.c` (or the given source text) with frame pointers and
+/// debug info, so that user stacks unwind and symbolize.
+pub fn compile(dir: &Path, name: &str, source: Option<&str>) -> PathBuf {
+    let source_path = match source {
+        Some(text) => {
+            let path = dir.join(format!("{name}.c"));
+            std::fs::write(&path, text).unwrap();
+            path
+        }
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/programs/{name}.c")),
+    };
+    let binary = dir.join(name);
+    let status = Command::new("gcc")
+        .args(["-g", "-O1", "-fno-omit-frame-pointer", "-pthread", "-o"])
+        .arg(&binary)
+        .arg(&source_path)
+        .status()
+        .expect("gcc must be installed");
+    assert!(status.success(), "gcc failed on {}", source_path.display());
+    binary
+}
+
+/// Reads `child`'s stderr until a line contains `needle`; the rest keeps being collected
+/// and is returned by the join handle.
+pub fn wait_for_stderr(child: &mut Child, needle: &'static str) -> thread::JoinHandle<String> {
+    let stderr = child.stderr.take().unwrap();
+    let (sender, receiver) = mpsc::channel();
+    let reader = thread::spawn(move || {
+        let mut seen = String::new();
+        let mut announced = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            seen.push_str(&line);
+            seen.push('\n');
+            if !announced && line.contains(needle) {
+                announced = true;
+                let _ = sender.send(Ok(()));
+            }
+        }
+        if !announced {
+            let _ = sender.send(Err(seen.clone()));
+        }
+        seen
+    });
+    match receiver.recv_timeout(Duration::from_secs(90)) {
+        Ok(Ok(())) => reader,
+        Ok(Err(seen)) => panic!("locktrace exited before '{needle}':\n{seen}"),
+        Err(_) => panic!("timed out waiting for '{needle}'"),
+    }
+}
+
+/// A program started with its pid printed on the first stdout line, waiting for a byte.
+pub struct Target {
+    pub child: Child,
+    pub pid: String,
+}
+
+impl Target {
+    pub fn start(binary: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(binary)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        let pid = line.split_whitespace().next().unwrap().to_string();
+        Self { child, pid }
+    }
+
+    /// Lets it run and waits for it to exit successfully.
+    pub fn go(mut self) {
+        self.child.stdin.as_mut().unwrap().write_all(b"g").unwrap();
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+/// `locktrace trace ARGS` running in the background until `stop`.
+pub struct Tracer {
+    child: Child,
+    stderr: thread::JoinHandle<String>,
+}
+
+pub struct TracerOutput {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Tracer {
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_locktrace"))
+            .arg("trace")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = wait_for_stderr(&mut child, "locktrace: attached");
+        Self { child, stderr }
+    }
+
+    /// SIGINT, then collect everything it printed.
+    pub fn stop(mut self) -> TracerOutput {
+        thread::sleep(Duration::from_millis(300));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let mut stdout = String::new();
+        self.child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+        let status = self.child.wait().unwrap();
+        TracerOutput { status, stdout, stderr: self.stderr.join().unwrap() }
+    }
+}

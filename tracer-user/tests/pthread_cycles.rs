@@ -1,0 +1,96 @@
+//! User-space lock order on the host: two threads taking two global mutexes (one after the
+//! other, so nothing hangs) are reported as a possible deadlock with symbolized user stacks
+//! when the orders are opposite, and not when they agree or the inversion is a trylock.
+mod common;
+
+use common::{assert_root, compile, scratch_dir, Target, Tracer};
+
+struct Traced {
+    report: serde_json::Value,
+    text: String,
+}
+
+fn trace_two_locks(mode: &str) -> Traced {
+    assert_root();
+    let dir = scratch_dir(&format!("cycles-{mode}"));
+    let binary = compile(&dir, "two_locks", None);
+    let target = Target::start(&binary, &[mode]);
+    let json_path = dir.join("report.json");
+    let text_path = dir.join("report.txt");
+    let tracer = Tracer::start(&[
+        "--user",
+        "--pid",
+        &target.pid,
+        "--report-json",
+        json_path.to_str().unwrap(),
+        "--report-text",
+        text_path.to_str().unwrap(),
+    ]);
+    target.go();
+    let output = tracer.stop();
+    assert!(output.status.success(), "locktrace failed:\n{}", output.stderr);
+    let report = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let text = std::fs::read_to_string(&text_path).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    Traced { report, text }
+}
+
+fn unguarded_cycles(report: &serde_json::Value) -> Vec<&serde_json::Value> {
+    report["cycles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|cycle| cycle["guarded_by"].is_null() && cycle["suppressed"] == false)
+        .collect()
+}
+
+fn stack_symbols(edge: &serde_json::Value, side: &str) -> Vec<String> {
+    edge[side]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|frame| frame["symbol"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn opposite_orders_are_a_cycle_with_symbolized_stacks() {
+    let traced = trace_two_locks("abba");
+    let cycles = unguarded_cycles(&traced.report);
+    assert_eq!(cycles.len(), 1, "{}", traced.report);
+    assert_eq!(cycles[0]["classes"].as_array().unwrap().len(), 2);
+    let edges = traced.report["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 2, "{}", traced.report);
+    for edge in edges {
+        assert_eq!(edge["count"], 1);
+        for side in ["new_stack", "held_stack"] {
+            let symbols = stack_symbols(edge, side);
+            assert!(
+                symbols.iter().any(|symbol| symbol.contains("pthread_mutex_lock")),
+                "{side} of {edge} lacks the libc frame: {symbols:?}"
+            );
+            // Frame pointers give the caller of the function that took the lock.
+            assert!(
+                symbols.iter().any(|symbol| symbol == "first" || symbol == "second"),
+                "{side} of {edge} lacks the program's frames: {symbols:?}"
+            );
+        }
+    }
+    assert!(traced.text.contains("WARNING: possible circular locking dependency detected"));
+    assert!(traced.text.contains("*** DEADLOCK ***"));
+}
+
+#[test]
+fn a_consistent_order_is_not_a_cycle() {
+    let traced = trace_two_locks("ordered");
+    assert!(unguarded_cycles(&traced.report).is_empty(), "{}", traced.report);
+    assert_eq!(traced.report["edges"].as_array().unwrap().len(), 1, "{}", traced.report);
+}
+
+#[test]
+fn a_trylock_inversion_is_not_a_cycle() {
+    let traced = trace_two_locks("trylock");
+    assert!(unguarded_cycles(&traced.report).is_empty(), "{}", traced.report);
+    // Only A -> B: the trylock of A under B creates no dependency.
+    assert_eq!(traced.report["edges"].as_array().unwrap().len(), 1, "{}", traced.report);
+}
