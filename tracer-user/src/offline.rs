@@ -2,7 +2,7 @@
 //! exports out. No BPF here; these run anywhere, without privileges.
 use std::{
     fs,
-    io::Read as _,
+    io::{BufRead as _, BufReader, Read as _},
     path::{Path, PathBuf},
     process::{Command, ExitCode, Stdio},
 };
@@ -57,14 +57,29 @@ pub fn load_suppressions(path: Option<&Path>) -> Result<Suppressions> {
     Suppressions::parse(&text).with_context(|| format!("{}", path.display()))
 }
 
-/// A snapshot JSON or a JSON-lines trace, told apart by content.
+/// A snapshot JSON or a JSON-lines trace, told apart by the first line. Traces are
+/// streamed, so a long recording replays in memory proportional to its graph.
 pub fn load_graph(path: &Path) -> Result<LockGraph> {
-    let text = read_input(path)?;
-    let first = text.trim_start();
-    let graph = if first.starts_with('{') && !first.lines().next().unwrap_or("").contains("\"type\"") {
-        LockGraph::from_snapshot_json(&text)
+    let reader: Box<dyn std::io::Read> = if path == Path::new("-") {
+        Box::new(std::io::stdin())
     } else {
-        lockgraph::replay(text.as_bytes())
+        Box::new(fs::File::open(path).with_context(|| format!("reading {}", path.display()))?)
+    };
+    let mut reader = BufReader::new(reader);
+    let mut head = String::new();
+    while head.trim().is_empty() {
+        if reader.read_line(&mut head).with_context(|| format!("reading {}", path.display()))? == 0 {
+            bail!("{}: empty input", path.display());
+        }
+    }
+    // Every trace line has a "type" field; a snapshot opens with `{` and a "classes" array.
+    let is_trace = head.trim_start().starts_with('#') || head.contains("\"type\"");
+    let graph = if is_trace {
+        lockgraph::replay(head.as_bytes().chain(reader))
+    } else {
+        let mut text = head;
+        reader.read_to_string(&mut text).with_context(|| format!("reading {}", path.display()))?;
+        LockGraph::from_snapshot_json(&text)
     };
     graph.with_context(|| format!("{}", path.display()))
 }
