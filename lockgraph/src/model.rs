@@ -185,8 +185,16 @@ pub struct TaskInfo {
 /// Counters the caller keeps about its source (events read, records lost).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Stats {
+    /// Lock operations the source saw.
     pub events: u64,
+    /// Records the source lost (recovered by resync where it can).
     pub dropped: u64,
+    /// Dependency records the source delivered (after in-kernel dedup).
+    #[serde(default)]
+    pub records: u64,
+    /// Dependencies recovered by re-reading the source's own set after drops.
+    #[serde(default)]
+    pub resynced: u64,
 }
 
 /// Removes lockdep's `#N` instance suffix: `&vmm->mutex#3` → `&vmm->mutex`.

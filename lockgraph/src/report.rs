@@ -144,6 +144,12 @@ pub struct RecursiveJson {
 pub struct StatsJson {
     pub events: u64,
     pub dropped: u64,
+    /// Dependency records delivered by the source (after in-kernel dedup).
+    #[serde(default)]
+    pub records: u64,
+    /// Dependencies recovered from the in-kernel set after drops.
+    #[serde(default)]
+    pub resynced: u64,
     pub dependencies: u64,
     pub classes: u64,
     pub cycles: u64,
@@ -274,6 +280,8 @@ impl LockGraph {
         let stats = self.stats_mut();
         stats.events += snapshot.stats.events;
         stats.dropped += snapshot.stats.dropped;
+        stats.records += snapshot.stats.records;
+        stats.resynced += snapshot.stats.resynced;
         Ok(())
     }
 }
@@ -456,10 +464,12 @@ impl<'a> Report<'a> {
                 held_stack: r.held_stack.clone(),
             })
             .collect();
-        let Stats { events, dropped } = g.stats();
+        let Stats { events, dropped, records, resynced } = g.stats();
         let stats = StatsJson {
             events,
             dropped,
+            records,
+            resynced,
             dependencies: g.edge_count() as u64,
             classes: g.class_count() as u64,
             cycles: cycles.len() as u64,

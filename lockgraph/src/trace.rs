@@ -96,6 +96,10 @@ enum Record {
         events: u64,
         #[serde(default)]
         dropped: u64,
+        #[serde(default)]
+        records: u64,
+        #[serde(default)]
+        resynced: u64,
     },
 }
 
@@ -265,10 +269,12 @@ pub fn replay_into(graph: &mut LockGraph, reader: impl Read) -> Result<Vec<Cycle
                 };
                 simulator.apply(op, |dep| cycles.extend(graph.add_dependency(dep)));
             }
-            Record::Stats { events, dropped } => {
+            Record::Stats { events, dropped, records, resynced } => {
                 let stats = graph.stats_mut();
                 stats.events += events;
                 stats.dropped += dropped;
+                stats.records += records;
+                stats.resynced += resynced;
             }
         }
     }
@@ -337,5 +343,7 @@ pub fn write_trace(graph: &LockGraph, mut out: impl Write) -> std::io::Result<()
     line(&Record::Stats {
         events: stats.events,
         dropped: stats.dropped,
+        records: stats.records,
+        resynced: stats.resynced,
     })
 }

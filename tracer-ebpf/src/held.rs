@@ -6,7 +6,9 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns,
+        bpf_loop,
     },
+    helpers::generated::bpf_get_current_comm as raw_get_current_comm,
     programs::tracing::StackIdContext,
     EbpfContext,
 };
@@ -16,7 +18,7 @@ use tracer_common::{
 };
 
 use crate::maps::{
-    count, global, global_u64, DEPENDENCIES, EMIT_LOCK_OPS, EVENTS, FILTER_COMM,
+    count, global, global_u64, DEPENDENCIES, EMIT_LOCK_OPS, EVENTS, FILTER_COMM, FILTER_SELF_TGID,
     FILTER_MODULE_END, FILTER_MODULE_START, FILTER_PID, HELD, HELD_INIT, STACKS,
 };
 
@@ -44,6 +46,9 @@ pub fn current_task() -> Option<Task> {
     let task = Task { pid: (pid_tgid >> 32) as u32, tid: pid_tgid as u32 };
     let filter = global(&FILTER_PID);
     if filter != 0 && filter != task.pid {
+        return None;
+    }
+    if task.pid == global(&FILTER_SELF_TGID) {
         return None;
     }
     if !comm_matches() {
@@ -74,8 +79,7 @@ fn comm_matches() -> bool {
     true
 }
 
-/// Frames of the kernel stack looked at by the `--module` filter.
-const MODULE_FRAMES: usize = 8;
+use crate::maps::{MODULE_FRAMES, MODULE_FRAMES_SCRATCH};
 
 /// Whether the `--module` filter is on; when it is, whether this acquire was made from
 /// (within [`MODULE_FRAMES`] frames of) the module's text. Returns [`held_state::FROM_MODULE`]
@@ -87,16 +91,20 @@ pub fn module_bit<C: EbpfContext>(ctx: &C) -> u32 {
         return 0;
     }
     let start = global_u64(&FILTER_MODULE_START);
-    let mut frames = [0u64; MODULE_FRAMES];
-    // SAFETY: the helper writes at most the buffer's size.
-    let len = unsafe {
-        bpf_get_stack(ctx.as_ptr(), frames.as_mut_ptr().cast(), core::mem::size_of_val(&frames) as u32, 0)
-    };
-    if len <= 0 {
+    // A per-CPU scratch buffer, not the stack: the deepest call chains need all 512 bytes.
+    let Some(frames) = MODULE_FRAMES_SCRATCH.get_ptr_mut(0) else {
         return 0;
-    }
+    };
+    // SAFETY: the helper writes at most the buffer's size into this CPU's slot.
+    let frames = unsafe {
+        let len = bpf_get_stack(ctx.as_ptr(), frames.cast(), (MODULE_FRAMES * 8) as u32, 0);
+        if len <= 0 {
+            return 0;
+        }
+        &*frames
+    };
     for frame in frames {
-        if frame >= start && frame < end {
+        if *frame >= start && *frame < end {
             return held_state::FROM_MODULE;
         }
     }
@@ -140,17 +148,21 @@ fn emit_lock_op(task: &Task, lock: u64, kind: u32, lock_flags: u32, operation: u
         count(counter::RINGBUF_DROPPED);
         return;
     };
-    entry.write(LockOpEvent {
-        record: record::LOCK_OP,
-        op: operation,
-        kind,
-        flags: lock_flags & (flags::NEW_READ | flags::TRY),
-        timestamp_ns: unsafe { bpf_ktime_get_ns() },
-        lock,
-        pid: task.pid,
-        tid: task.tid,
-        comm: bpf_get_current_comm().unwrap_or_default(),
-    });
+    // Field by field into the reservation (no event-sized temporary on the 512-byte stack,
+    // which the deepest call chains share).
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` is a reserved, writable record of the right size.
+    unsafe {
+        (*event).record = record::LOCK_OP;
+        (*event).op = operation;
+        (*event).kind = kind;
+        (*event).flags = lock_flags & (flags::NEW_READ | flags::TRY);
+        (*event).timestamp_ns = bpf_ktime_get_ns();
+        (*event).lock = lock;
+        (*event).pid = task.pid;
+        (*event).tid = task.tid;
+        raw_get_current_comm((&raw mut (*event).comm).cast(), COMM_LEN as u32);
+    }
     entry.submit(0);
 }
 
@@ -186,50 +198,93 @@ pub fn acquire<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef, stack_fla
     stack.depth = depth as u32 + 1;
 }
 
+/// State of one [`record_dependencies`] scan, shared with the `bpf_loop` callback.
+#[repr(C)]
+struct DependencyScan {
+    task: *const Task,
+    stack: *const HeldStack,
+    new: *const LockRef,
+    new_stack_id: i32,
+    _pad: u32,
+    guard: u64,
+}
+
+/// `held → new` for every lock held (not waiting, not released). The scan runs in
+/// `bpf_loop` (Linux 5.17+): the verifier checks the body once instead of unrolling 48
+/// iterations per program, which kept loading ~90 programs under TCG within seconds.
 fn record_dependencies(task: &Task, stack: &HeldStack, new: &LockRef, new_stack_id: i32) {
-    let depth = stack.depth as usize;
-    let mut guard = 0u64;
-    for i in 0..MAX_HELD_LOCKS {
-        if i >= depth {
-            break;
-        }
-        let held = &stack.locks[i];
-        if held.flags & held_state::WAITING != 0 || !module_keeps(held.flags, new.flags) {
-            continue;
-        }
-        count(counter::DEPENDENCY_CHECKS);
-        let mut dep_flags = 0;
-        if new.flags & flags::NEW_READ != 0 {
-            dep_flags |= flags::NEW_READ;
-        }
-        if held.flags & flags::NEW_READ != 0 {
-            dep_flags |= flags::HELD_READ;
-        }
-        let key = DependencyKey {
-            held_class: held.class,
-            new_class: new.class,
-            guard_class: guard,
-            flags: dep_flags,
-            scope: new.scope,
-        };
-        if guard == 0 {
-            guard = held.class;
-        }
-        if let Some(seen) = DEPENDENCIES.get_ptr_mut(key) {
-            // SAFETY: map value pointer. Not atomic (core has no atomic RMW for the BPF
-            // target): a concurrent increment may be lost, so the count is a lower bound.
-            unsafe { *seen += 1 };
-            continue;
-        }
-        if DEPENDENCIES.insert(key, 1, u64::from(BPF_NOEXIST)).is_err() {
-            // Either another CPU inserted it first (it reports it) or the map is full.
-            if DEPENDENCIES.get_ptr(key).is_some() {
-                continue;
-            }
-            count(counter::DEPENDENCY_MAP_FULL);
-        }
-        emit_dependency(task, &key, held, new, new_stack_id);
+    let depth = stack.depth;
+    if depth == 0 {
+        return;
     }
+    let mut scan = DependencyScan {
+        task,
+        stack,
+        new,
+        new_stack_id,
+        _pad: 0,
+        guard: 0,
+    };
+    let loops = if depth > MAX_HELD_LOCKS as u32 { MAX_HELD_LOCKS as u32 } else { depth };
+    // SAFETY: the callback only reads through the pointers in `scan`, valid for the call.
+    unsafe {
+        bpf_loop(
+            loops,
+            dependency_step as *mut core::ffi::c_void,
+            (&raw mut scan).cast(),
+            0,
+        );
+    }
+}
+
+extern "C" fn dependency_step(index: u64, context: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `context` is the `DependencyScan` of `record_dependencies`, alive for the loop.
+    let scan = unsafe { &mut *context.cast::<DependencyScan>() };
+    // SAFETY: as above; the stack is this thread's map value.
+    let (task, stack, new) = unsafe { (&*scan.task, &*scan.stack, &*scan.new) };
+    let Some(held) = stack.locks.get(index as usize) else {
+        return 1;
+    };
+    if held.lock == 0 || held.flags & held_state::WAITING != 0 {
+        return 0;
+    }
+    let guard = scan.guard;
+    if guard == 0 {
+        scan.guard = held.class;
+    }
+    if !module_keeps(held.flags, new.flags) {
+        return 0;
+    }
+    count(counter::DEPENDENCY_CHECKS);
+    let mut dep_flags = 0;
+    if new.flags & flags::NEW_READ != 0 {
+        dep_flags |= flags::NEW_READ;
+    }
+    if held.flags & flags::NEW_READ != 0 {
+        dep_flags |= flags::HELD_READ;
+    }
+    let key = DependencyKey {
+        held_class: held.class,
+        new_class: new.class,
+        guard_class: guard,
+        flags: dep_flags,
+        scope: new.scope,
+    };
+    if let Some(seen) = DEPENDENCIES.get_ptr_mut(key) {
+        // SAFETY: map value pointer. Not atomic (core has no atomic RMW for the BPF
+        // target): a concurrent increment may be lost, so the count is a lower bound.
+        unsafe { *seen += 1 };
+        return 0;
+    }
+    if DEPENDENCIES.insert(key, 1, u64::from(BPF_NOEXIST)).is_err() {
+        // Either another CPU inserted it first (it reports it) or the map is full.
+        if DEPENDENCIES.get_ptr(key).is_some() {
+            return 0;
+        }
+        count(counter::DEPENDENCY_MAP_FULL);
+    }
+    emit_dependency(task, &key, held, new, scan.new_stack_id);
+    0
 }
 
 fn emit_dependency(task: &Task, key: &DependencyKey, held: &HeldLock, new: &LockRef, new_stack_id: i32) {
@@ -238,25 +293,27 @@ fn emit_dependency(task: &Task, key: &DependencyKey, held: &HeldLock, new: &Lock
         return;
     };
     count(counter::DEPENDENCIES_SENT);
-    entry.write(DependencyEvent {
-        record: record::DEPENDENCY,
-        flags: key.flags,
-        held_class: key.held_class,
-        new_class: key.new_class,
-        guard_class: key.guard_class,
-        held_lock: held.lock,
-        new_lock: new.lock,
-        timestamp_ns: unsafe { bpf_ktime_get_ns() },
-        held_kind: held.kind,
-        new_kind: new.kind,
-        held_class_source: held.class_source,
-        new_class_source: new.class_source,
-        held_stack_id: held.stack_id,
-        new_stack_id,
-        pid: task.pid,
-        tid: task.tid,
-        comm: bpf_get_current_comm().unwrap_or_default(),
-    });
+    let event = entry.as_mut_ptr();
+    // SAFETY: as in `emit_lock_op`.
+    unsafe {
+        (*event).record = record::DEPENDENCY;
+        (*event).flags = key.flags;
+        (*event).held_class = key.held_class;
+        (*event).new_class = key.new_class;
+        (*event).guard_class = key.guard_class;
+        (*event).held_lock = held.lock;
+        (*event).new_lock = new.lock;
+        (*event).timestamp_ns = bpf_ktime_get_ns();
+        (*event).held_kind = held.kind;
+        (*event).new_kind = new.kind;
+        (*event).held_class_source = held.class_source;
+        (*event).new_class_source = new.class_source;
+        (*event).held_stack_id = held.stack_id;
+        (*event).new_stack_id = new_stack_id;
+        (*event).pid = task.pid;
+        (*event).tid = task.tid;
+        raw_get_current_comm((&raw mut (*event).comm).cast(), COMM_LEN as u32);
+    }
     entry.submit(0);
 }
 
@@ -268,21 +325,29 @@ pub fn acquire_returned(task: &Task, lock: Option<u64>, acquired: bool) {
     };
     // SAFETY: see `acquire`.
     let stack = unsafe { &mut *stack };
-    let Some(index) = find_innermost(stack, |held| {
-        held.flags & held_state::WAITING != 0 && lock.is_none_or(|lock| held.lock == lock)
-    }) else {
+    let mut found: Option<HeldLock> = None;
+    let matched = update_innermost(
+        stack,
+        |held| held.flags & held_state::WAITING != 0 && lock.is_none_or(|lock| held.lock == lock),
+        |entry| {
+            found = Some(*entry);
+            if acquired {
+                entry.flags &= !held_state::WAITING;
+            } else {
+                tombstone(entry);
+            }
+        },
+    );
+    if !matched {
+        return;
+    }
+    let Some(held) = found else {
         return;
     };
-    // `get_mut`, not indexing: a bounds-check panic path is code the verifier rejects.
-    let Some(entry) = stack.locks.get_mut(index) else {
-        return;
-    };
-    let held = *entry;
     if acquired {
-        entry.flags &= !held_state::WAITING;
         emit_lock_op(task, held.lock, held.kind, held.flags, op::ACQUIRED);
     } else {
-        remove_at(stack, index);
+        pop_tombstones(stack);
         emit_lock_op(task, held.lock, held.kind, held.flags, op::ACQUIRE_FAILED);
     }
 }
@@ -297,38 +362,61 @@ pub fn release(task: &Task, lock: u64, kind: u32) {
     };
     // SAFETY: see `acquire`.
     let stack = unsafe { &mut *stack };
-    match find_innermost(stack, |held| held.lock == lock) {
-        Some(index) => remove_at(stack, index),
-        None => count(counter::UNMATCHED_RELEASE),
+    if update_innermost(stack, |held| held.lock == lock, tombstone) {
+        pop_tombstones(stack);
+    } else {
+        count(counter::UNMATCHED_RELEASE);
     }
 }
 
-#[expect(clippy::manual_find, reason = "an explicit constant-bounded loop for the verifier")]
-fn find_innermost(stack: &HeldStack, matches: impl Fn(&HeldLock) -> bool) -> Option<usize> {
+/// Apply `action` to the innermost entry that `matches`; whether there was one. The action
+/// runs inside the scan so that no index outlives it: an index returned from a 48-way loop
+/// made the verifier check everything after it once per possible value.
+fn update_innermost(
+    stack: &mut HeldStack,
+    matches: impl Fn(&HeldLock) -> bool,
+    action: impl FnOnce(&mut HeldLock),
+) -> bool {
     // Loop over constant bounds (not `depth`) so that the verifier sees every index in range.
     let depth = stack.depth as usize;
     for index in (0..MAX_HELD_LOCKS).rev() {
-        if index < depth && matches(&stack.locks[index]) {
-            return Some(index);
+        if index >= depth {
+            continue;
+        }
+        // `get_mut`, not indexing: a bounds-check panic path is code the verifier rejects.
+        let Some(entry) = stack.locks.get_mut(index) else {
+            return false;
+        };
+        if entry.lock != 0 && matches(entry) {
+            action(entry);
+            return true;
         }
     }
-    None
+    false
 }
 
-fn remove_at(stack: &mut HeldStack, index: usize) {
-    let depth = stack.depth as usize;
-    if depth == 0 || depth > MAX_HELD_LOCKS {
-        return;
-    }
-    for slot in 0..MAX_HELD_LOCKS - 1 {
-        if slot + 1 >= depth {
+/// A removed entry becomes a tombstone (`lock == 0`, skipped by every scan) until the
+/// entries above it are gone ([`pop_tombstones`]). No shifting: moving 40-byte entries at an
+/// unknown index made every release program take ~1 s to verify.
+fn tombstone(entry: &mut HeldLock) {
+    entry.lock = 0;
+    entry.class = 0;
+    entry.flags = 0;
+}
+
+fn pop_tombstones(stack: &mut HeldStack) {
+    for _ in 0..MAX_HELD_LOCKS {
+        let depth = stack.depth as usize;
+        // Bound `depth` itself (not only `depth - 1`): the verifier must see the address
+        // `depth * 40 - 40` in range, and LLVM indexes with `depth`.
+        if depth == 0 || depth > MAX_HELD_LOCKS {
             break;
         }
-        if slot >= index {
-            stack.locks[slot] = stack.locks[slot + 1];
+        match stack.locks.get(depth - 1) {
+            Some(top) if top.lock == 0 => stack.depth = depth as u32 - 1,
+            _ => break,
         }
     }
-    stack.depth = depth as u32 - 1;
 }
 
 /// A lockdep-style "acquire and release at once" of a pseudo-lock (`fs_reclaim` at an
@@ -413,10 +501,10 @@ pub fn release_if_held(task: &Task, lock: u64) {
     };
     // SAFETY: see `acquire`.
     let stack = unsafe { &mut *stack };
-    if let Some(index) = find_innermost(stack, |held| held.lock == lock) {
+    if update_innermost(stack, |held| held.lock == lock, tombstone) {
+        pop_tombstones(stack);
         count(counter::LOCK_OPS);
         emit_lock_op(task, lock, tracer_common::kind::PSEUDO, 0, op::RELEASE);
-        remove_at(stack, index);
     }
 }
 
@@ -427,11 +515,7 @@ pub fn downgrade(task: &Task, lock: u64) {
     };
     // SAFETY: see `acquire`.
     let stack = unsafe { &mut *stack };
-    let Some(index) = find_innermost(stack, |held| held.lock == lock) else {
+    if !update_innermost(stack, |held| held.lock == lock, |entry| entry.flags |= flags::NEW_READ) {
         count(counter::UNMATCHED_RELEASE);
-        return;
-    };
-    if let Some(entry) = stack.locks.get_mut(index) {
-        entry.flags |= flags::NEW_READ;
     }
 }

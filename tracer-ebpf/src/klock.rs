@@ -1,7 +1,8 @@
 //! Kernel-lock helpers shared by the `mutex` and `rwsem` families: lockdep-style class ids
 //! (learnt at `__mutex_init`/`__init_rwsem`) and the glue from a probe to [`crate::held`].
 use aya_ebpf::{
-    bindings::BPF_NOEXIST, helpers::bpf_probe_read_kernel_str_bytes,
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
     programs::tracing::StackIdContext, EbpfContext,
 };
 use tracer_common::{class_source, counter, record, ClassEvent, CLASS_NAME_LEN};
@@ -49,6 +50,16 @@ pub fn lock_initialised(lock: u64, name: u64, key: u64, lock_kind: u32) {
         }
     }
     entry.submit(0);
+}
+
+/// Argument `n` of an fentry/fexit program (`n` = argument count: the return value), as a
+/// plain number. Read through `bpf_probe_read_kernel` on purpose: a direct context load gives
+/// the verifier a typed BTF pointer (`ptr_mutex`), on which the class arithmetic and map-key
+/// use are refused.
+#[inline(always)]
+pub fn arg<C: EbpfContext>(ctx: &C, n: usize) -> u64 {
+    // SAFETY: the context of a tracing program is an array of u64 arguments.
+    unsafe { bpf_probe_read_kernel((ctx.as_ptr() as *const u64).wrapping_add(n)).unwrap_or(0) }
 }
 
 /// A kernel lock as a probe sees it. `subclass` (the `_nested` variants') is added to the

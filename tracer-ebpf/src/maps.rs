@@ -32,6 +32,9 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 /// Only trace this thread group (0: all).
 #[no_mangle]
 pub static FILTER_PID: u32 = 0;
+/// The tracer's own thread group, never traced (its output would feed back into events).
+#[no_mangle]
+pub static FILTER_SELF_TGID: u32 = 0;
 /// Stream every lock operation, not only new dependencies (debugging aid).
 #[no_mangle]
 pub static EMIT_LOCK_OPS: u32 = 0;
@@ -79,6 +82,11 @@ pub static LOCK_CLASS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536
 /// Classes whose name was already sent ([`tracer_common::ClassEvent`]).
 #[map]
 pub static CLASSES_SEEN: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16384, 0);
+
+/// Frames of the kernel stack looked at by the `--module` filter.
+pub const MODULE_FRAMES: usize = 8;
+#[map]
+pub static MODULE_FRAMES_SCRATCH: PerCpuArray<[u64; MODULE_FRAMES]> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn global_u64(value: &'static u64) -> u64 {

@@ -18,7 +18,7 @@ macro_rules! fentry_acquire {
     ($prog:ident, $kind:expr, $flags:expr) => {
         #[fentry]
         pub fn $prog(ctx: FEntryContext) -> u32 {
-            let lock: u64 = ctx.arg(0);
+            let lock = klock::arg(&ctx, 0);
             klock::acquire(&ctx, lock, $kind, $flags, 0);
             0
         }
@@ -26,8 +26,8 @@ macro_rules! fentry_acquire {
     ($prog:ident, $kind:expr, $flags:expr, subclass) => {
         #[fentry]
         pub fn $prog(ctx: FEntryContext) -> u32 {
-            let lock: u64 = ctx.arg(0);
-            let subclass: u64 = ctx.arg(1);
+            let lock = klock::arg(&ctx, 0);
+            let subclass = klock::arg(&ctx, 1);
             klock::acquire(&ctx, lock, $kind, $flags, subclass);
             0
         }
@@ -41,7 +41,7 @@ macro_rules! fexit_returned {
     ($prog:ident, void) => {
         #[fexit]
         pub fn $prog(ctx: FExitContext) -> u32 {
-            let lock: u64 = ctx.arg(0);
+            let lock = klock::arg(&ctx, 0);
             klock::returned(Some(lock), true);
             0
         }
@@ -49,8 +49,8 @@ macro_rules! fexit_returned {
     ($prog:ident, zero_ok, $ret:expr) => {
         #[fexit]
         pub fn $prog(ctx: FExitContext) -> u32 {
-            let lock: u64 = ctx.arg(0);
-            let ret: u64 = ctx.arg($ret);
+            let lock = klock::arg(&ctx, 0);
+            let ret = klock::arg(&ctx, $ret);
             klock::returned(Some(lock), ret as i32 == 0);
             0
         }
@@ -58,8 +58,8 @@ macro_rules! fexit_returned {
     ($prog:ident, one_ok, $ret:expr) => {
         #[fexit]
         pub fn $prog(ctx: FExitContext) -> u32 {
-            let lock: u64 = ctx.arg(0);
-            let ret: u64 = ctx.arg($ret);
+            let lock = klock::arg(&ctx, 0);
+            let ret = klock::arg(&ctx, $ret);
             klock::returned(Some(lock), ret as i32 == 1);
             0
         }
@@ -71,7 +71,7 @@ macro_rules! fentry_release {
     ($prog:ident, $kind:expr) => {
         #[fentry]
         pub fn $prog(ctx: FEntryContext) -> u32 {
-            let lock: u64 = ctx.arg(0);
+            let lock = klock::arg(&ctx, 0);
             klock::release(lock, $kind);
             0
         }
@@ -82,7 +82,7 @@ pub(crate) use fentry_release;
 /// `__mutex_init(lock, name, key)`: learn the lock's class and name it.
 #[fentry]
 pub fn fentry_mutex_init(ctx: FEntryContext) -> u32 {
-    klock::lock_initialised(ctx.arg(0), ctx.arg(1), ctx.arg(2), kind::MUTEX);
+    klock::lock_initialised(klock::arg(&ctx, 0), klock::arg(&ctx, 1), klock::arg(&ctx, 2), kind::MUTEX);
     0
 }
 

@@ -137,7 +137,7 @@ pub fn tp_direct_reclaim_end(_ctx: TracePointContext) -> u32 {
 /// Lockdep kernels only: `fs_reclaim_acquire(gfp_t)` / `fs_reclaim_release(gfp_t)`.
 #[fentry]
 pub fn fentry_fs_reclaim_acquire(ctx: FEntryContext) -> u32 {
-    let gfp: u64 = ctx.arg(0);
+    let gfp = klock::arg(&ctx, 0);
     hold_fs_reclaim(&ctx, gfp as u32);
     0
 }

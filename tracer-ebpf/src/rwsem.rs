@@ -19,7 +19,7 @@ const R: u32 = flags::NEW_READ;
 /// `__init_rwsem(sem, name, key)`.
 #[fentry]
 pub fn fentry_init_rwsem(ctx: FEntryContext) -> u32 {
-    klock::lock_initialised(ctx.arg(0), ctx.arg(1), ctx.arg(2), kind::RWSEM);
+    klock::lock_initialised(klock::arg(&ctx, 0), klock::arg(&ctx, 1), klock::arg(&ctx, 2), kind::RWSEM);
     0
 }
 
@@ -40,7 +40,7 @@ fentry_release!(fentry_up_write, kind::RWSEM);
 
 #[fentry]
 pub fn fentry_downgrade_write(ctx: FEntryContext) -> u32 {
-    klock::downgrade(ctx.arg(0));
+    klock::downgrade(klock::arg(&ctx, 0));
     0
 }
 

@@ -41,11 +41,13 @@ pub fn load(options: &LoadOptions) -> Result<Ebpf> {
     for note in &kernel.notes {
         log::debug!("kernel probes: {note}");
     }
+    let self_tgid = std::process::id();
     let mut loader = EbpfLoader::new();
     loader
         .override_global("FILTER_PID", &options.pid, true)
         .override_global("EMIT_LOCK_OPS", &emit_lock_ops, true)
         .override_global("FILTER_COMM", &comm, true)
+        .override_global("FILTER_SELF_TGID", &self_tgid, true)
         .override_global("FILTER_MODULE_START", &module_start, true)
         .override_global("FILTER_MODULE_END", &module_end, true);
     for (name, value) in &kernel.u32s {

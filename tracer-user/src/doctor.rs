@@ -77,6 +77,7 @@ fn load_all() -> Result<ExitCode> {
             "capability_fentry" => Some("do_nanosleep"),
             _ => None,
         });
+        let started = std::time::Instant::now();
         let (kind, result) = match program {
             Program::KProbe(program) => ("kprobe", program.load()),
             Program::UProbe(program) => ("uprobe", program.load()),
@@ -92,7 +93,7 @@ fn load_all() -> Result<ExitCode> {
             _ => ("other", Ok(())),
         };
         match result {
-            Ok(()) => println!("load ok {kind} {name}"),
+            Ok(()) => println!("load ok {kind} {name} ({} ms)", started.elapsed().as_millis()),
             Err(err) => {
                 failed += 1;
                 let detail = capabilities::error_chain(&err).replace('\n', " | ");

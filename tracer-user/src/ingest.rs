@@ -83,13 +83,20 @@ impl Ingest {
         let guard = (event.guard_class != 0)
             .then(|| self.by_raw_class.get(&(scope, event.guard_class)).copied())
             .flatten();
+        // The graph keeps the task of an edge's first occurrence only: skip building it
+        // (a String) for the repeats that dominate a busy trace.
+        let task = if self.graph.edge(held, new).is_some() {
+            TaskInfo::default()
+        } else {
+            TaskInfo { comm: comm_str(&event.comm), pid: event.pid, tid: event.tid }
+        };
         self.graph.add_dependency(Dependency {
             held,
             new,
             held_read: event.flags & flags::HELD_READ != 0,
             new_read: event.flags & flags::NEW_READ != 0,
             timestamp_ns: event.timestamp_ns,
-            task: TaskInfo { comm: comm_str(&event.comm), pid: event.pid, tid: event.tid },
+            task,
             new_stack,
             held_stack,
             guard,

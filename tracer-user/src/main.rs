@@ -1,5 +1,6 @@
 //! `locktrace`: live lock-order tracing for production Linux kernels and pthread programs.
 mod attach;
+mod bench;
 mod bpf;
 mod capabilities;
 mod doctor;
@@ -65,6 +66,14 @@ enum Command {
     },
     /// List the dependencies and cycles NEW has that OLD had not.
     Diff { old: PathBuf, new: PathBuf },
+    /// Measure the daemon's ingest path on synthetic records (used by `cargo xtask bench`).
+    #[command(hide = true)]
+    BenchIngest {
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 200)]
+        classes: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -80,6 +89,7 @@ fn main() -> ExitCode {
         Command::Export { file, format, output } => offline::export(&file, format, output.as_deref()),
         Command::Merge { files, output } => offline::merge(&files, &output),
         Command::Diff { old, new } => offline::diff(&old, &new),
+        Command::BenchIngest { events, classes } => bench::run(events, classes),
     };
     match result {
         Ok(code) => code,

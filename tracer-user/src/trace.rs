@@ -218,6 +218,8 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     let stats = session.ingest.graph.stats_mut();
     stats.events = counters[counter::LOCK_OPS as usize];
     stats.dropped = counters[counter::RINGBUF_DROPPED as usize];
+    stats.records = session.ingest.dependency_records;
+    stats.resynced = session.resynced;
     drop(ring);
     // Detach before the (possibly slow) report writing.
     drop(ebpf);

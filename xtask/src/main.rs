@@ -1,4 +1,6 @@
 //! Project automation: `cargo xtask setup|build|run|test|vm|demo|bench`.
+mod bench;
+mod expect;
 mod setup;
 mod vm;
 
@@ -35,6 +37,14 @@ enum Task {
         #[arg(long)]
         host_only: bool,
     },
+    /// Fuzz the recording, lockdep-log and snapshot parsers (cargo fuzz, nightly).
+    Fuzz {
+        /// Seconds per fuzz target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Measure: daemon ingest throughput and memory, kernel overhead in the VM, a short fuzz run.
+    Bench,
     /// Boot a Debian kernel in qemu and run a scenario directory under locktrace.
     Vm {
         /// Kernel series: 6.1 (bookworm) or 6.12 (bookworm-backports).
@@ -69,6 +79,8 @@ fn dispatch(cli: Cli) -> Result<()> {
         Task::Build => build().map(|_| ()),
         Task::Run { args } => run(&args),
         Task::Test { host_only } => test(host_only),
+        Task::Fuzz { seconds } => fuzz(seconds),
+        Task::Bench => bench::bench(),
         Task::Vm { kernel, scenario, out, tracer_args, timeout } => {
             let locktrace_bin = build()?;
             let outcome = vm::run_vm(&vm::VmOptions {
@@ -103,7 +115,7 @@ fn ensure_setup() -> Result<()> {
 }
 
 /// Builds everything; returns the path of the release `locktrace` binary.
-fn build() -> Result<PathBuf> {
+pub fn build() -> Result<PathBuf> {
     ensure_setup()?;
     run_checked(cargo().args(["build", "--release", "--package", "tracer-user"]))?;
     let binary = workspace_root().join("target/release/locktrace");
@@ -111,6 +123,29 @@ fn build() -> Result<PathBuf> {
         bail!("build finished but {} is missing", binary.display());
     }
     Ok(binary)
+}
+
+/// The fuzz targets under fuzz/ (one per parser).
+const FUZZ_TARGETS: &[&str] = &["trace_replay", "lockdep_import", "snapshot_json"];
+const CARGO_FUZZ_VERSION: &str = "0.13.1";
+
+pub fn fuzz(seconds: u64) -> Result<()> {
+    ensure_setup()?;
+    if command_output(Command::new("cargo").args(["fuzz", "--version"])).is_err() {
+        println!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
+        run_checked(Command::new("cargo").args(["install", "cargo-fuzz", "--version", CARGO_FUZZ_VERSION]))?;
+    }
+    for target in FUZZ_TARGETS {
+        println!("xtask: fuzzing {target} for {seconds} s");
+        run_checked(
+            Command::new("cargo")
+                .current_dir(workspace_root().join("fuzz"))
+                .args(["+nightly", "fuzz", "run", target, "--"])
+                .arg(format!("-max_total_time={seconds}")),
+        )
+        .with_context(|| format!("fuzz target {target} found a crash (see fuzz/artifacts/{target})"))?;
+    }
+    Ok(())
 }
 
 fn run(args: &[String]) -> Result<()> {
@@ -158,7 +193,77 @@ fn test(host_only: bool) -> Result<()> {
     results.finish()
 }
 
-fn vm_tests(_binary: &Path, _results: &mut TestResults) {}
+/// Kernel e2e tests: every scenario under tests/scenarios that has an `expect` file, on
+/// each kernel series and in each attach mode, two guests at a time (one core each).
+fn vm_tests(binary: &Path, results: &mut TestResults) {
+    let root = workspace_root();
+    let mut scenarios: Vec<PathBuf> = std::fs::read_dir(root.join("tests/scenarios"))
+        .map(|dir| dir.filter_map(|entry| entry.ok().map(|entry| entry.path())).collect())
+        .unwrap_or_default();
+    scenarios.retain(|dir| dir.join("expect").is_file());
+    scenarios.sort();
+    let mut runs = Vec::new();
+    for scenario in &scenarios {
+        for kernel in vm::KERNEL_SERIES {
+            for mode in ["fentry", "kprobe"] {
+                runs.push((scenario.clone(), kernel.to_string(), mode));
+            }
+        }
+    }
+    if runs.is_empty() {
+        results.record("VM scenarios", Err(anyhow::anyhow!("no scenario with an `expect` file found")));
+        return;
+    }
+    // Fetch each kernel once, before the parallel runs race for the cache.
+    for kernel in vm::KERNEL_SERIES {
+        if let Err(err) = vm::prepare_kernel(kernel) {
+            results.record(&format!("VM kernel {kernel}"), Err(err));
+            return;
+        }
+    }
+    let queue = std::sync::Mutex::new(runs.into_iter());
+    let outcomes = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..VM_PARALLEL {
+            scope.spawn(|| loop {
+                let Some((scenario, kernel, mode)) = queue.lock().unwrap().next() else { break };
+                let name = scenario.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                let label = format!("vm {name} on {kernel} ({mode})");
+                let out = root.join(format!("target/vm-out/{name}-{kernel}-{mode}"));
+                let started = std::time::Instant::now();
+                let outcome = vm::run_vm(&vm::VmOptions {
+                    kernel: kernel.clone(),
+                    scenario: scenario.clone(),
+                    out: out.clone(),
+                    tracer_args: vec!["--attach".into(), mode.into()],
+                    timeout: Duration::from_secs(300),
+                    locktrace_bin: binary.to_path_buf(),
+                })
+                .and_then(|outcome| {
+                    expect::check(&scenario.join("expect"), &out)
+                        .with_context(|| format!("expectations of {name} (results in {})", out.display()))?;
+                    Ok(outcome)
+                });
+                let outcome = outcome.map(|outcome| {
+                    println!(
+                        "xtask: {label}: kernel {} in {:.0} s",
+                        outcome.kernel_release,
+                        started.elapsed().as_secs_f64()
+                    );
+                });
+                outcomes.lock().unwrap().push((label, outcome));
+            });
+        }
+    });
+    let mut outcomes = outcomes.into_inner().unwrap();
+    outcomes.sort_by(|a, b| a.0.cmp(&b.0));
+    for (label, outcome) in outcomes {
+        results.record(&label, outcome);
+    }
+}
+
+/// Guests run at once: qemu's single-threaded TCG keeps one core busy each.
+const VM_PARALLEL: usize = 2;
 
 /// Outcome of each test step, closing with one `xtask: N passed, N failed` line.
 #[derive(Default)]

@@ -156,6 +156,24 @@ pub fn run_vm(opts: &VmOptions) -> Result<VmOutcome> {
     run.into_outcome(opts)
 }
 
+/// Resolves and fetches (once, into the cache) the newest kernel of `series` ("6.1", "6.12")
+/// or an exact release; returns its release. Call it before running guests in parallel.
+pub fn prepare_kernel(series: &str) -> Result<String> {
+    let kernel = ensure_kernel(series, &cache_dir())?;
+    eprintln!("vm: kernel {} ready", kernel.release);
+    Ok(kernel.release)
+}
+
+/// Makes scratch names unique across threads of one process.
+fn unique_suffix() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
 /// Files the guest may send back; anything else it sends is written too.
 const RESULT_FILES: &[&str] = &[
     "report.json",
@@ -470,7 +488,7 @@ fn ensure_kernel(series: &str, cache: &Path) -> Result<Kernel> {
 fn fetch_kernel(release: &str, dir: &Path) -> Result<()> {
     let parent = dir.parent().context("cache dir has no parent")?;
     fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let tmp = parent.join(format!(".tmp-{release}-{}", std::process::id()));
+    let tmp = parent.join(format!(".tmp-{release}-{}", unique_suffix()));
     let _ = fs::remove_dir_all(&tmp);
     let debs = tmp.join("debs");
     fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
@@ -722,7 +740,11 @@ fn boot(kernel: &Kernel, initrd: &Path, work: &Path, opts: &VmOptions) -> Result
     } else {
         timeout_s / 2
     };
-    let attach = ATTACH_TIMEOUT_S.min(deadline);
+    let attach = std::env::var("LOCKTRACE_VM_ATTACH_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(ATTACH_TIMEOUT_S)
+        .min(deadline);
     let append = format!(
         "console=ttyS0 loglevel=5 panic=-1 oops=panic softlockup_panic=1 rdinit=/init \
          lt.deadline={deadline} lt.attach_timeout={attach} lt.stop_timeout={STOP_TIMEOUT_S}"
@@ -1086,11 +1108,8 @@ struct WorkDir(PathBuf);
 
 impl WorkDir {
     fn new(base: &Path) -> Result<Self> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = base.join(format!("{}-{nanos}", std::process::id()));
+        let dir = base.join(unique_suffix());
+        let _ = fs::remove_dir_all(&dir); // left over by a crashed run with the same pid
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(Self(dir))
     }

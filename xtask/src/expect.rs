@@ -1,0 +1,240 @@
+//! Scenario expectations: `SCENARIO/expect`, checked against a VM run's results.
+//!
+//! One assertion per line (`#` comments). Class names compare modulo lockdep's `#N` suffix.
+//! ```text
+//! cycle A B C            an unguarded cycle whose classes are exactly {A, B, C}
+//! no-unguarded-cycles    the report has no unguarded (unsuppressed) cycle
+//! dep A -> B             the graph has the dependency A -> B
+//! no-dep A -> B          ... and not this one
+//! only-deps              among the classes named in `dep` lines, no other dependency exists
+//! min-dependencies N     at least N dependencies in all
+//! min-events N           the eBPF side saw at least N lock operations
+//! max-records N          at most N dependency records crossed the ring buffer
+//! cycle-stacks-module M  every edge of each expected cycle has a stack frame in module M
+//! text-contains S        report.txt contains S
+//! console-contains S     console.log contains S
+//! run-status N           run.sh exited with N (default 0)
+//! ```
+use std::{collections::BTreeSet, fs, path::Path};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use serde_json::Value;
+
+fn strip_suffix(name: &str) -> &str {
+    match name.rsplit_once('#') {
+        Some((base, n)) if !base.is_empty() && n.chars().all(|c| c.is_ascii_digit()) && !n.is_empty() => base,
+        _ => name,
+    }
+}
+
+fn parse_dep(text: &str) -> Result<(String, String)> {
+    let (from, to) = text.split_once("->").with_context(|| format!("expected `A -> B`, got `{text}`"))?;
+    Ok((from.trim().to_string(), to.trim().to_string()))
+}
+
+struct Results {
+    report: Value,
+    text: String,
+    console: String,
+    run_status: i32,
+}
+
+impl Results {
+    fn load(out: &Path) -> Result<Self> {
+        let read = |name: &str| fs::read_to_string(out.join(name)).with_context(|| format!("reading {name}"));
+        let report: Value = serde_json::from_str(&read("report.json")?).context("parsing report.json")?;
+        Ok(Self {
+            report,
+            text: read("report.txt").unwrap_or_default(),
+            console: read("console.log").unwrap_or_default(),
+            run_status: read("run.status")?.trim().parse().context("run.status")?,
+        })
+    }
+
+    fn edges(&self) -> BTreeSet<(String, String)> {
+        self.report["edges"]
+            .as_array()
+            .map(|edges| {
+                edges
+                    .iter()
+                    .map(|edge| {
+                        let name = |key: &str| strip_suffix(edge[key].as_str().unwrap_or_default()).to_string();
+                        (name("from"), name("to"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn unguarded_cycles(&self) -> Vec<&Value> {
+        self.report["cycles"]
+            .as_array()
+            .map(|cycles| {
+                cycles
+                    .iter()
+                    .filter(|c| c["guarded_by"].is_null() && c["suppressed"] != true)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn stat(&self, name: &str) -> u64 {
+        self.report["stats"][name].as_u64().unwrap_or(0)
+    }
+}
+
+fn class_set(cycle: &Value) -> BTreeSet<String> {
+    cycle["classes"]
+        .as_array()
+        .map(|names| names.iter().filter_map(Value::as_str).map(|n| strip_suffix(n).to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// Checks every assertion of `expect_path` against the results in `out`.
+pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
+    let spec = fs::read_to_string(expect_path).with_context(|| format!("reading {}", expect_path.display()))?;
+    let results = Results::load(out)?;
+    let edges = results.edges();
+    let mut expected_status = 0;
+    let mut named_deps: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut only_deps = false;
+    let mut expected_cycles: Vec<BTreeSet<String>> = Vec::new();
+    let mut failures = Vec::new();
+    for (number, line) in spec.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let rest = rest.trim();
+        let outcome: Result<()> = (|| {
+            match verb {
+                "cycle" => {
+                    let want: BTreeSet<String> = rest.split_whitespace().map(String::from).collect();
+                    expected_cycles.push(want.clone());
+                    let found = results.unguarded_cycles().iter().any(|c| class_set(c) == want);
+                    let have: Vec<_> = results.unguarded_cycles().iter().map(|c| class_set(c)).collect();
+                    ensure!(found, "no unguarded cycle {want:?}; unguarded cycles: {have:?}");
+                }
+                "no-unguarded-cycles" => {
+                    let have: Vec<_> = results.unguarded_cycles().iter().map(|c| class_set(c)).collect();
+                    ensure!(have.is_empty(), "unexpected unguarded cycles: {have:?}");
+                }
+                "dep" => {
+                    let dep = parse_dep(rest)?;
+                    ensure!(edges.contains(&dep), "missing dependency {} -> {}", dep.0, dep.1);
+                    named_deps.insert(dep);
+                }
+                "no-dep" => {
+                    let dep = parse_dep(rest)?;
+                    ensure!(!edges.contains(&dep), "unexpected dependency {} -> {}", dep.0, dep.1);
+                }
+                "only-deps" => only_deps = true,
+                "min-dependencies" => {
+                    let n: u64 = rest.parse()?;
+                    ensure!(results.stat("dependencies") >= n, "{} dependencies < {n}", results.stat("dependencies"));
+                }
+                "min-events" => {
+                    let n: u64 = rest.parse()?;
+                    ensure!(results.stat("events") >= n, "{} lock operations seen < {n}", results.stat("events"));
+                }
+                "max-records" => {
+                    let n: u64 = rest.parse()?;
+                    ensure!(results.stat("records") <= n, "{} dependency records > {n}", results.stat("records"));
+                }
+                "cycle-stacks-module" => {
+                    for cycle in results.unguarded_cycles() {
+                        if !expected_cycles.contains(&class_set(cycle)) {
+                            continue;
+                        }
+                        for edge in cycle["edges"].as_array().into_iter().flatten() {
+                            let (from, to) = (edge["from"].as_str().unwrap_or(""), edge["to"].as_str().unwrap_or(""));
+                            let full = results.report["edges"]
+                                .as_array()
+                                .and_then(|all| all.iter().find(|e| e["from"] == from && e["to"] == to))
+                                .with_context(|| format!("edge {from} -> {to} missing from edges[]"))?;
+                            let in_module = ["new_stack", "held_stack"].iter().any(|side| {
+                                full[side].as_array().into_iter().flatten().any(|frame| frame["module"] == rest)
+                            });
+                            ensure!(in_module, "edge {from} -> {to} has no stack frame in [{rest}]");
+                        }
+                    }
+                }
+                "text-contains" => ensure!(results.text.contains(rest), "report.txt lacks `{rest}`"),
+                "console-contains" => ensure!(results.console.contains(rest), "console.log lacks `{rest}`"),
+                "run-status" => expected_status = rest.parse()?,
+                other => bail!("unknown assertion `{other}`"),
+            }
+            Ok(())
+        })();
+        if let Err(err) = outcome {
+            failures.push(format!("{}:{}: {err:#}", expect_path.display(), number + 1));
+        }
+    }
+    if results.run_status != expected_status {
+        failures.push(format!("run.sh exited {} (expected {expected_status})", results.run_status));
+    }
+    if only_deps {
+        let classes: BTreeSet<&String> = named_deps.iter().flat_map(|(a, b)| [a, b]).collect();
+        let extra: Vec<_> = edges
+            .iter()
+            .filter(|(a, b)| classes.contains(a) && classes.contains(b) && !named_deps.contains(&(a.clone(), b.clone())))
+            .collect();
+        if !extra.is_empty() {
+            failures.push(format!("dependencies beyond the expected ones: {extra:?}"));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}", failures.join("\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_results(dir: &Path, report: &str) {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(dir.join("report.json"), report).unwrap();
+        fs::write(dir.join("report.txt"), "WARNING: possible circular locking dependency detected").unwrap();
+        fs::write(dir.join("run.status"), "0\n").unwrap();
+    }
+
+    #[test]
+    fn checks_cycles_dependencies_and_exactness() {
+        let dir = std::env::temp_dir().join(format!("xtask-expect-{}", std::process::id()));
+        write_results(
+            &dir,
+            r#"{"edges":[{"from":"a#2","to":"b","new_stack":[{"module":"m"}],"held_stack":[]},
+                         {"from":"b","to":"a","new_stack":[],"held_stack":[{"module":"m"}]},
+                         {"from":"b","to":"c","new_stack":[],"held_stack":[]}],
+                "cycles":[{"classes":["a#2","b"],"guarded_by":null,"suppressed":false,
+                           "edges":[{"from":"a#2","to":"b"},{"from":"b","to":"a"}]}],
+                "stats":{"dependencies":3,"events":10,"records":3}}"#,
+        );
+        let expect = dir.join("expect");
+        let pass = "cycle a b\ndep a -> b\ndep b -> a\ndep b -> c\nonly-deps\nmin-dependencies 3\n\
+                    min-events 10\nmax-records 3\ncycle-stacks-module m\ntext-contains circular\n";
+        fs::write(&expect, pass).unwrap();
+        check(&expect, &dir).unwrap();
+
+        for failing in [
+            "no-unguarded-cycles",
+            "cycle a c",
+            "dep c -> a",
+            "no-dep a -> b",
+            "dep a -> b\ndep b -> c\nonly-deps",
+            "min-events 11",
+            "max-records 2",
+            "cycle a b\ncycle-stacks-module other",
+            "run-status 1",
+            "frobnicate",
+        ] {
+            fs::write(&expect, failing).unwrap();
+            assert!(check(&expect, &dir).is_err(), "`{failing}` should fail");
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
