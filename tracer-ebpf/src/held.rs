@@ -205,55 +205,82 @@ struct DependencyScan {
     stack: *const HeldStack,
     new: *const LockRef,
     new_stack_id: i32,
-    _pad: u32,
+    /// Entries in the held stack (bounded by MAX_HELD_LOCKS).
+    depth: u32,
+    /// Class of the outermost held lock, and its index (u32::MAX: none).
     guard: u64,
+    guard_index: u32,
+    _pad: u32,
 }
 
-/// `held → new` for every lock held (not waiting, not released). The scan runs in
-/// `bpf_loop` (Linux 5.17+): the verifier checks the body once instead of unrolling 48
-/// iterations per program, which kept loading ~90 programs under TCG within seconds.
+fn is_held(held: &HeldLock) -> bool {
+    held.lock != 0 && held.flags & held_state::WAITING == 0
+}
+
+/// lockdep's `check_prevs_add`: from the innermost held lock outwards, `held → new` for
+/// each held trylock and for the first non-trylock lock, then stop — the locks further out
+/// already depend on that one, so `new` is connected to them through it. Both scans run in
+/// `bpf_loop` (Linux 5.17+): the verifier checks a body once instead of unrolling 48
+/// iterations per program, which keeps loading ~90 programs under TCG within seconds.
 fn record_dependencies(task: &Task, stack: &HeldStack, new: &LockRef, new_stack_id: i32) {
     let depth = stack.depth;
     if depth == 0 {
         return;
     }
+    let loops = if depth > MAX_HELD_LOCKS as u32 { MAX_HELD_LOCKS as u32 } else { depth };
     let mut scan = DependencyScan {
         task,
         stack,
         new,
         new_stack_id,
-        _pad: 0,
+        depth: loops,
         guard: 0,
+        guard_index: u32::MAX,
+        _pad: 0,
     };
-    let loops = if depth > MAX_HELD_LOCKS as u32 { MAX_HELD_LOCKS as u32 } else { depth };
-    // SAFETY: the callback only reads through the pointers in `scan`, valid for the call.
+    // SAFETY: the callbacks only read through the pointers in `scan`, valid for the calls.
     unsafe {
-        bpf_loop(
-            loops,
-            dependency_step as *mut core::ffi::c_void,
-            (&raw mut scan).cast(),
-            0,
-        );
+        bpf_loop(loops, guard_step as *mut core::ffi::c_void, (&raw mut scan).cast(), 0);
+        bpf_loop(loops, dependency_step as *mut core::ffi::c_void, (&raw mut scan).cast(), 0);
     }
 }
 
-extern "C" fn dependency_step(index: u64, context: *mut core::ffi::c_void) -> i64 {
+/// Finds the outermost held lock: the guard candidate of every edge taken inside it.
+extern "C" fn guard_step(index: u64, context: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `context` is the `DependencyScan` of `record_dependencies`, alive for the loop.
+    let scan = unsafe { &mut *context.cast::<DependencyScan>() };
+    // SAFETY: as above; the stack is this thread's map value.
+    let stack = unsafe { &*scan.stack };
+    let Some(held) = stack.locks.get(index as usize) else {
+        return 1;
+    };
+    if !is_held(held) {
+        return 0;
+    }
+    scan.guard = held.class;
+    scan.guard_index = index as u32;
+    1
+}
+
+extern "C" fn dependency_step(step: u64, context: *mut core::ffi::c_void) -> i64 {
     // SAFETY: `context` is the `DependencyScan` of `record_dependencies`, alive for the loop.
     let scan = unsafe { &mut *context.cast::<DependencyScan>() };
     // SAFETY: as above; the stack is this thread's map value.
     let (task, stack, new) = unsafe { (&*scan.task, &*scan.stack, &*scan.new) };
+    let Some(index) = (scan.depth as u64).checked_sub(step + 1) else {
+        return 1;
+    };
     let Some(held) = stack.locks.get(index as usize) else {
         return 1;
     };
-    if held.lock == 0 || held.flags & held_state::WAITING != 0 {
+    if !is_held(held) {
         return 0;
     }
-    let guard = scan.guard;
-    if guard == 0 {
-        scan.guard = held.class;
-    }
+    // Past the first non-trylock lock, lockdep adds nothing more.
+    let stop = if held.flags & flags::TRY == 0 { 1 } else { 0 };
+    let guard = if (index as u32) > scan.guard_index { scan.guard } else { 0 };
     if !module_keeps(held.flags, new.flags) {
-        return 0;
+        return stop;
     }
     count(counter::DEPENDENCY_CHECKS);
     let mut dep_flags = 0;
@@ -274,17 +301,17 @@ extern "C" fn dependency_step(index: u64, context: *mut core::ffi::c_void) -> i6
         // SAFETY: map value pointer. Not atomic (core has no atomic RMW for the BPF
         // target): a concurrent increment may be lost, so the count is a lower bound.
         unsafe { *seen += 1 };
-        return 0;
+        return stop;
     }
     if DEPENDENCIES.insert(key, 1, u64::from(BPF_NOEXIST)).is_err() {
         // Either another CPU inserted it first (it reports it) or the map is full.
         if DEPENDENCIES.get_ptr(key).is_some() {
-            return 0;
+            return stop;
         }
         count(counter::DEPENDENCY_MAP_FULL);
     }
     emit_dependency(task, &key, held, new, scan.new_stack_id);
-    0
+    stop
 }
 
 fn emit_dependency(task: &Task, key: &DependencyKey, held: &HeldLock, new: &LockRef, new_stack_id: i32) {

@@ -84,7 +84,7 @@ pub static LOCK_CLASS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536
 pub static CLASSES_SEEN: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16384, 0);
 
 /// Frames of the kernel stack looked at by the `--module` filter.
-pub const MODULE_FRAMES: usize = 8;
+pub const MODULE_FRAMES: usize = 12;
 #[map]
 pub static MODULE_FRAMES_SCRATCH: PerCpuArray<[u64; MODULE_FRAMES]> = PerCpuArray::with_max_entries(1, 0);
 

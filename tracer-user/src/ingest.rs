@@ -146,7 +146,7 @@ impl Ingest {
             return Vec::new();
         }
         if scope == 0 {
-            self.symbols.kernel_frames(&addrs)
+            without_tracer_frames(self.symbols.kernel_frames(&addrs))
         } else {
             self.symbols.user_frames(scope, &addrs)
         }
@@ -207,6 +207,22 @@ impl Ingest {
             None => format!("lock@{:#x}", raw.lock),
         };
         (key, ClassInfo::new(name, kind, NameSource::AcquireSite))
+    }
+}
+
+/// Drops the frames our own probes add (the BPF program, its trampoline, ftrace's
+/// trampoline, and unsymbolizable JIT addresses before the first real frame), so a stack
+/// starts at the lock function as lockdep's do.
+fn without_tracer_frames(frames: Vec<Frame>) -> Vec<Frame> {
+    const TRACER_PREFIXES: &[&str] = &["bpf_prog_", "bpf_trampoline_", "ftrace_trampoline", "__bpf_prog_enter", "__bpf_prog_exit"];
+    let is_tracer = |frame: &Frame| match frame.symbol.as_deref() {
+        Some(symbol) => TRACER_PREFIXES.iter().any(|prefix| symbol.starts_with(prefix)),
+        None => false,
+    };
+    let first_real = frames.iter().position(|frame| frame.symbol.is_some() && !is_tracer(frame));
+    match first_real {
+        Some(start) => frames.into_iter().skip(start).filter(|frame| !is_tracer(frame)).collect(),
+        None => frames,
     }
 }
 
@@ -306,6 +322,19 @@ mod tests {
             ["&svmm->mutex", "&vmm->mutex", "fs_reclaim", "mmu_notifier_invalidate_range_start"]
         );
         assert_eq!(ingest.dependency_records, 4);
+    }
+
+    #[test]
+    fn tracer_frames_are_dropped_from_kernel_stacks() {
+        let frames = vec![
+            Frame::addr(0xffff_ffff_c000_1000),
+            Frame::symbol("bpf_prog_6deef7357e7b4530_fentry_mutex_lock", 0x40),
+            Frame::symbol("bpf_trampoline_6442491092", 0x4f),
+            Frame::symbol("mutex_lock", 0x5),
+            Frame::symbol("nvkm_uvmm_mthd", 0x4d5),
+        ];
+        let kept: Vec<_> = without_tracer_frames(frames).into_iter().filter_map(|f| f.symbol).collect();
+        assert_eq!(kept, ["mutex_lock", "nvkm_uvmm_mthd"]);
     }
 
     #[test]

@@ -156,7 +156,7 @@ mod tests {
     #[test]
     fn symbolizes_a_function_of_this_process() {
         let mut symbols = Symbols::new();
-        let addr = parses_module_ranges_and_skips_hidden_addresses as usize as u64;
+        let addr = parses_module_ranges_and_skips_hidden_addresses as *const () as u64;
         let frames = symbols.user_frames(std::process::id(), &[addr]);
         let symbol = frames[0].symbol.clone().unwrap_or_default();
         assert!(symbol.contains("parses_module_ranges"), "got {:?}", frames[0]);

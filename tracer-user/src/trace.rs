@@ -46,6 +46,12 @@ pub struct TraceArgs {
     /// Only trace this process (thread group id).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub pid: Option<u32>,
+    /// Only trace tasks with this command name (exact, as in /proc/PID/comm; 15 bytes max).
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+    /// Kernel: keep only dependencies with a side acquired from this loaded module's code.
+    #[arg(long, value_name = "MODULE")]
+    pub module: Option<String>,
     /// With --user: attach to this statically linked binary instead of the libc in use.
     #[arg(long, value_name = "PATH", requires = "user")]
     pub binary: Option<PathBuf>,
@@ -142,12 +148,17 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     outputs.check()?;
     let trace_kernel = args.kernel || !args.user;
 
+    // Handlers first: a SIGINT right after "attached" must stop us cleanly, not kill us.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigusr1 = signal(SignalKind::user_defined1())?;
     capabilities::ensure_tracefs();
     let options = bpf::LoadOptions {
         pid: args.pid.unwrap_or(0),
         emit_lock_ops: args.events,
         ringbuf_bytes: args.ringbuf_kib.map(|kib| kib * 1024),
-        ..Default::default()
+        comm: args.comm.clone(),
+        module: args.module.clone(),
     };
     let mut ebpf = bpf::load(&options)?;
     let caps = capabilities::probe(Some(&mut ebpf));
@@ -178,9 +189,6 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|err| err.into_parts().1)
         .context("polling the ring buffer")?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigusr1 = signal(SignalKind::user_defined1())?;
     let deadline = tokio::time::sleep(args.duration.map_or(Duration::MAX / 4, Duration::from_secs));
     tokio::pin!(deadline);
     let mut snapshot_timer = tokio::time::interval(Duration::from_secs(args.snapshot_interval));

@@ -94,3 +94,11 @@ fn a_trylock_inversion_is_not_a_cycle() {
     // Only A -> B: the trylock of A under B creates no dependency.
     assert_eq!(traced.report["edges"].as_array().unwrap().len(), 1, "{}", traced.report);
 }
+
+#[test]
+fn nesting_adds_only_the_innermost_dependency_like_lockdep() {
+    // A, B, C nested: lockdep records A -> B and B -> C; A -> C is implied, not recorded.
+    let traced = trace_two_locks("nested3");
+    assert!(unguarded_cycles(&traced.report).is_empty(), "{}", traced.report);
+    assert_eq!(traced.report["edges"].as_array().unwrap().len(), 2, "{}", traced.report);
+}

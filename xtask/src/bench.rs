@@ -3,7 +3,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result};
 
-use crate::{build, command_output, fuzz};
+use crate::{build, command_output, fuzz, vm, workspace_root};
 
 /// Rounds of each measurement; their median is reported.
 const ROUNDS: usize = 5;
@@ -49,7 +49,64 @@ pub fn bench() -> Result<()> {
         large_rss / small_rss
     );
     println!("bench: 10^6-record ingest rate {:.2e} events/s", median(&mut small_rate));
-    println!("bench: kernel overhead in the VM: not measured yet");
+    for kernel in ["6.12", "6.1"] {
+        kernel_overhead(&binary, kernel)?;
+    }
     fuzz(20)?;
+    Ok(())
+}
+
+/// Runs tests/scenarios/bench-kernel in the VM: the workload with no tracer, locktrace and
+/// klockstat in alternating rounds; prints medians and the ratios.
+fn kernel_overhead(binary: &std::path::Path, kernel: &str) -> Result<()> {
+    let root = workspace_root();
+    let out = root.join(format!("target/vm-out/bench-kernel-{kernel}"));
+    let outcome = vm::run_vm(&vm::VmOptions {
+        kernel: kernel.to_string(),
+        scenario: root.join("tests/scenarios/bench-kernel"),
+        out: out.clone(),
+        tracer_args: Vec::new(),
+        timeout: std::time::Duration::from_secs(900),
+        locktrace_bin: binary.to_path_buf(),
+    })?;
+    anyhow::ensure!(outcome.run_status == 0, "bench run.sh failed; see {}/console.log", out.display());
+    let lines = std::fs::read_to_string(out.join("bench.txt")).context("bench.txt")?;
+    let mut rates: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for line in lines.lines().filter(|line| line.starts_with("round=")) {
+        let field = |name: &str| line.split_whitespace().find_map(|f| f.strip_prefix(name));
+        if let (Some(mode), Some(ops)) = (field("mode="), field("ops_per_s=")) {
+            rates.entry(mode.to_string()).or_default().push(ops.parse().context("ops_per_s")?);
+        }
+    }
+    let mut median_of = |mode: &str| -> Result<f64> {
+        let values = rates.get_mut(mode).with_context(|| format!("no {mode} runs in bench.txt"))?;
+        Ok(median(values))
+    };
+    let (none, locktrace, klockstat) = (median_of("none")?, median_of("locktrace")?, median_of("klockstat")?);
+    println!(
+        "bench: kernel {}: ops/s median of {} alternating rounds: none {none:.0}, locktrace {locktrace:.0}, klockstat {klockstat:.0}",
+        outcome.kernel_release,
+        rates.get("none").map_or(0, Vec::len)
+    );
+    println!(
+        "bench: kernel {}: locktrace/none = {:.3} (target >= 0.95), locktrace/klockstat = {:.3} (target >= 1.0)",
+        outcome.kernel_release,
+        locktrace / none,
+        locktrace / klockstat
+    );
+    // Dedup: lock operations the eBPF side saw vs dependency records it delivered.
+    for entry in std::fs::read_dir(&out)?.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("locktrace-round") && name.ends_with(".json")) {
+            continue;
+        }
+        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(entry.path())?)?;
+        let (events, records) = (report["stats"]["events"].as_u64().unwrap_or(0), report["stats"]["records"].as_u64().unwrap_or(0));
+        println!(
+            "bench: kernel {}: {name}: {events} lock operations seen in eBPF, {records} records delivered (1 per {:.0})",
+            outcome.kernel_release,
+            events as f64 / records.max(1) as f64
+        );
+    }
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! cycle A B C            an unguarded cycle whose classes are exactly {A, B, C}
 //! no-unguarded-cycles    the report has no unguarded (unsuppressed) cycle
 //! dep A -> B             the graph has the dependency A -> B
+//! dep A r -> B w         ... seen with A held shared (r) and B taken exclusive (w)
 //! no-dep A -> B          ... and not this one
 //! only-deps              among the classes named in `dep` lines, no other dependency exists
 //! min-dependencies N     at least N dependencies in all
@@ -27,9 +28,18 @@ fn strip_suffix(name: &str) -> &str {
     }
 }
 
-fn parse_dep(text: &str) -> Result<(String, String)> {
+/// `A -> B`, or `A r -> B w` with the modes (r: shared, w: exclusive) the edge must show.
+fn parse_dep(text: &str) -> Result<(String, String, Option<String>)> {
     let (from, to) = text.split_once("->").with_context(|| format!("expected `A -> B`, got `{text}`"))?;
-    Ok((from.trim().to_string(), to.trim().to_string()))
+    let from: Vec<&str> = from.split_whitespace().collect();
+    let to: Vec<&str> = to.split_whitespace().collect();
+    match (from.as_slice(), to.as_slice()) {
+        ([from], [to]) => Ok((from.to_string(), to.to_string(), None)),
+        ([from, held], [to, new]) if ["r", "w"].contains(held) && ["r", "w"].contains(new) => {
+            Ok((from.to_string(), to.to_string(), Some(format!("{held}/{new}"))))
+        }
+        _ => bail!("expected `A -> B` or `A r|w -> B r|w`, got `{text}`"),
+    }
 }
 
 struct Results {
@@ -49,6 +59,21 @@ impl Results {
             console: read("console.log").unwrap_or_default(),
             run_status: read("run.status")?.trim().parse().context("run.status")?,
         })
+    }
+
+    /// Modes (`w/w`, `r/w`, …: held/new) an edge was seen with.
+    fn modes(&self, from: &str, to: &str) -> Vec<String> {
+        self.report["edges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|edge| {
+                strip_suffix(edge["from"].as_str().unwrap_or_default()) == from
+                    && strip_suffix(edge["to"].as_str().unwrap_or_default()) == to
+            })
+            .flat_map(|edge| edge["modes"].as_array().cloned().unwrap_or_default())
+            .filter_map(|mode| mode.as_str().map(String::from))
+            .collect()
     }
 
     fn edges(&self) -> BTreeSet<(String, String)> {
@@ -121,12 +146,18 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
                     ensure!(have.is_empty(), "unexpected unguarded cycles: {have:?}");
                 }
                 "dep" => {
-                    let dep = parse_dep(rest)?;
+                    let (from, to, mode) = parse_dep(rest)?;
+                    let dep = (from, to);
                     ensure!(edges.contains(&dep), "missing dependency {} -> {}", dep.0, dep.1);
+                    if let Some(mode) = mode {
+                        let seen = results.modes(&dep.0, &dep.1);
+                        ensure!(seen.contains(&mode), "{} -> {} seen as {seen:?}, not {mode}", dep.0, dep.1);
+                    }
                     named_deps.insert(dep);
                 }
                 "no-dep" => {
-                    let dep = parse_dep(rest)?;
+                    let (from, to, _) = parse_dep(rest)?;
+                    let dep = (from, to);
                     ensure!(!edges.contains(&dep), "unexpected dependency {} -> {}", dep.0, dep.1);
                 }
                 "only-deps" => only_deps = true,
@@ -207,7 +238,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("xtask-expect-{}", std::process::id()));
         write_results(
             &dir,
-            r#"{"edges":[{"from":"a#2","to":"b","new_stack":[{"module":"m"}],"held_stack":[]},
+            r#"{"edges":[{"from":"a#2","to":"b","modes":["r/w"],"new_stack":[{"module":"m"}],"held_stack":[]},
                          {"from":"b","to":"a","new_stack":[],"held_stack":[{"module":"m"}]},
                          {"from":"b","to":"c","new_stack":[],"held_stack":[]}],
                 "cycles":[{"classes":["a#2","b"],"guarded_by":null,"suppressed":false,
@@ -215,7 +246,7 @@ mod tests {
                 "stats":{"dependencies":3,"events":10,"records":3}}"#,
         );
         let expect = dir.join("expect");
-        let pass = "cycle a b\ndep a -> b\ndep b -> a\ndep b -> c\nonly-deps\nmin-dependencies 3\n\
+        let pass = "cycle a b\ndep a r -> b w\ndep b -> a\ndep b -> c\nonly-deps\nmin-dependencies 3\n\
                     min-events 10\nmax-records 3\ncycle-stacks-module m\ntext-contains circular\n";
         fs::write(&expect, pass).unwrap();
         check(&expect, &dir).unwrap();
@@ -224,6 +255,8 @@ mod tests {
             "no-unguarded-cycles",
             "cycle a c",
             "dep c -> a",
+            "dep a w -> b w",
+            "dep a -> b -> c",
             "no-dep a -> b",
             "dep a -> b\ndep b -> c\nonly-deps",
             "min-events 11",

@@ -92,6 +92,7 @@ pub fn apt_packages() -> &'static [&'static str] {
         "dpkg", // dpkg-deb
         "tar",
         "libc-bin", // ldd
+        "libbpf-tools", // klockstat, the peer `cargo xtask bench` compares against
     ]
 }
 
@@ -650,9 +651,24 @@ fn stage_initramfs(staged: &Path, opts: &VmOptions) -> Result<()> {
     );
     copy_file(&opts.locktrace_bin, &staged.join("locktrace"))?;
     set_mode(&staged.join("locktrace"), 0o755)?;
-    for lib in ldd_libs(&opts.locktrace_bin)? {
-        let rel = lib.strip_prefix("/").unwrap_or(&lib);
-        copy_file(&lib, &staged.join(rel))?;
+    copy_libs(&opts.locktrace_bin, staged)?;
+    // Host programs a scenario asks for (e.g. klockstat for the benchmark), at their own paths.
+    let host_binaries = opts.scenario.join("host-binaries");
+    if host_binaries.is_file() {
+        let list = fs::read_to_string(&host_binaries)
+            .with_context(|| format!("reading {}", host_binaries.display()))?;
+        for line in list.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            let bin = Path::new(line);
+            ensure!(
+                bin.is_absolute() && bin.is_file(),
+                "{}: {line} is not an absolute path to an existing file (is its package installed?)",
+                host_binaries.display()
+            );
+            let dst = staged.join(line.trim_start_matches('/'));
+            copy_file(bin, &dst)?;
+            set_mode(&dst, 0o755)?;
+            copy_libs(bin, staged)?;
+        }
     }
     // Extra tracer args from the command line; whitespace-separated in the guest.
     if !opts.tracer_args.is_empty() {
@@ -666,6 +682,15 @@ fn stage_initramfs(staged: &Path, opts: &VmOptions) -> Result<()> {
             );
         }
         fs::write(staged.join("lt/tracer-args"), opts.tracer_args.join(" "))?;
+    }
+    Ok(())
+}
+
+/// Copies the shared libraries `bin` needs into the initramfs tree at their host paths.
+fn copy_libs(bin: &Path, staged: &Path) -> Result<()> {
+    for lib in ldd_libs(bin)? {
+        let rel = lib.strip_prefix("/").unwrap_or(&lib);
+        copy_file(&lib, &staged.join(rel))?;
     }
     Ok(())
 }

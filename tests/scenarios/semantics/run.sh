@@ -1,6 +1,6 @@
 #!/bin/sh
 # Runs in the guest (cwd = this scenario dir) after the tracer attached and lt_sem.ko was
-# loaded. The dependencies the tracer must report are listed in expected-deps.txt.
+# loaded. The dependencies the tracer must report are listed in expect.
 set -e
 if [ ! -e /dev/lt_sem ]; then
 	IFS=: read -r major minor < /sys/class/misc/lt_sem/dev

@@ -70,34 +70,39 @@ fail() {
 	finish
 }
 
-# 1. start the tracer; stderr -> /out/tracer.log, echoed to the console; stdout -> /out/tracer.stdout
-TRACER_ARGS=""
-[ -f /scenario/tracer-args ] && TRACER_ARGS=$(head -n 1 /scenario/tracer-args)
-[ -f /lt/tracer-args ] && TRACER_ARGS="$TRACER_ARGS $(cat /lt/tracer-args)"
-: > /out/tracer.log
-mkfifo /tmp/tracer.fifo
-tee /out/tracer.log < /tmp/tracer.fifo > /dev/console &
-say "starting: /locktrace trace --report-json /out/report.json --report-text /out/report.txt --dot /out/graph.dot $TRACER_ARGS"
-# shellcheck disable=SC2086
-/bin/lt-spawn /locktrace trace --report-json /out/report.json --report-text /out/report.txt \
-	--dot /out/graph.dot $TRACER_ARGS > /out/tracer.stdout 2> /tmp/tracer.fifo &
-TPID=$!
+# 1. start the tracer (unless the scenario runs tracers itself: a `no-tracer` file)
+if [ -f /scenario/no-tracer ]; then
+	say "no-tracer scenario: run.sh starts what it measures"
+else
+	# 1. start the tracer; stderr -> /out/tracer.log, echoed to the console; stdout -> /out/tracer.stdout
+	TRACER_ARGS=""
+	[ -f /scenario/tracer-args ] && TRACER_ARGS=$(head -n 1 /scenario/tracer-args)
+	[ -f /lt/tracer-args ] && TRACER_ARGS="$TRACER_ARGS $(cat /lt/tracer-args)"
+	: > /out/tracer.log
+	mkfifo /tmp/tracer.fifo
+	tee /out/tracer.log < /tmp/tracer.fifo > /dev/console &
+	say "starting: /locktrace trace --report-json /out/report.json --report-text /out/report.txt --dot /out/graph.dot $TRACER_ARGS"
+	# shellcheck disable=SC2086
+	/bin/lt-spawn /locktrace trace --report-json /out/report.json --report-text /out/report.txt \
+		--dot /out/graph.dot $TRACER_ARGS > /out/tracer.stdout 2> /tmp/tracer.fifo &
+	TPID=$!
 
-t=0
-while ! grep -q '^locktrace: attached' /out/tracer.log; do
-	if ! alive $TPID; then
-		wait $TPID; rc=$?
-		echo "exited before attaching: status $rc" > /out/tracer.status
-		fail "tracer exited (status $rc) before printing 'locktrace: attached'"
-	fi
-	if [ $t -ge $((ATTACH_TIMEOUT * 5)) ]; then
-		kill -KILL $TPID 2>/dev/null
-		echo "killed: no 'locktrace: attached' within ${ATTACH_TIMEOUT}s" > /out/tracer.status
-		fail "tracer did not print 'locktrace: attached' within ${ATTACH_TIMEOUT}s"
-	fi
-	sleep 0.2; t=$((t + 1))
-done
-say "tracer attached (pid $TPID)"
+	t=0
+	while ! grep -q '^locktrace: attached' /out/tracer.log; do
+		if ! alive $TPID; then
+			wait $TPID; rc=$?
+			echo "exited before attaching: status $rc" > /out/tracer.status
+			fail "tracer exited (status $rc) before printing 'locktrace: attached'"
+		fi
+		if [ $t -ge $((ATTACH_TIMEOUT * 5)) ]; then
+			kill -KILL $TPID 2>/dev/null
+			echo "killed: no 'locktrace: attached' within ${ATTACH_TIMEOUT}s" > /out/tracer.status
+			fail "tracer did not print 'locktrace: attached' within ${ATTACH_TIMEOUT}s"
+		fi
+		sleep 0.2; t=$((t + 1))
+	done
+	say "tracer attached (pid $TPID)"
+fi
 
 # 2. load the scenario's modules
 for ko in /scenario/kmod/*.ko; do
@@ -121,23 +126,25 @@ cp /tmp/run.status /out/run.status
 say "run.sh exit status $(cat /out/run.status)"
 
 # 4. stop the tracer
-if alive $TPID; then
-	kill -INT $TPID
-	t=0
-	while alive $TPID && [ $t -lt $((STOP_TIMEOUT * 5)) ]; do sleep 0.2; t=$((t + 1)); done
+if [ ! -f /scenario/no-tracer ]; then
 	if alive $TPID; then
-		say "tracer did not exit within ${STOP_TIMEOUT}s of SIGINT; sending SIGKILL"
-		kill -KILL $TPID
-		echo "SIGKILL after ${STOP_TIMEOUT}s" > /out/tracer.status
+		kill -INT $TPID
+		t=0
+		while alive $TPID && [ $t -lt $((STOP_TIMEOUT * 5)) ]; do sleep 0.2; t=$((t + 1)); done
+		if alive $TPID; then
+			say "tracer did not exit within ${STOP_TIMEOUT}s of SIGINT; sending SIGKILL"
+			kill -KILL $TPID
+			echo "SIGKILL after ${STOP_TIMEOUT}s" > /out/tracer.status
+		else
+			wait $TPID; rc=$?
+			echo "$rc" > /out/tracer.status
+			say "tracer exited with status $rc"
+		fi
 	else
 		wait $TPID; rc=$?
-		echo "$rc" > /out/tracer.status
-		say "tracer exited with status $rc"
+		echo "exited before SIGINT: status $rc" > /out/tracer.status
+		say "tracer exited on its own before SIGINT (status $rc)"
 	fi
-else
-	wait $TPID; rc=$?
-	echo "exited before SIGINT: status $rc" > /out/tracer.status
-	say "tracer exited on its own before SIGINT (status $rc)"
 fi
 sleep 0.2
 finish

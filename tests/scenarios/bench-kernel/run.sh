@@ -1,0 +1,40 @@
+#!/bin/sh
+# Benchmark (run by `cargo xtask bench`): the same workload with no tracer, with locktrace
+# (kernel mode, default options) and with klockstat, in alternating rounds. One line per
+# measurement goes to /out/bench.txt: `round=R mode=M ops_per_s=N`.
+ROUNDS=${ROUNDS:-3}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-3}
+: > /out/bench.txt
+
+measure() { # mode
+	ops=$(./workload 2 "$SECONDS_PER_RUN" | sed -n 's/^ops_per_s=//p')
+	echo "round=$r mode=$1 ops_per_s=$ops" | tee -a /out/bench.txt
+}
+
+wait_for() { # file pattern pid
+	t=0
+	while ! grep -q "$2" "$1" 2>/dev/null; do
+		[ -e "/proc/$3" ] || { echo "bench: tracer died:"; cat "$1"; exit 1; }
+		[ $t -ge 900 ] && { echo "bench: tracer did not attach"; cat "$1"; exit 1; }
+		sleep 0.2; t=$((t + 1))
+	done
+}
+
+r=1
+while [ $r -le "$ROUNDS" ]; do
+	measure none
+
+	/bin/lt-spawn /locktrace trace --report-json /out/locktrace-round$r.json > /dev/null 2> /tmp/lt.log &
+	pid=$!
+	wait_for /tmp/lt.log '^locktrace: attached' $pid
+	measure locktrace
+	kill -INT $pid; wait $pid
+	grep 'detached' /tmp/lt.log | tee -a /out/bench.txt
+
+	/bin/lt-spawn /usr/sbin/klockstat > /tmp/klockstat.out 2>&1 &
+	pid=$!
+	wait_for /tmp/klockstat.out 'Tracing' $pid
+	measure klockstat
+	kill -INT $pid; wait $pid
+	r=$((r + 1))
+done
