@@ -3,7 +3,7 @@
 //! creates none; a lock is held once its acquire returns successfully; release may be out
 //! of order.
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_F_REUSE_STACKID, BPF_NOEXIST},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns,
         bpf_loop,
@@ -166,6 +166,20 @@ fn emit_lock_op(task: &Task, lock: u64, kind: u32, lock_flags: u32, operation: u
     entry.submit(0);
 }
 
+/// The id of the current stack in `STACKS`, or -1. A hash bucket taken by another stack
+/// (-EEXIST) is taken over: the daemon symbolizes a dependency's stacks as soon as it
+/// arrives, so an older id losing its stack costs less than this one having none.
+#[inline(always)]
+fn stack_id<C: StackIdContext>(ctx: &C, stack_flags: u64) -> i32 {
+    match ctx.get_stackid(&STACKS, stack_flags) {
+        Ok(id) => id as i32,
+        Err(_) => ctx
+            .get_stackid(&STACKS, stack_flags | u64::from(BPF_F_REUSE_STACKID))
+            .map(|id| id as i32)
+            .unwrap_or(-1),
+    }
+}
+
 /// A lock acquire has started. `stack_flags` is passed to `bpf_get_stackid`
 /// (`BPF_F_USER_STACK` for user locks).
 pub fn acquire<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef, stack_flags: u64) {
@@ -174,7 +188,7 @@ pub fn acquire<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef, stack_fla
     let Some(stack) = held_stack(task) else {
         return;
     };
-    let stack_id = ctx.get_stackid(&STACKS, stack_flags).map(|id| id as i32).unwrap_or(-1);
+    let stack_id = stack_id(ctx, stack_flags);
     // SAFETY: pointer into this thread's map value; only this thread writes it.
     let stack = unsafe { &mut *stack };
     if new.flags & flags::TRY == 0 {
@@ -460,7 +474,7 @@ pub fn acquire_release<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef) {
         return;
     }
     emit_lock_op(task, new.lock, new.kind, new.flags, op::ACQUIRE);
-    let stack_id = ctx.get_stackid(&STACKS, 0).map(|id| id as i32).unwrap_or(-1);
+    let stack_id = stack_id(ctx, 0);
     record_dependencies(task, stack, new, stack_id);
     emit_lock_op(task, new.lock, new.kind, new.flags, op::RELEASE);
 }
@@ -500,7 +514,7 @@ pub fn record_pair<C: StackIdContext>(ctx: &C, task: &Task, held: &LockRef, new:
         }
         count(counter::DEPENDENCY_MAP_FULL);
     }
-    let stack_id = ctx.get_stackid(&STACKS, 0).map(|id| id as i32).unwrap_or(-1);
+    let stack_id = stack_id(ctx, 0);
     let held_entry = HeldLock {
         lock: held.lock,
         class: held.class,

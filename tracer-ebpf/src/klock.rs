@@ -9,7 +9,7 @@ use tracer_common::{class_source, counter, record, ClassEvent, CLASS_NAME_LEN};
 
 use crate::{
     held::{self, current_task, LockRef},
-    maps::{count, CLASSES_SEEN, EVENTS, LOCK_CLASS},
+    maps::{count, CLASS_NAMES, EVENTS, LOCK_CLASS},
 };
 
 /// The class id of an initialisation site. Without `CONFIG_LOCKDEP`, `struct lock_class_key`
@@ -29,13 +29,21 @@ pub fn lock_initialised(lock: u64, name: u64, key: u64, lock_kind: u32) {
     }
     let class = init_class(key, name);
     let _ = LOCK_CLASS.insert(lock, class, 0);
-    if CLASSES_SEEN.insert(class, 1, u64::from(BPF_NOEXIST)).is_err() {
+    if CLASS_NAMES.get_ptr(class).is_some() {
+        return;
+    }
+    let mut text = [0u8; CLASS_NAME_LEN];
+    if name != 0 {
+        // SAFETY: reading a kernel string into a local buffer.
+        let _ = unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, &mut text) };
+    }
+    if CLASS_NAMES.insert(class, text, u64::from(BPF_NOEXIST)).is_err() {
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<ClassEvent>(0) else {
         count(counter::RINGBUF_DROPPED);
         // Not named yet: let the next initialisation of this class try again.
-        let _ = CLASSES_SEEN.remove(class);
+        let _ = CLASS_NAMES.remove(class);
         return;
     };
     let event = entry.as_mut_ptr();
@@ -44,10 +52,7 @@ pub fn lock_initialised(lock: u64, name: u64, key: u64, lock_kind: u32) {
         (*event).record = record::CLASS;
         (*event).kind = lock_kind;
         (*event).class = class;
-        (*event).name = [0; CLASS_NAME_LEN];
-        if name != 0 {
-            let _ = bpf_probe_read_kernel_str_bytes(name as *const u8, &mut (*event).name);
-        }
+        (*event).name = text;
     }
     entry.submit(0);
 }

@@ -3,7 +3,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
-use tracer_common::{counter, DependencyKey, HeldStack, COMM_LEN};
+use tracer_common::{CLASS_NAME_LEN, counter, DependencyKey, HeldStack, COMM_LEN};
 
 /// Records for the daemon. Userspace may resize it before load (`--ringbuf-size`).
 #[map]
@@ -79,9 +79,10 @@ pub static PF_MEMALLOC_NOFS_NOIO: u32 = 0x40000 | 0x80000;
 /// Kernel lock instance -> class id, learnt at `__mutex_init`/`__init_rwsem`.
 #[map]
 pub static LOCK_CLASS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
-/// Classes whose name was already sent ([`tracer_common::ClassEvent`]).
+/// Class id -> lockdep-style name, for classes whose name was already sent
+/// ([`tracer_common::ClassEvent`]); `locktrace held` reads names here from a running trace.
 #[map]
-pub static CLASSES_SEEN: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16384, 0);
+pub static CLASS_NAMES: LruHashMap<u64, [u8; CLASS_NAME_LEN]> = LruHashMap::with_max_entries(16384, 0);
 
 /// Frames of the kernel stack looked at by the `--module` filter.
 pub const MODULE_FRAMES: usize = 12;

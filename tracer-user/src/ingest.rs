@@ -227,7 +227,7 @@ fn without_tracer_frames(frames: Vec<Frame>) -> Vec<Frame> {
 }
 
 /// The first frame that is not a locking primitive (or tracing machinery).
-fn acquisition_site(stack: &[Frame]) -> Option<String> {
+pub fn acquisition_site(stack: &[Frame]) -> Option<String> {
     const LOCKING_PREFIXES: &[&str] = &[
         "mutex_", "__mutex_", "down_", "__down", "up_", "_down", "rwsem_", "__rwsem",
         "downgrade_write", "pthread_", "__pthread_", "___pthread_", "bpf_", "__bpf",

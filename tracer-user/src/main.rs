@@ -5,6 +5,7 @@ mod bpf;
 mod capabilities;
 mod doctor;
 mod events;
+mod held;
 mod ingest;
 mod offline;
 mod output;
@@ -32,6 +33,8 @@ struct Cli {
 enum Command {
     /// Attach probes and trace lock-order dependencies until interrupted.
     Trace(trace::TraceArgs),
+    /// Show which task holds which traced lock and who waits for whom (deadlocks in progress).
+    Held(held::HeldArgs),
     /// Print what this kernel allows (BTF, fentry, kprobes, uprobes, tracepoints, lockdep, privileges).
     Doctor,
     /// Rebuild the graph from a recording (--record) or snapshot and print the report.
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Trace(args) => trace::run(args),
         Command::Doctor => doctor::run(),
+        Command::Held(args) => held::run(&args),
         Command::Report { file, report } => offline::report(&file, &report),
         Command::ImportLockdep { file, report } => offline::import_lockdep(&file, &report),
         Command::Export { file, format, output } => offline::export(&file, format, output.as_deref()),

@@ -93,7 +93,7 @@ fn emit_report(graph: &LockGraph, args: &ReportArgs) -> Result<ExitCode> {
         ..Outputs::default()
     };
     outputs.check()?;
-    outputs.write(graph, &suppressions)?;
+    outputs.write(graph, &suppressions, &crate::output::LiveFindings::default())?;
     let report = graph.report(&suppressions);
     if args.report_text.is_none() {
         print!("{}", report.text());

@@ -36,6 +36,54 @@ pub fn check_writable(path: &Path) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// What the live trace adds to the lock-graph report: deadlocks caught in progress and
+/// locks held longer than `--hold-threshold`.
+#[derive(Debug, Clone, Default)]
+pub struct LiveFindings {
+    pub deadlocks: Vec<crate::held::Deadlock>,
+    pub long_holds: Vec<LongHold>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LongHold {
+    pub class: String,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub held_ns: u64,
+    pub stack: Vec<String>,
+}
+
+impl LiveFindings {
+    fn add_to_json(&self, report: &lockgraph::ReportJson) -> Result<serde_json::Value> {
+        let mut json = serde_json::to_value(report)?;
+        json["deadlocks"] = serde_json::to_value(&self.deadlocks)?;
+        json["long_holds"] = serde_json::to_value(&self.long_holds)?;
+        Ok(json)
+    }
+
+    fn text(&self) -> String {
+        let mut out = String::new();
+        for deadlock in &self.deadlocks {
+            out.push_str(&crate::held::render_deadlock(deadlock));
+        }
+        for hold in &self.long_holds {
+            out.push_str(&format!(
+                "\nlong hold: {}/{} (tid {}) held {} for {:.1} s, acquired at:\n",
+                hold.comm,
+                hold.pid,
+                hold.tid,
+                hold.class,
+                hold.held_ns as f64 / 1e9
+            ));
+            for frame in &hold.stack {
+                out.push_str(&format!("       {frame}\n"));
+            }
+        }
+        out
+    }
+}
+
 /// The report files and exports a run was asked for.
 #[derive(Debug, Clone, Default)]
 pub struct Outputs {
@@ -60,13 +108,15 @@ impl Outputs {
     }
 
     /// Writes every requested output for the graph as it is now.
-    pub fn write(&self, graph: &LockGraph, suppressions: &Suppressions) -> Result<()> {
+    pub fn write(&self, graph: &LockGraph, suppressions: &Suppressions, live: &LiveFindings) -> Result<()> {
         let report = graph.report(suppressions);
         if let Some(path) = &self.report_json {
-            write_atomic(path, serde_json::to_string_pretty(&report.json())?.as_bytes())?;
+            let json = live.add_to_json(&report.json())?;
+            write_atomic(path, serde_json::to_string_pretty(&json)?.as_bytes())?;
         }
         if let Some(path) = &self.report_text {
-            write_atomic(path, report.text().as_bytes())?;
+            let text = format!("{}{}", live.text(), report.text());
+            write_atomic(path, text.as_bytes())?;
         }
         if let Some(path) = &self.dot {
             write_atomic(path, lockgraph::to_dot(graph).as_bytes())?;

@@ -20,8 +20,13 @@ use tokio::{
 };
 use tracer_common::{counter, DependencyKey};
 
+use std::collections::HashSet;
+
 use crate::{
     attach::{self, kernel::AttachMode, AttachReport},
+    held::HeldMaps,
+    output::{LiveFindings, LongHold},
+    symbols::Symbols,
     bpf, capabilities,
     events::{comm_str, LockKind, LockOp, Record},
     ingest::{Ingest, StackSource},
@@ -82,6 +87,9 @@ pub struct TraceArgs {
     /// Exit with status 3 when an unguarded cycle was found.
     #[arg(long)]
     pub fail_on_cycle: bool,
+    /// Report locks held longer than this (e.g. 500ms, 2s).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub hold_threshold: Option<Duration>,
     /// Print every lock operation as a JSON line on stdout (a debugging aid; costs per event).
     #[arg(long)]
     pub events: bool,
@@ -152,6 +160,7 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigusr1 = signal(SignalKind::user_defined1())?;
+    let mut sigusr2 = signal(SignalKind::user_defined2())?;
     capabilities::ensure_tracefs();
     let options = bpf::LoadOptions {
         pid: args.pid.unwrap_or(0),
@@ -160,30 +169,16 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
         comm: args.comm.clone(),
         module: args.module.clone(),
     };
-    let mut ebpf = bpf::load(&options)?;
-    let caps = capabilities::probe(Some(&mut ebpf));
-    let mut report = AttachReport::default();
-    attach::task::attach_task_probes(&mut ebpf, &mut report)?;
-    if trace_kernel {
-        attach::kernel::attach_kernel_probes(&mut ebpf, args.attach, &caps, &mut report)?;
-    }
-    if args.user {
-        let target = attach::pthread::pthread_target(args.binary.as_deref(), args.pid)?;
-        attach::pthread::attach_pthread_probes(&mut ebpf, &target, args.pid, &mut report)?;
-    }
-    for (what, why) in &report.skipped {
-        eprintln!("locktrace: not attached: {what}: {why}");
-    }
-    // The task-exit tracepoint alone traces no lock.
-    if report.attached.len() <= 1 {
-        bail!("no lock probe could be attached (see `locktrace doctor`)");
-    }
-    eprintln!("locktrace: attached {} probes", report.attached.len());
-    for what in &report.attached {
-        log::debug!("attached {what}");
-    }
+    let probes = Probes {
+        kernel: trace_kernel,
+        user: args.user,
+        attach: args.attach,
+        pid: args.pid,
+        binary: args.binary.clone(),
+    };
+    let mut ebpf = load_and_attach(&options, &probes)?;
 
-    let mut session = Session::new(&mut ebpf, args.events)?;
+    let mut session = Session::new(&mut ebpf, args.events, args.hold_threshold)?;
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd owns the ring.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -193,6 +188,8 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     tokio::pin!(deadline);
     let mut snapshot_timer = tokio::time::interval(Duration::from_secs(args.snapshot_interval));
     let mut status_timer = tokio::time::interval(Duration::from_secs(5));
+    // The wait-for graph is rebuilt about once a second.
+    let mut held_timer = tokio::time::interval(Duration::from_secs(1));
     let status = StatusLine::new();
     loop {
         tokio::select! {
@@ -215,12 +212,20 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
                 }
             }
             _ = status_timer.tick() => status.show(&session, &ebpf),
+            _ = held_timer.tick() => session.check_held(),
+            _ = sigusr2.recv() => {
+                if let Some(table) = session.held_table() {
+                    print!("{}", crate::held::render(&table));
+                    std::io::stdout().flush()?;
+                }
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             () = &mut deadline => break,
         }
     }
     session.drain(ring.get_mut())?;
+    session.check_held();
     session.resync(&ebpf);
     let counters = read_counters(&ebpf);
     let stats = session.ingest.graph.stats_mut();
@@ -243,11 +248,47 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
         counters[counter::RINGBUF_DROPPED as usize],
         session.resynced,
     );
-    outputs.write(graph, &suppressions)?;
+    outputs.write(graph, &suppressions, &session.live)?;
     if args.fail_on_cycle && final_report.has_unguarded_cycle() {
         return Ok(ExitCode::from(EXIT_CYCLE));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Which probe families to attach, and where.
+pub struct Probes {
+    pub kernel: bool,
+    pub user: bool,
+    pub attach: AttachMode,
+    pub pid: Option<u32>,
+    pub binary: Option<PathBuf>,
+}
+
+/// Loads the object and attaches what this kernel allows, saying plainly what it could not.
+pub fn load_and_attach(options: &bpf::LoadOptions, probes: &Probes) -> Result<Ebpf> {
+    let mut ebpf = bpf::load(options)?;
+    let caps = capabilities::probe(Some(&mut ebpf));
+    let mut report = AttachReport::default();
+    attach::task::attach_task_probes(&mut ebpf, &mut report)?;
+    if probes.kernel {
+        attach::kernel::attach_kernel_probes(&mut ebpf, probes.attach, &caps, &mut report)?;
+    }
+    if probes.user {
+        let target = attach::pthread::pthread_target(probes.binary.as_deref(), probes.pid)?;
+        attach::pthread::attach_pthread_probes(&mut ebpf, &target, probes.pid, &mut report)?;
+    }
+    for (what, why) in &report.skipped {
+        eprintln!("locktrace: not attached: {what}: {why}");
+    }
+    // The task-exit tracepoint alone traces no lock.
+    if report.attached.len() <= 1 {
+        bail!("no lock probe could be attached (see `locktrace doctor`)");
+    }
+    eprintln!("locktrace: attached {} probes", report.attached.len());
+    for what in &report.attached {
+        log::debug!("attached {what}");
+    }
+    Ok(ebpf)
 }
 
 /// Everything the event loop updates.
@@ -257,12 +298,80 @@ struct Session {
     print_events: bool,
     resynced: u64,
     last_dropped: u64,
+    held_maps: Option<HeldMaps>,
+    held_symbols: Symbols,
+    hold_threshold: Option<Duration>,
+    live: LiveFindings,
+    reported_deadlocks: HashSet<String>,
+    reported_holds: HashSet<(u32, String)>,
 }
 
 impl Session {
-    fn new(ebpf: &mut Ebpf, print_events: bool) -> Result<Self> {
+    fn new(ebpf: &mut Ebpf, print_events: bool, hold_threshold: Option<Duration>) -> Result<Self> {
+        let held_maps = HeldMaps::of_object(ebpf);
+        if held_maps.is_none() {
+            eprintln!("locktrace: held-lock maps unavailable: no deadlock-in-progress detection");
+        }
         let stacks = StackTraceMap::try_from(ebpf.take_map("STACKS").context("STACKS map missing")?)?;
-        Ok(Self { ingest: Ingest::new(), stacks: BpfStacks(stacks), print_events, resynced: 0, last_dropped: 0 })
+        Ok(Self {
+            ingest: Ingest::new(),
+            stacks: BpfStacks(stacks),
+            print_events,
+            resynced: 0,
+            last_dropped: 0,
+            held_maps,
+            held_symbols: Symbols::new(),
+            hold_threshold,
+            live: LiveFindings::default(),
+            reported_deadlocks: HashSet::new(),
+            reported_holds: HashSet::new(),
+        })
+    }
+
+    fn held_table(&mut self) -> Option<crate::held::HeldTable> {
+        let maps = self.held_maps.as_ref()?;
+        Some(crate::held::snapshot(maps, &mut self.held_symbols))
+    }
+
+    /// Deadlocks in progress (reported at once, each once) and long holds.
+    fn check_held(&mut self) {
+        let Some(table) = self.held_table() else { return };
+        for deadlock in table.deadlocks {
+            let key = deadlock.key();
+            if self.reported_deadlocks.insert(key.clone()) {
+                eprint!("{}", crate::held::render_deadlock(&deadlock));
+                self.live.deadlocks.push(deadlock);
+            } else if let Some(known) = self.live.deadlocks.iter_mut().find(|known| known.key() == key) {
+                // Still there: keep the latest picture (more tasks may have queued behind it).
+                *known = deadlock;
+            }
+        }
+        let Some(threshold) = self.hold_threshold else { return };
+        for task in &table.tasks {
+            for held in &task.holding {
+                if held.for_ns < threshold.as_nanos() as u64 {
+                    continue;
+                }
+                if self.reported_holds.insert((task.tid, held.class.clone())) {
+                    eprintln!(
+                        "locktrace: long hold: {}/{} (tid {}) has held {} for {:.1} s",
+                        task.comm,
+                        task.pid,
+                        task.tid,
+                        held.class,
+                        held.for_ns as f64 / 1e9
+                    );
+                    self.live.long_holds.push(LongHold {
+                        class: held.class.clone(),
+                        pid: task.pid,
+                        tid: task.tid,
+                        comm: task.comm.clone(),
+                        held_ns: held.for_ns,
+                        stack: held.stack.clone(),
+                    });
+                }
+            }
+        }
     }
 
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {

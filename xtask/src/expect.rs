@@ -12,6 +12,11 @@
 //! min-events N           the eBPF side saw at least N lock operations
 //! max-records N          at most N dependency records crossed the ring buffer
 //! cycle-stacks-module M  every edge of each expected cycle has a stack frame in module M
+//! deadlock A B           report.json has a deadlock in progress whose tasks wait for exactly {A, B}
+//! deadlock-blocked N     ... with N tasks blocked behind it
+//! held-deadlock A B      the same in OUT/held.json (`locktrace held --json` run by run.sh)
+//! held-deadlock-blocked N
+//! no-deadlocks           report.json has no deadlock in progress
 //! text-contains S        report.txt contains S
 //! console-contains S     console.log contains S
 //! run-status N           run.sh exited with N (default 0)
@@ -30,7 +35,8 @@ fn strip_suffix(name: &str) -> &str {
 
 /// `A -> B`, or `A r -> B w` with the modes (r: shared, w: exclusive) the edge must show.
 fn parse_dep(text: &str) -> Result<(String, String, Option<String>)> {
-    let (from, to) = text.split_once("->").with_context(|| format!("expected `A -> B`, got `{text}`"))?;
+    // Class names contain "->" themselves (`&vmm->mutex`): the arrow stands alone.
+    let (from, to) = text.split_once(" -> ").with_context(|| format!("expected `A -> B`, got `{text}`"))?;
     let from: Vec<&str> = from.split_whitespace().collect();
     let to: Vec<&str> = to.split_whitespace().collect();
     match (from.as_slice(), to.as_slice()) {
@@ -44,6 +50,7 @@ fn parse_dep(text: &str) -> Result<(String, String, Option<String>)> {
 
 struct Results {
     report: Value,
+    held: Value,
     text: String,
     console: String,
     run_status: i32,
@@ -53,8 +60,10 @@ impl Results {
     fn load(out: &Path) -> Result<Self> {
         let read = |name: &str| fs::read_to_string(out.join(name)).with_context(|| format!("reading {name}"));
         let report: Value = serde_json::from_str(&read("report.json")?).context("parsing report.json")?;
+        let held = read("held.json").ok().and_then(|text| serde_json::from_str(&text).ok()).unwrap_or(Value::Null);
         Ok(Self {
             report,
+            held,
             text: read("report.txt").unwrap_or_default(),
             console: read("console.log").unwrap_or_default(),
             run_status: read("run.status")?.trim().parse().context("run.status")?,
@@ -108,6 +117,25 @@ impl Results {
     }
 }
 
+/// The deadlock of `document` whose tasks wait for exactly `classes`.
+fn find_deadlock<'a>(document: &'a Value, classes: &BTreeSet<String>) -> Result<&'a Value> {
+    let deadlocks = document["deadlocks"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let waits = |deadlock: &Value| -> BTreeSet<String> {
+        deadlock["tasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|task| task["waiting_for"].as_str())
+            .map(|name| strip_suffix(name).to_string())
+            .collect()
+    };
+    let seen: Vec<BTreeSet<String>> = deadlocks.iter().map(waits).collect();
+    deadlocks
+        .iter()
+        .find(|deadlock| &waits(deadlock) == classes)
+        .with_context(|| format!("no deadlock waiting for {classes:?}; deadlocks seen: {seen:?}"))
+}
+
 fn class_set(cycle: &Value) -> BTreeSet<String> {
     cycle["classes"]
         .as_array()
@@ -124,6 +152,8 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
     let mut named_deps: BTreeSet<(String, String)> = BTreeSet::new();
     let mut only_deps = false;
     let mut expected_cycles: Vec<BTreeSet<String>> = Vec::new();
+    let mut last_deadlock: Option<Value> = None;
+    let mut last_held_deadlock: Option<Value> = None;
     let mut failures = Vec::new();
     for (number, line) in spec.lines().enumerate() {
         let line = line.trim();
@@ -191,6 +221,27 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
                         }
                     }
                 }
+                "deadlock" | "held-deadlock" => {
+                    let document = if verb == "deadlock" { &results.report } else { &results.held };
+                    let want: BTreeSet<String> = rest.split_whitespace().map(String::from).collect();
+                    let deadlock = find_deadlock(document, &want)?;
+                    if verb == "deadlock" {
+                        last_deadlock = Some(deadlock.clone());
+                    } else {
+                        last_held_deadlock = Some(deadlock.clone());
+                    }
+                }
+                "deadlock-blocked" | "held-deadlock-blocked" => {
+                    let n: usize = rest.parse()?;
+                    let deadlock = if verb == "deadlock-blocked" { &last_deadlock } else { &last_held_deadlock };
+                    let deadlock = deadlock.as_ref().context("needs a `deadlock` line before it")?;
+                    let blocked = deadlock["blocked"].as_array().map_or(0, Vec::len);
+                    ensure!(blocked == n, "{blocked} tasks blocked behind the deadlock, expected {n}: {deadlock}");
+                }
+                "no-deadlocks" => {
+                    let n = results.report["deadlocks"].as_array().map_or(0, Vec::len);
+                    ensure!(n == 0, "{n} deadlocks in progress reported");
+                }
                 "text-contains" => ensure!(results.text.contains(rest), "report.txt lacks `{rest}`"),
                 "console-contains" => ensure!(results.console.contains(rest), "console.log lacks `{rest}`"),
                 "run-status" => expected_status = rest.parse()?,
@@ -243,11 +294,13 @@ mod tests {
                          {"from":"b","to":"c","new_stack":[],"held_stack":[]}],
                 "cycles":[{"classes":["a#2","b"],"guarded_by":null,"suppressed":false,
                            "edges":[{"from":"a#2","to":"b"},{"from":"b","to":"a"}]}],
+                "deadlocks":[{"tasks":[{"waiting_for":"a"},{"waiting_for":"b#2"}],"blocked":[{"tid":3}]}],
                 "stats":{"dependencies":3,"events":10,"records":3}}"#,
         );
         let expect = dir.join("expect");
         let pass = "cycle a b\ndep a r -> b w\ndep b -> a\ndep b -> c\nonly-deps\nmin-dependencies 3\n\
-                    min-events 10\nmax-records 3\ncycle-stacks-module m\ntext-contains circular\n";
+                    min-events 10\nmax-records 3\ncycle-stacks-module m\ntext-contains circular\n\
+                    deadlock a b\ndeadlock-blocked 1\n";
         fs::write(&expect, pass).unwrap();
         check(&expect, &dir).unwrap();
 
@@ -263,6 +316,10 @@ mod tests {
             "max-records 2",
             "cycle a b\ncycle-stacks-module other",
             "run-status 1",
+            "deadlock a c",
+            "deadlock a b\ndeadlock-blocked 2",
+            "no-deadlocks",
+            "held-deadlock a b",
             "frobnicate",
         ] {
             fs::write(&expect, failing).unwrap();

@@ -45,6 +45,15 @@ enum Task {
     },
     /// Measure: daemon ingest throughput and memory, kernel overhead in the VM, a short fuzz run.
     Bench,
+    /// The one-minute demo: the nouveau svmm/vmm deadlock found on a production 6.12 kernel.
+    Demo,
+    /// Check a scenario's `expect` file against the results of an earlier `vm` run.
+    Check {
+        #[arg(long)]
+        scenario: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Boot a Debian kernel in qemu and run a scenario directory under locktrace.
     Vm {
         /// Kernel series: 6.1 (bookworm) or 6.12 (bookworm-backports).
@@ -80,6 +89,12 @@ fn dispatch(cli: Cli) -> Result<()> {
         Task::Run { args } => run(&args),
         Task::Test { host_only } => test(host_only),
         Task::Fuzz { seconds } => fuzz(seconds),
+        Task::Demo => demo(),
+        Task::Check { scenario, out } => {
+            expect::check(&scenario.join("expect"), &out)?;
+            println!("check: {} holds for {}", scenario.join("expect").display(), out.display());
+            Ok(())
+        }
         Task::Bench => bench::bench(),
         Task::Vm { kernel, scenario, out, tracer_args, timeout } => {
             let locktrace_bin = build()?;
@@ -123,6 +138,29 @@ pub fn build() -> Result<PathBuf> {
         bail!("build finished but {} is missing", binary.display());
     }
     Ok(binary)
+}
+
+/// Runs tests/scenarios/nouveau-svmm in a Debian 6.12 guest and prints locktrace's report.
+fn demo() -> Result<()> {
+    let binary = build()?;
+    let root = workspace_root();
+    let out = root.join("target/vm-out/demo");
+    println!("demo: booting Debian 6.12 (production config, no lockdep) under qemu; loading a module");
+    println!("demo: that locks like nouveau's SVM code, and tracing it with locktrace...");
+    std::env::set_var("LOCKTRACE_VM_QUIET", "1");
+    let outcome = vm::run_vm(&vm::VmOptions {
+        kernel: "6.12".into(),
+        scenario: root.join("tests/scenarios/nouveau-svmm"),
+        out: out.clone(),
+        tracer_args: Vec::new(),
+        timeout: Duration::from_secs(300),
+        locktrace_bin: binary,
+    })?;
+    let report = std::fs::read_to_string(out.join("report.txt")).context("reading the demo's report.txt")?;
+    println!("demo: kernel {} — locktrace's report:\n", outcome.kernel_release);
+    println!("{}", report.trim_end());
+    println!("\ndemo: full results (report.json, report.txt, graph.dot, console.log) in {}", out.display());
+    Ok(())
 }
 
 /// The fuzz targets under fuzz/ (one per parser).

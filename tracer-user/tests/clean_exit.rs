@@ -1,0 +1,58 @@
+//! Clean exit: no BPF program outlives the tracer, whether it is stopped with SIGINT or
+//! SIGTERM (final report written, "detached") or killed with SIGKILL (nothing is pinned, so
+//! closing its file descriptors detaches everything).
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    process::{Command, Stdio},
+    thread,
+    time::Duration,
+};
+
+use common::{assert_root, wait_for_stderr};
+
+/// Names (as the kernel truncates them, 15 bytes) of the programs of our object.
+fn our_program_names() -> BTreeSet<String> {
+    ["pthread_mutex_l", "pthread_acquire", "pthread_rwlock_", "sched_process_e"].iter().map(|s| s.to_string()).collect()
+}
+
+fn loaded_tracer_programs() -> usize {
+    let ours = our_program_names();
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|program| program.name_as_str().is_some_and(|name| ours.iter().any(|ours| name.starts_with(ours.as_str()))))
+        .count()
+}
+
+fn stop_and_count(signal: i32) -> usize {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_locktrace"))
+        .args(["trace", "--user"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = wait_for_stderr(&mut child, "locktrace: attached");
+    assert!(loaded_tracer_programs() > 0, "the tracer's programs should be loaded while it runs");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let status = child.wait().unwrap();
+    let stderr = stderr.join().unwrap();
+    if signal != libc::SIGKILL {
+        assert!(status.success(), "{stderr}");
+        assert!(stderr.contains("locktrace: detached"), "{stderr}");
+    }
+    // Program release after the last fd closes is immediate, but give the kernel a moment.
+    thread::sleep(Duration::from_millis(200));
+    loaded_tracer_programs()
+}
+
+#[test]
+fn every_program_is_gone_after_sigint_sigterm_and_sigkill() {
+    assert_root();
+    // The only test of this binary: cargo runs test binaries one after another, so no other
+    // tracer's programs are loaded meanwhile.
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGKILL] {
+        assert_eq!(stop_and_count(signal), 0, "programs left after signal {signal}");
+    }
+}
