@@ -115,6 +115,11 @@ pub struct DependencyEvent {
     /// Lock instance addresses, for naming static locks by symbol.
     pub held_lock: u64,
     pub new_lock: u64,
+    /// Return addresses of the functions that called the user lock function (read from
+    /// `[sp]` at the uprobe on its entry; 0 for kernel locks). Frame-pointer walks skip this
+    /// frame when the lock function (glibc) keeps no frame pointer.
+    pub held_caller: u64,
+    pub new_caller: u64,
     pub timestamp_ns: u64,
     /// One of [`kind`] each.
     pub held_kind: u32,
@@ -129,7 +134,7 @@ pub struct DependencyEvent {
     pub tid: u32,
     pub comm: [u8; COMM_LEN],
 }
-const _: () = assert!(core::mem::size_of::<DependencyEvent>() == 104);
+const _: () = assert!(core::mem::size_of::<DependencyEvent>() == 120);
 
 /// The name of a lock class (lockdep's: the stringified init expression, `&vmm->mutex`).
 #[repr(C)]
@@ -174,8 +179,11 @@ pub struct HeldLock {
     pub flags: u32,
     pub kind: u32,
     pub class_source: u32,
+    /// Return address of the user lock function's caller (see
+    /// [`DependencyEvent::held_caller`]); 0 for kernel locks.
+    pub caller: u64,
 }
-const _: () = assert!(core::mem::size_of::<HeldLock>() == 40);
+const _: () = assert!(core::mem::size_of::<HeldLock>() == 48);
 
 /// State bits of [`HeldLock::flags`] above the [`flags`] bits.
 pub mod held_state {
@@ -194,7 +202,7 @@ pub struct HeldStack {
     pub pid: u32,
     pub locks: [HeldLock; MAX_HELD_LOCKS],
 }
-const _: () = assert!(core::mem::size_of::<HeldStack>() == 8 + 40 * MAX_HELD_LOCKS);
+const _: () = assert!(core::mem::size_of::<HeldStack>() == 8 + 48 * MAX_HELD_LOCKS);
 
 /// Counters kept per CPU by the eBPF side, indexed by the constants in [`counter`].
 pub mod counter {

@@ -32,6 +32,9 @@ pub struct LockRef {
     pub flags: u32,
     /// Thread group the class belongs to (user locks), 0 for kernel classes.
     pub scope: u32,
+    /// Return address of the user lock function's caller, 0 for kernel locks: see
+    /// [`tracer_common::DependencyEvent::new_caller`].
+    pub caller: u64,
 }
 
 pub struct Task {
@@ -208,6 +211,7 @@ pub fn acquire<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef, stack_fla
             | held_state::WAITING,
         kind: new.kind,
         class_source: new.class_source,
+        caller: new.caller,
     };
     stack.depth = depth as u32 + 1;
 }
@@ -344,6 +348,8 @@ fn emit_dependency(task: &Task, key: &DependencyKey, held: &HeldLock, new: &Lock
         (*event).guard_class = key.guard_class;
         (*event).held_lock = held.lock;
         (*event).new_lock = new.lock;
+        (*event).held_caller = held.caller;
+        (*event).new_caller = new.caller;
         (*event).timestamp_ns = bpf_ktime_get_ns();
         (*event).held_kind = held.kind;
         (*event).new_kind = new.kind;
@@ -437,7 +443,7 @@ fn update_innermost(
 }
 
 /// A removed entry becomes a tombstone (`lock == 0`, skipped by every scan) until the
-/// entries above it are gone ([`pop_tombstones`]). No shifting: moving 40-byte entries at an
+/// entries above it are gone ([`pop_tombstones`]). No shifting: moving 48-byte entries at an
 /// unknown index made every release program take ~1 s to verify.
 fn tombstone(entry: &mut HeldLock) {
     entry.lock = 0;
@@ -449,7 +455,7 @@ fn pop_tombstones(stack: &mut HeldStack) {
     for _ in 0..MAX_HELD_LOCKS {
         let depth = stack.depth as usize;
         // Bound `depth` itself (not only `depth - 1`): the verifier must see the address
-        // `depth * 40 - 40` in range, and LLVM indexes with `depth`.
+        // `depth * 48 - 48` in range, and LLVM indexes with `depth`.
         if depth == 0 || depth > MAX_HELD_LOCKS {
             break;
         }
@@ -523,6 +529,7 @@ pub fn record_pair<C: StackIdContext>(ctx: &C, task: &Task, held: &LockRef, new:
         flags: held.flags,
         kind: held.kind,
         class_source: held.class_source,
+        caller: held.caller,
     };
     emit_dependency(task, &key, &held_entry, new, stack_id);
 }

@@ -83,6 +83,7 @@ pub fn lock_ref<C: EbpfContext>(ctx: &C, lock: u64, lock_kind: u32, lock_flags: 
         class_source: source,
         flags: lock_flags | held::module_bit(ctx),
         scope: 0,
+        caller: 0,
     }
 }
 
@@ -136,5 +137,6 @@ pub fn pseudo<C: EbpfContext>(ctx: &C, class: u64) -> LockRef {
         class_source: class_source::PSEUDO,
         flags: held::module_bit(ctx),
         scope: 0,
+        caller: 0,
     }
 }

@@ -2,6 +2,7 @@
 //! Class ids are lock addresses, scoped to the thread group (addresses are per process).
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
+    helpers::bpf_probe_read_user,
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
@@ -11,6 +12,19 @@ use crate::held::{self, current_task, LockRef};
 
 fn lock_arg(ctx: &ProbeContext) -> Option<u64> {
     ctx.arg::<u64>(0).filter(|lock| *lock != 0)
+}
+
+/// The return address into the lock function's caller: at the entry of the probed
+/// function it is at `[sp]`. glibc keeps no frame pointer, so the frame-pointer walk of
+/// `bpf_get_stackid` skips exactly this frame; userspace puts it back. 0 if unreadable.
+#[inline(always)]
+fn caller(ctx: &ProbeContext) -> u64 {
+    // SAFETY: `regs` is the probe's register context; x86-64 keeps the stack pointer in
+    // `rsp`. The read of user memory is checked by the helper.
+    unsafe {
+        let sp = (*ctx.regs).rsp;
+        bpf_probe_read_user(sp as *const u64).unwrap_or(0)
+    }
 }
 
 fn try_acquire(ctx: &ProbeContext, lock_kind: u32, lock_flags: u32) -> Option<()> {
@@ -23,6 +37,7 @@ fn try_acquire(ctx: &ProbeContext, lock_kind: u32, lock_flags: u32) -> Option<()
         class_source: class_source::INSTANCE,
         flags: lock_flags,
         scope: task.pid,
+        caller: caller(ctx),
     };
     held::acquire(ctx, &task, &new, u64::from(BPF_F_USER_STACK));
     Some(())

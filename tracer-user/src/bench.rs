@@ -45,6 +45,8 @@ pub fn run(events: u64, classes: u64) -> Result<ExitCode> {
             guard_class: 0,
             held_lock: 0x1000 + held,
             new_lock: 0x1000 + new,
+            held_caller: 0,
+            new_caller: 0,
             timestamp_ns: index,
             held_kind: kind::MUTEX,
             new_kind: kind::MUTEX,

@@ -9,7 +9,7 @@ use std::{
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, StackTraceMap};
 use lockgraph::Frame;
 use serde::Serialize;
-use tracer_common::{class_source, flags, held_state, pseudo, HeldStack, CLASS_NAME_LEN, MAX_HELD_LOCKS};
+use tracer_common::{class_source, flags, held_state, pseudo, HeldLock, HeldStack, CLASS_NAME_LEN, MAX_HELD_LOCKS};
 
 use crate::{
     events::{c_str, LockKind},
@@ -91,6 +91,9 @@ pub struct HeldLockInfo {
     pub read: bool,
     /// How long it has been held (or waited for).
     pub for_ns: u64,
+    /// When it was taken (or the wait began), monotonic ns.
+    #[serde(skip)]
+    pub since_ns: u64,
     pub stack: Vec<String>,
 }
 
@@ -113,6 +116,11 @@ pub struct DeadlockTask {
     pub holding: Vec<String>,
     pub waiting_for: String,
     pub stack: Vec<String>,
+    /// How long it has been waiting.
+    pub waiting_ns: u64,
+    /// When the wait started (monotonic ns): the same wait seen again is the same deadlock.
+    #[serde(skip)]
+    pub wait_started_ns: u64,
 }
 
 /// A cycle in the wait-for graph: every task in it waits for a lock another one holds.
@@ -130,6 +138,24 @@ impl Deadlock {
         parts.sort();
         parts.join(",")
     }
+
+    /// Identity of the very same waits: a real deadlock keeps every one of them forever.
+    fn waits_key(&self) -> String {
+        let mut parts: Vec<String> =
+            self.tasks.iter().map(|t| format!("{}:{}@{}", t.tid, t.waiting_for, t.wait_started_ns)).collect();
+        parts.sort();
+        parts.join(",")
+    }
+}
+
+/// Keeps the deadlocks of `current` that `previous` (taken a moment earlier) already had
+/// with the very same waits. The held stacks are read one task at a time, so a single
+/// snapshot can show a cycle of waits that never coexisted (or a recursive mutex caught
+/// between its entry and return probes); a deadlock does not go away.
+pub fn confirmed(previous: &HeldTable, mut current: HeldTable) -> HeldTable {
+    let seen: BTreeSet<String> = previous.deadlocks.iter().map(Deadlock::waits_key).collect();
+    current.deadlocks.retain(|deadlock| seen.contains(&deadlock.waits_key()));
+    current
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -174,15 +200,17 @@ pub fn snapshot(maps: &HeldMaps, symbols: &mut Symbols) -> HeldTable {
             if held.lock == 0 {
                 continue;
             }
-            let addrs = maps.frames(held.stack_id);
             let user = is_user_kind(held.kind);
+            let addrs = maps.frames(held.stack_id);
+            let addrs = if user { crate::ingest::with_caller(addrs, held.caller) } else { addrs };
             let frames = if user { symbols.user_frames(stack.pid, &addrs) } else { symbols.kernel_frames(&addrs) };
             let info = HeldLockInfo {
-                class: class_name(maps, symbols, held.class, held.class_source, held.lock, user, &frames),
+                class: class_name(maps, symbols, held, user.then_some(stack.pid), &frames),
                 kind: LockKind::try_from(held.kind).map_or("unknown", LockKind::as_str),
                 lock: held.lock,
                 read: held.flags & flags::NEW_READ != 0,
                 for_ns: now.saturating_sub(held.acquired_ns),
+                since_ns: held.acquired_ns,
                 stack: frames.iter().map(Frame::to_string).collect(),
             };
             if held.flags & held_state::WAITING != 0 {
@@ -222,26 +250,22 @@ pub fn snapshot(maps: &HeldMaps, symbols: &mut Symbols) -> HeldTable {
     HeldTable { tasks, deadlocks }
 }
 
-fn class_name(
-    maps: &HeldMaps,
-    symbols: &mut Symbols,
-    class: u64,
-    source: u32,
-    lock: u64,
-    user: bool,
-    frames: &[Frame],
-) -> String {
-    match source {
+/// A held lock's class name, as `ingest` names it; `user_pid` is the owner of a user lock.
+fn class_name(maps: &HeldMaps, symbols: &mut Symbols, held: &HeldLock, user_pid: Option<u32>, frames: &[Frame]) -> String {
+    let (class, lock) = (held.class, held.lock);
+    match held.class_source {
         class_source::PSEUDO if class == pseudo::FS_RECLAIM => "fs_reclaim".into(),
         class_source::PSEUDO if class == pseudo::MMU_NOTIFIER_INVALIDATE_RANGE_START => {
             "mmu_notifier_invalidate_range_start".into()
         }
         class_source::INIT_KEY => maps.class_name(class).unwrap_or_else(|| format!("class@{class:#x}")),
         _ => {
-            if !user {
-                if let Some((symbol, offset)) = symbols.kernel_data_symbol(lock) {
-                    return if offset == 0 { symbol } else { format!("{symbol}+{offset:#x}") };
-                }
+            let symbol = match user_pid {
+                Some(pid) => symbols.user_data_symbol(pid, lock),
+                None => symbols.kernel_data_symbol(lock),
+            };
+            if let Some((symbol, offset)) = symbol {
+                return if offset == 0 { symbol } else { format!("{symbol}+{offset:#x}") };
             }
             crate::ingest::acquisition_site(frames)
                 .map_or_else(|| format!("lock@{lock:#x}"), |site| format!("lock@{site}"))
@@ -292,6 +316,8 @@ pub fn find_deadlocks(tasks: &[TaskLocks]) -> Vec<Deadlock> {
                 holding: task.holding.iter().map(|held| held.class.clone()).collect(),
                 waiting_for: waiting.map(|w| w.class.clone()).unwrap_or_default(),
                 stack: waiting.map(|w| w.stack.clone()).unwrap_or_default(),
+                waiting_ns: waiting.map_or(0, |w| w.for_ns),
+                wait_started_ns: waiting.map_or(0, |w| w.since_ns),
             }
         };
         deadlocks.push(Deadlock {
@@ -388,7 +414,7 @@ mod tests {
     use super::*;
 
     fn lock(class: &str, lock: u64) -> HeldLockInfo {
-        HeldLockInfo { class: class.into(), kind: "mutex", lock, read: false, for_ns: 1, stack: vec![] }
+        HeldLockInfo { class: class.into(), kind: "mutex", lock, read: false, for_ns: 1, since_ns: lock, stack: vec![] }
     }
 
     fn task(tid: u32, holding: &[(&str, u64)], waiting: Option<(&str, u64)>) -> TaskLocks {
@@ -433,6 +459,20 @@ mod tests {
         assert_eq!(deadlocks[0].tasks[0].holding, ["a"]);
         assert_eq!(deadlocks[0].tasks[0].waiting_for, "b");
         assert!(render(&HeldTable { tasks, deadlocks }).contains("DEADLOCK IN PROGRESS"));
+    }
+
+    #[test]
+    fn only_a_cycle_of_the_same_waits_seen_twice_is_confirmed() {
+        let abba = || link(vec![task(1, &[("a", 0xa)], Some(("b", 0xb))), task(2, &[("b", 0xb)], Some(("a", 0xa)))]);
+        let first = HeldTable { deadlocks: find_deadlocks(&abba()), tasks: abba() };
+        let second = HeldTable { deadlocks: find_deadlocks(&abba()), tasks: abba() };
+        assert_eq!(confirmed(&first, second).deadlocks.len(), 1);
+        // A wait that started anew (different start) is not the same deadlock.
+        let mut later = abba();
+        later[0].waiting_for.as_mut().unwrap().since_ns = 99;
+        let third = HeldTable { deadlocks: find_deadlocks(&later), tasks: later };
+        assert!(confirmed(&first, third).deadlocks.is_empty());
+        assert!(confirmed(&HeldTable::default(), HeldTable { deadlocks: find_deadlocks(&abba()), tasks: abba() }).deadlocks.is_empty());
     }
 
     #[test]
@@ -494,8 +534,13 @@ pub fn run(args: &HeldArgs) -> anyhow::Result<std::process::ExitCode> {
         }
     };
     let mut symbols = Symbols::new();
+    let mut previous = snapshot(&maps, &mut symbols);
     loop {
-        let table = snapshot(&maps, &mut symbols);
+        // A deadlock must show the same waits in two snapshots a second apart.
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let current = snapshot(&maps, &mut symbols);
+        let table = confirmed(&previous, current.clone());
+        previous = current;
         let text = if args.json { serde_json::to_string_pretty(&table)? + "\n" } else { render(&table) };
         if args.watch {
             // Home and clear, then the table: a refresh in place, like top.
@@ -508,7 +553,6 @@ pub fn run(args: &HeldArgs) -> anyhow::Result<std::process::ExitCode> {
         if !args.watch {
             break;
         }
-        std::thread::sleep(std::time::Duration::from_secs(1));
     }
     drop(own);
     Ok(std::process::ExitCode::SUCCESS)

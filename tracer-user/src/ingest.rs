@@ -62,8 +62,8 @@ impl Ingest {
     pub fn on_dependency(&mut self, event: &DependencyEvent, stacks: &impl StackSource) -> Vec<Cycle> {
         self.dependency_records += 1;
         let scope = if is_user_kind(event.new_kind) { event.pid } else { 0 };
-        let held_stack = self.frames(scope, stacks.frames(event.held_stack_id));
-        let new_stack = self.frames(scope, stacks.frames(event.new_stack_id));
+        let held_stack = self.frames(scope, with_caller(stacks.frames(event.held_stack_id), event.held_caller));
+        let new_stack = self.frames(scope, with_caller(stacks.frames(event.new_stack_id), event.new_caller));
         let held_raw = RawLock {
             scope,
             class: event.held_class,
@@ -197,7 +197,11 @@ impl Ingest {
     /// instances a function takes could invent cycles that no lock order has.
     fn instance_class(&mut self, raw: &RawLock, kind: LockKind, stack: &[Frame]) -> (ClassKey, ClassInfo) {
         let key = ClassKey::Id { source: class_source::INSTANCE, id: raw.lock ^ (u64::from(raw.scope) << 48) };
-        let symbol = if raw.scope == 0 { self.symbols.kernel_data_symbol(raw.lock) } else { None };
+        let symbol = if raw.scope == 0 {
+            self.symbols.kernel_data_symbol(raw.lock)
+        } else {
+            self.symbols.user_data_symbol(raw.scope, raw.lock)
+        };
         if let Some((symbol, offset)) = symbol {
             let name = if offset == 0 { symbol } else { format!("{symbol}+{offset:#x}") };
             return (key, ClassInfo::new(name, kind, NameSource::Symbol));
@@ -208,6 +212,17 @@ impl Ingest {
         };
         (key, ClassInfo::new(name, kind, NameSource::AcquireSite))
     }
+}
+
+/// A user stack with the lock function's caller put back: the frame-pointer walk from the
+/// entry of a function that keeps no frame pointer (glibc's `pthread_mutex_lock`) goes from
+/// it straight to its caller's caller. `caller` is the return address the probe read from
+/// `[sp]` (0: none); it becomes the second frame unless it already is.
+pub fn with_caller(mut addrs: Vec<u64>, caller: u64) -> Vec<u64> {
+    if caller != 0 && !addrs.is_empty() && addrs.get(1) != Some(&caller) {
+        addrs.insert(1, caller);
+    }
+    addrs
 }
 
 /// Drops the frames our own probes add (the BPF program, its trampoline, ftrace's
@@ -286,6 +301,8 @@ mod tests {
             guard_class: 0,
             held_lock: held + 1,
             new_lock: new + 1,
+            held_caller: 0,
+            new_caller: 0,
             timestamp_ns: 1,
             held_kind: if held_source == class_source::PSEUDO { kind::PSEUDO } else { kind::MUTEX },
             new_kind: if new_source == class_source::PSEUDO { kind::PSEUDO } else { kind::MUTEX },
@@ -335,6 +352,15 @@ mod tests {
         ];
         let kept: Vec<_> = without_tracer_frames(frames).into_iter().filter_map(|f| f.symbol).collect();
         assert_eq!(kept, ["mutex_lock", "nvkm_uvmm_mthd"]);
+    }
+
+    #[test]
+    fn the_caller_becomes_the_second_frame_once() {
+        assert_eq!(with_caller(vec![0x10, 0x30], 0x20), [0x10, 0x20, 0x30]);
+        assert_eq!(with_caller(vec![0x10, 0x20, 0x30], 0x20), [0x10, 0x20, 0x30]);
+        assert_eq!(with_caller(vec![0x10], 0x20), [0x10, 0x20]);
+        assert_eq!(with_caller(vec![0x10, 0x30], 0), [0x10, 0x30]);
+        assert!(with_caller(Vec::new(), 0x20).is_empty());
     }
 
     #[test]

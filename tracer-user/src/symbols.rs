@@ -1,14 +1,15 @@
 //! Symbolization of kernel and user addresses with blazesym, into lockgraph frames.
 //! blazesym reads kallsyms; it does not name the module of a kallsyms symbol, so module
 //! names (`[nouveau]`) come from the module address ranges in /proc/modules.
-use std::{fs, num::NonZeroU32};
+use std::{collections::HashMap, fs, num::NonZeroU32, ops::ControlFlow, os::unix::fs::FileExt as _, rc::Rc};
 
 use blazesym::{
+    inspect::{self, Inspector},
     symbolize::{
         source::{Kernel, Process, Source},
         Input, Symbolized, Symbolizer,
     },
-    MaybeDefault, Pid,
+    MaybeDefault, Pid, SymType,
 };
 use lockgraph::Frame;
 
@@ -23,11 +24,71 @@ struct ModuleRange {
 pub struct Symbols {
     symbolizer: Symbolizer,
     modules: Vec<ModuleRange>,
+    inspector: Inspector,
+    /// Variables of the ELF files seen so far, by the file's identity in /proc/PID/maps
+    /// (`None`: not a readable ELF file).
+    elf_data: HashMap<ElfIdentity, Option<Rc<ElfData>>>,
+}
+
+/// A mapped file as /proc/PID/maps names it: device, inode and path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ElfIdentity {
+    dev: String,
+    inode: u64,
+    path: String,
+}
+
+/// One line of /proc/PID/maps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Mapping {
+    start: u64,
+    end: u64,
+    offset: u64,
+    /// `None` for anonymous and special (`[heap]`, deleted) mappings.
+    file: Option<ElfIdentity>,
+}
+
+/// A `PT_LOAD` program header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LoadSegment {
+    offset: u64,
+    vaddr: u64,
+    memsz: u64,
+}
+
+/// A data symbol (`STT_OBJECT`) of an ELF file, at its ELF virtual address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DataSymbol {
+    addr: u64,
+    size: u64,
+    name: String,
+}
+
+/// What naming a static lock needs from an ELF file: its loadable segments (for the load
+/// bias) and its variables sorted by address.
+#[derive(Debug, Default)]
+struct ElfData {
+    loads: Vec<LoadSegment>,
+    symbols: Vec<DataSymbol>,
+}
+
+impl ElfData {
+    /// The variable containing the ELF virtual address `vaddr`, with the offset into it.
+    fn symbol_at(&self, vaddr: u64) -> Option<(String, u64)> {
+        let after = self.symbols.partition_point(|symbol| symbol.addr <= vaddr);
+        let symbol = self.symbols[..after].last()?;
+        (vaddr < symbol.addr + symbol.size).then(|| (symbol.name.clone(), vaddr - symbol.addr))
+    }
 }
 
 impl Symbols {
     pub fn new() -> Self {
-        Self { symbolizer: Symbolizer::new(), modules: read_modules() }
+        Self {
+            symbolizer: Symbolizer::new(),
+            modules: read_modules(),
+            inspector: Inspector::new(),
+            elf_data: HashMap::new(),
+        }
     }
 
     /// Re-read /proc/modules (a module loaded after we started).
@@ -118,6 +179,135 @@ impl Symbols {
         (frame.offset < 4096).then_some((symbol, frame.offset))
     }
 
+    /// The variable of process `pid` that `addr` lies in, with the offset into it: names
+    /// static user locks (`lock_a`). blazesym's symbolizer resolves functions only, so the
+    /// ELF file mapping the address comes from /proc/PID/maps, the address is turned into an
+    /// ELF virtual address with the file's load bias, and looked up among the file's
+    /// `STT_OBJECT` symbols (`.symtab` and `.dynsym`). Names are as in the symbol table (not
+    /// demangled). `None` for heap, stack and anonymous memory.
+    pub fn user_data_symbol(&mut self, pid: u32, addr: u64) -> Option<(String, u64)> {
+        let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+        let mappings = parse_maps(&maps);
+        let (file, first) = file_of(&mappings, addr)?;
+        let data = self.elf_data(pid, file)?;
+        data.symbol_at(elf_vaddr(first, &data.loads, addr)?)
+    }
+
+    fn elf_data(&mut self, pid: u32, file: &ElfIdentity) -> Option<Rc<ElfData>> {
+        if let Some(data) = self.elf_data.get(file) {
+            return data.clone();
+        }
+        // Through the process's root: the path is in its mount namespace.
+        let path = format!("/proc/{pid}/root{}", file.path);
+        let data = read_elf_data(&self.inspector, &path).map(Rc::new);
+        self.elf_data.insert(file.clone(), data.clone());
+        data
+    }
+}
+
+/// The file mapping `addr` (an anonymous mapping right after a file mapping is that file's
+/// `.bss`), and the file's first mapping.
+fn file_of(mappings: &[Mapping], addr: u64) -> Option<(&ElfIdentity, &Mapping)> {
+    let index = mappings.iter().position(|m| m.start <= addr && addr < m.end)?;
+    let file = match &mappings[index].file {
+        Some(file) => file,
+        None => {
+            let previous = mappings.get(index.checked_sub(1)?)?;
+            if previous.end != mappings[index].start {
+                return None;
+            }
+            previous.file.as_ref()?
+        }
+    };
+    let first = mappings.iter().filter(|m| m.file.as_ref() == Some(file)).min_by_key(|m| m.start)?;
+    Some((file, first))
+}
+
+/// `addr`'s ELF virtual address. ld.so and the kernel map every segment with one bias, which
+/// the first segment's mapping (the file's lowest) fixes; `None` outside every segment.
+fn elf_vaddr(first: &Mapping, loads: &[LoadSegment], addr: u64) -> Option<u64> {
+    let first_load = loads.first()?;
+    if first.offset != first_load.offset & !0xfff {
+        return None;
+    }
+    let vaddr = addr.wrapping_sub(first.start.wrapping_sub(first_load.vaddr & !0xfff));
+    loads.iter().any(|load| load.vaddr <= vaddr && vaddr - load.vaddr < load.memsz).then_some(vaddr)
+}
+
+/// `start-end perms offset dev inode path` lines.
+fn parse_maps(text: &str) -> Vec<Mapping> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(6, ' ');
+            let (start, end) = fields.next()?.split_once('-')?;
+            let _perms = fields.next()?;
+            let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
+            let dev = fields.next()?.to_string();
+            let inode: u64 = fields.next()?.parse().ok()?;
+            let path = fields.next().unwrap_or("").trim_start();
+            let file = (inode != 0 && path.starts_with('/') && !path.ends_with(" (deleted)"))
+                .then(|| ElfIdentity { dev, inode, path: path.to_string() });
+            Some(Mapping {
+                start: u64::from_str_radix(start, 16).ok()?,
+                end: u64::from_str_radix(end, 16).ok()?,
+                offset,
+                file,
+            })
+        })
+        .collect()
+}
+
+/// The `PT_LOAD` segments of a 64-bit little-endian ELF file, in file order.
+fn read_load_segments(file: &fs::File) -> Option<Vec<LoadSegment>> {
+    const PT_LOAD: u32 = 1;
+    let mut header = [0u8; 64];
+    file.read_exact_at(&mut header, 0).ok()?;
+    // Magic, ELFCLASS64, ELFDATA2LSB.
+    if header[..4] != *b"\x7fELF" || header[4] != 2 || header[5] != 1 {
+        return None;
+    }
+    let u16_at = |bytes: &[u8], at: usize| u16::from_le_bytes(bytes[at..at + 2].try_into().unwrap());
+    let u32_at = |bytes: &[u8], at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    let u64_at = |bytes: &[u8], at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+    let phoff = u64_at(&header, 0x20);
+    let entsize = usize::from(u16_at(&header, 0x36));
+    let count = usize::from(u16_at(&header, 0x38));
+    if entsize < 56 {
+        return None;
+    }
+    let mut table = vec![0u8; entsize * count];
+    file.read_exact_at(&mut table, phoff).ok()?;
+    let loads: Vec<LoadSegment> = table
+        .chunks_exact(entsize)
+        .filter(|entry| u32_at(entry, 0) == PT_LOAD)
+        .map(|entry| LoadSegment { offset: u64_at(entry, 8), vaddr: u64_at(entry, 16), memsz: u64_at(entry, 40) })
+        .collect();
+    (!loads.is_empty()).then_some(loads)
+}
+
+fn read_elf_data(inspector: &Inspector, path: &str) -> Option<ElfData> {
+    let loads = read_load_segments(&fs::File::open(path).ok()?)?;
+    let mut elf = inspect::source::Elf::new(path);
+    // Debug symbols only would mean functions only: read the ELF symbol tables.
+    elf.debug_syms = false;
+    let mut symbols = Vec::new();
+    inspector
+        .for_each(&inspect::source::Source::Elf(elf), |info| {
+            let size = info.size.unwrap_or(0) as u64;
+            if info.sym_type == SymType::Variable && size > 0 {
+                symbols.push(DataSymbol { addr: info.addr, size, name: info.name.to_string() });
+            }
+            ControlFlow::Continue(())
+        })
+        .ok()?;
+    // .symtab and .dynsym both list exported variables, and aliases share an address: keep
+    // the largest, preferring a name without a leading underscore (`environ`, not `__environ`).
+    symbols.sort_by(|a, b| {
+        (a.addr, std::cmp::Reverse(a.size), a.name.starts_with('_'), &a.name)
+            .cmp(&(b.addr, std::cmp::Reverse(b.size), b.name.starts_with('_'), &b.name))
+    });
+    symbols.dedup_by_key(|symbol| symbol.addr);
+    Some(ElfData { loads, symbols })
 }
 
 /// `/proc/modules` lines: `name size refcount deps state address`.
@@ -151,6 +341,49 @@ mod tests {
         assert_eq!(modules.len(), 1);
         assert_eq!(modules[0].name, "nouveau");
         assert_eq!(modules[0].end - modules[0].start, 2_760_704);
+    }
+
+    /// A variable of this test binary, in `.bss`, under an unmangled name.
+    #[no_mangle]
+    static LOCKTRACE_DATA_SYMBOL_PROBE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    #[test]
+    fn names_a_variable_of_this_process_by_its_elf_symbol() {
+        let mut symbols = Symbols::new();
+        let addr = std::hint::black_box(&raw const LOCKTRACE_DATA_SYMBOL_PROBE) as u64;
+        let pid = std::process::id();
+        assert_eq!(symbols.user_data_symbol(pid, addr), Some(("LOCKTRACE_DATA_SYMBOL_PROBE".into(), 0)));
+        assert_eq!(symbols.user_data_symbol(pid, addr + 4), Some(("LOCKTRACE_DATA_SYMBOL_PROBE".into(), 4)));
+        // Heap and stack addresses are no variable's.
+        let heap = Box::new(0u64);
+        assert_eq!(symbols.user_data_symbol(pid, &raw const *heap as u64), None);
+        let local = 0u64;
+        assert_eq!(symbols.user_data_symbol(pid, std::hint::black_box(&raw const local) as u64), None);
+    }
+
+    #[test]
+    fn parses_maps_lines_and_finds_the_bss_after_a_file_mapping() {
+        let text = "55d0a1200000-55d0a1201000 r--p 00000000 08:01 1234    /usr/bin/prog\n\
+                    55d0a1201000-55d0a1202000 r-xp 00001000 08:01 1234    /usr/bin/prog\n\
+                    55d0a1203000-55d0a1204000 rw-p 00002000 08:01 1234    /usr/bin/prog\n\
+                    55d0a1204000-55d0a1206000 rw-p 00000000 00:00 0 \n\
+                    55d0a2000000-55d0a2021000 rw-p 00000000 00:00 0       [heap]\n\
+                    7f0000000000-7f0000001000 r--p 00000000 08:01 99      /tmp/gone (deleted)\n";
+        let maps = parse_maps(text);
+        assert_eq!(maps.len(), 6);
+        assert_eq!(maps[0].file.as_ref().map(|f| f.path.as_str()), Some("/usr/bin/prog"));
+        assert!(maps[3].file.is_none() && maps[4].file.is_none() && maps[5].file.is_none());
+        // PIE: text at vaddr 0x1000, data at 0x3000 (file offset 0x2000), bss up to 0x5800.
+        let loads = [
+            LoadSegment { offset: 0, vaddr: 0, memsz: 0x800 },
+            LoadSegment { offset: 0x1000, vaddr: 0x1000, memsz: 0x800 },
+            LoadSegment { offset: 0x2000, vaddr: 0x3000, memsz: 0x2800 },
+        ];
+        let (file, first) = file_of(&maps, 0x55d0_a120_5010).unwrap();
+        assert_eq!(file.inode, 1234);
+        assert_eq!(elf_vaddr(first, &loads, 0x55d0_a120_5010), Some(0x5010));
+        assert_eq!(elf_vaddr(first, &loads, 0x55d0_a120_3020), Some(0x3020));
+        assert!(file_of(&maps, 0x55d0_a200_0010).is_none());
     }
 
     #[test]

@@ -271,7 +271,12 @@ pub fn load_and_attach(options: &bpf::LoadOptions, probes: &Probes) -> Result<Eb
     let mut report = AttachReport::default();
     attach::task::attach_task_probes(&mut ebpf, &mut report)?;
     if probes.kernel {
-        attach::kernel::attach_kernel_probes(&mut ebpf, probes.attach, &caps, &mut report)?;
+        let attached = attach::kernel::attach_kernel_probes(&mut ebpf, probes.attach, &caps, &mut report);
+        match attached {
+            // With --user too, user locks are still worth tracing: say so and go on.
+            Err(err) if probes.user => report.skipped("kernel lock probes", format!("{err:#}")),
+            other => other?,
+        }
     }
     if probes.user {
         let target = attach::pthread::pthread_target(probes.binary.as_deref(), probes.pid)?;
@@ -304,6 +309,8 @@ struct Session {
     live: LiveFindings,
     reported_deadlocks: HashSet<String>,
     reported_holds: HashSet<(u32, String)>,
+    /// The last held-lock snapshot: deadlocks are confirmed across two.
+    previous_held: crate::held::HeldTable,
 }
 
 impl Session {
@@ -325,6 +332,7 @@ impl Session {
             live: LiveFindings::default(),
             reported_deadlocks: HashSet::new(),
             reported_holds: HashSet::new(),
+            previous_held: crate::held::HeldTable::default(),
         })
     }
 
@@ -335,7 +343,9 @@ impl Session {
 
     /// Deadlocks in progress (reported at once, each once) and long holds.
     fn check_held(&mut self) {
-        let Some(table) = self.held_table() else { return };
+        let Some(current) = self.held_table() else { return };
+        let table = crate::held::confirmed(&self.previous_held, current.clone());
+        self.previous_held = current;
         for deadlock in table.deadlocks {
             let key = deadlock.key();
             if self.reported_deadlocks.insert(key.clone()) {
