@@ -16,10 +16,11 @@ use crate::output::{write_atomic, Outputs};
 /// What every report-producing command can write.
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// Write the JSON report here (default: the text report goes to stdout only).
+    /// Write the JSON report here (schema in the README).
     #[arg(long, value_name = "FILE")]
     pub report_json: Option<PathBuf>,
-    /// Write the text report here instead of stdout.
+    /// Write the text report (lockdep-style splats) here; `report` and `import-lockdep`
+    /// print it on stdout otherwise.
     #[arg(long, value_name = "FILE")]
     pub report_text: Option<PathBuf>,
     /// Write the graph as DOT.

@@ -13,7 +13,7 @@ use aya::{
     Ebpf,
 };
 use clap::Args;
-use lockgraph::{Cycle, Suppressions};
+use lockgraph::Cycle;
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -25,6 +25,7 @@ use std::collections::HashSet;
 use crate::{
     attach::{self, kernel::AttachMode, AttachReport},
     held::HeldMaps,
+    offline::{load_suppressions, ReportArgs},
     output::{LiveFindings, LongHold},
     symbols::Symbols,
     bpf, capabilities,
@@ -60,15 +61,8 @@ pub struct TraceArgs {
     /// With --user: attach to this statically linked binary instead of the libc in use.
     #[arg(long, value_name = "PATH", requires = "user")]
     pub binary: Option<PathBuf>,
-    /// Write the final report as JSON (schema in the README).
-    #[arg(long, value_name = "FILE")]
-    pub report_json: Option<PathBuf>,
-    /// Write the final human report (lockdep-style splats).
-    #[arg(long, value_name = "FILE")]
-    pub report_text: Option<PathBuf>,
-    /// Write the final lock graph as Graphviz DOT.
-    #[arg(long, value_name = "FILE")]
-    pub dot: Option<PathBuf>,
+    #[command(flatten)]
+    pub report: ReportArgs,
     /// Record the trace (JSON lines, replayable with `locktrace report FILE`).
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
@@ -81,12 +75,6 @@ pub struct TraceArgs {
     /// Also write snapshot.graphml.
     #[arg(long, requires = "snapshot_dir")]
     pub graphml: bool,
-    /// Cycle ids or class-name globs judged benign (one per line, # comments).
-    #[arg(long, value_name = "FILE")]
-    pub suppress: Option<PathBuf>,
-    /// Exit with status 3 when an unguarded cycle was found.
-    #[arg(long)]
-    pub fail_on_cycle: bool,
     /// Report locks held longer than this (e.g. 500ms, 2s).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub hold_threshold: Option<Duration>,
@@ -138,17 +126,11 @@ impl StackSource for BpfStacks {
 }
 
 async fn trace(args: TraceArgs) -> Result<ExitCode> {
-    let suppressions = match &args.suppress {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            Suppressions::parse(&text).with_context(|| format!("{}", path.display()))?
-        }
-        None => Suppressions::default(),
-    };
+    let suppressions = load_suppressions(args.report.suppress.as_deref())?;
     let outputs = Outputs {
-        report_json: args.report_json.clone(),
-        report_text: args.report_text.clone(),
-        dot: args.dot.clone(),
+        report_json: args.report.report_json.clone(),
+        report_text: args.report.report_text.clone(),
+        dot: args.report.dot.clone(),
         record: args.record.clone(),
         snapshot_dir: args.snapshot_dir.clone(),
         graphml: args.graphml,
@@ -249,7 +231,7 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
         session.resynced,
     );
     outputs.write(graph, &suppressions, &session.live)?;
-    if args.fail_on_cycle && final_report.has_unguarded_cycle() {
+    if args.report.fail_on_cycle && final_report.has_unguarded_cycle() {
         return Ok(ExitCode::from(EXIT_CYCLE));
     }
     Ok(ExitCode::SUCCESS)
