@@ -3,7 +3,8 @@
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
-    programs::tracing::StackIdContext, EbpfContext,
+    programs::{tracing::StackIdContext, ProbeContext},
+    EbpfContext,
 };
 use tracer_common::{class_source, counter, record, ClassEvent, CLASS_NAME_LEN};
 
@@ -70,7 +71,14 @@ pub fn arg<C: EbpfContext>(ctx: &C, n: usize) -> u64 {
 /// A kernel lock as a probe sees it. `subclass` (the `_nested` variants') is added to the
 /// class as lockdep does (`&vmm->mutex/1` is a class of its own).
 #[inline(always)]
-pub fn lock_ref<C: EbpfContext>(ctx: &C, lock: u64, lock_kind: u32, lock_flags: u32, subclass: u64) -> LockRef {
+pub fn lock_ref<C: EbpfContext>(
+    ctx: &C,
+    lock: u64,
+    lock_kind: u32,
+    lock_flags: u32,
+    subclass: u64,
+    caller: u64,
+) -> LockRef {
     // SAFETY: the map value is a plain u64.
     let (class, source) = match unsafe { LOCK_CLASS.get(lock) } {
         Some(class) => (*class, class_source::INIT_KEY),
@@ -83,19 +91,26 @@ pub fn lock_ref<C: EbpfContext>(ctx: &C, lock: u64, lock_kind: u32, lock_flags: 
         class_source: source,
         flags: lock_flags | held::module_bit(ctx),
         scope: 0,
-        caller: 0,
+        caller,
     }
 }
 
 #[inline(always)]
-pub fn acquire<C: StackIdContext>(ctx: &C, lock: u64, lock_kind: u32, lock_flags: u32, subclass: u64) {
+pub fn acquire<C: StackIdContext>(
+    ctx: &C,
+    lock: u64,
+    lock_kind: u32,
+    lock_flags: u32,
+    subclass: u64,
+    caller: u64,
+) {
     if lock == 0 {
         return;
     }
     let Some(task) = current_task() else {
         return;
     };
-    let new = lock_ref(ctx, lock, lock_kind, lock_flags, subclass);
+    let new = lock_ref(ctx, lock, lock_kind, lock_flags, subclass, caller);
     held::acquire(ctx, &task, &new, 0);
 }
 
@@ -125,6 +140,16 @@ pub fn downgrade(lock: u64) {
         return;
     };
     held::downgrade(&task, lock);
+}
+
+/// The return address at a kprobe on a function's entry, `[sp]` (x86-64), or 0. Some
+/// kernels' unwinders lose a module caller from a kprobe at entry (Debian 6.1 gives
+/// `mutex_lock, __x64_sys_ioctl` for a mutex taken in a module's ioctl), so the daemon puts
+/// this frame back when a stack lacks it.
+#[inline(always)]
+pub fn kprobe_caller(ctx: &ProbeContext) -> u64 {
+    // SAFETY: `regs` is the probe's register context; the kernel read is checked by the helper.
+    unsafe { bpf_probe_read_kernel((*ctx.regs).rsp as *const u64).unwrap_or(0) }
 }
 
 /// A lockdep pseudo-lock: the class id is also the "instance".

@@ -19,7 +19,7 @@ macro_rules! fentry_acquire {
         #[fentry]
         pub fn $prog(ctx: FEntryContext) -> u32 {
             let lock = klock::arg(&ctx, 0);
-            klock::acquire(&ctx, lock, $kind, $flags, 0);
+            klock::acquire(&ctx, lock, $kind, $flags, 0, 0);
             0
         }
     };
@@ -28,7 +28,7 @@ macro_rules! fentry_acquire {
         pub fn $prog(ctx: FEntryContext) -> u32 {
             let lock = klock::arg(&ctx, 0);
             let subclass = klock::arg(&ctx, 1);
-            klock::acquire(&ctx, lock, $kind, $flags, subclass);
+            klock::acquire(&ctx, lock, $kind, $flags, subclass, 0);
             0
         }
     };
@@ -122,7 +122,7 @@ pub fn kprobe_mutex_init(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn kprobe_mutex_acquire(ctx: ProbeContext) -> u32 {
     if let Some(lock) = ctx.arg::<u64>(0) {
-        klock::acquire(&ctx, lock, kind::MUTEX, 0, 0);
+        klock::acquire(&ctx, lock, kind::MUTEX, 0, 0, klock::kprobe_caller(&ctx));
     }
     0
 }
@@ -130,7 +130,7 @@ pub fn kprobe_mutex_acquire(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn kprobe_mutex_acquire_nested(ctx: ProbeContext) -> u32 {
     if let (Some(lock), Some(subclass)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) {
-        klock::acquire(&ctx, lock, kind::MUTEX, 0, subclass);
+        klock::acquire(&ctx, lock, kind::MUTEX, 0, subclass, klock::kprobe_caller(&ctx));
     }
     0
 }
@@ -138,7 +138,7 @@ pub fn kprobe_mutex_acquire_nested(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn kprobe_mutex_trylock(ctx: ProbeContext) -> u32 {
     if let Some(lock) = ctx.arg::<u64>(0) {
-        klock::acquire(&ctx, lock, kind::MUTEX, flags::TRY, 0);
+        klock::acquire(&ctx, lock, kind::MUTEX, flags::TRY, 0, klock::kprobe_caller(&ctx));
     }
     0
 }

@@ -68,7 +68,7 @@ pub fn kprobe_init_rwsem(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn kprobe_rwsem_read(ctx: ProbeContext) -> u32 {
     if let Some(sem) = ctx.arg::<u64>(0) {
-        klock::acquire(&ctx, sem, kind::RWSEM, R, 0);
+        klock::acquire(&ctx, sem, kind::RWSEM, R, 0, klock::kprobe_caller(&ctx));
     }
     0
 }
@@ -76,7 +76,7 @@ pub fn kprobe_rwsem_read(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn kprobe_rwsem_read_nested(ctx: ProbeContext) -> u32 {
     if let (Some(sem), Some(subclass)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) {
-        klock::acquire(&ctx, sem, kind::RWSEM, R, subclass);
+        klock::acquire(&ctx, sem, kind::RWSEM, R, subclass, klock::kprobe_caller(&ctx));
     }
     0
 }
@@ -84,7 +84,7 @@ pub fn kprobe_rwsem_read_nested(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn kprobe_rwsem_read_trylock(ctx: ProbeContext) -> u32 {
     if let Some(sem) = ctx.arg::<u64>(0) {
-        klock::acquire(&ctx, sem, kind::RWSEM, R | flags::TRY, 0);
+        klock::acquire(&ctx, sem, kind::RWSEM, R | flags::TRY, 0, klock::kprobe_caller(&ctx));
     }
     0
 }
@@ -92,7 +92,7 @@ pub fn kprobe_rwsem_read_trylock(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn kprobe_rwsem_write(ctx: ProbeContext) -> u32 {
     if let Some(sem) = ctx.arg::<u64>(0) {
-        klock::acquire(&ctx, sem, kind::RWSEM, 0, 0);
+        klock::acquire(&ctx, sem, kind::RWSEM, 0, 0, klock::kprobe_caller(&ctx));
     }
     0
 }
@@ -100,7 +100,7 @@ pub fn kprobe_rwsem_write(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn kprobe_rwsem_write_nested(ctx: ProbeContext) -> u32 {
     if let (Some(sem), Some(subclass)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) {
-        klock::acquire(&ctx, sem, kind::RWSEM, 0, subclass);
+        klock::acquire(&ctx, sem, kind::RWSEM, 0, subclass, klock::kprobe_caller(&ctx));
     }
     0
 }
@@ -108,7 +108,7 @@ pub fn kprobe_rwsem_write_nested(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn kprobe_rwsem_write_trylock(ctx: ProbeContext) -> u32 {
     if let Some(sem) = ctx.arg::<u64>(0) {
-        klock::acquire(&ctx, sem, kind::RWSEM, flags::TRY, 0);
+        klock::acquire(&ctx, sem, kind::RWSEM, flags::TRY, 0, klock::kprobe_caller(&ctx));
     }
     0
 }

@@ -201,9 +201,8 @@ pub fn snapshot(maps: &HeldMaps, symbols: &mut Symbols) -> HeldTable {
                 continue;
             }
             let user = is_user_kind(held.kind);
-            let addrs = maps.frames(held.stack_id);
-            let addrs = if user { crate::ingest::with_caller(addrs, held.caller) } else { addrs };
-            let frames = if user { symbols.user_frames(stack.pid, &addrs) } else { symbols.kernel_frames(&addrs) };
+            let scope = if user { stack.pid } else { 0 };
+            let frames = crate::ingest::stack_frames(symbols, scope, maps.frames(held.stack_id), held.caller);
             let info = HeldLockInfo {
                 class: class_name(maps, symbols, held, user.then_some(stack.pid), &frames),
                 kind: LockKind::try_from(held.kind).map_or("unknown", LockKind::as_str),

@@ -62,8 +62,8 @@ impl Ingest {
     pub fn on_dependency(&mut self, event: &DependencyEvent, stacks: &impl StackSource) -> Vec<Cycle> {
         self.dependency_records += 1;
         let scope = if is_user_kind(event.new_kind) { event.pid } else { 0 };
-        let held_stack = self.frames(scope, with_caller(stacks.frames(event.held_stack_id), event.held_caller));
-        let new_stack = self.frames(scope, with_caller(stacks.frames(event.new_stack_id), event.new_caller));
+        let held_stack = self.frames(scope, stacks.frames(event.held_stack_id), event.held_caller);
+        let new_stack = self.frames(scope, stacks.frames(event.new_stack_id), event.new_caller);
         let held_raw = RawLock {
             scope,
             class: event.held_class,
@@ -141,15 +141,8 @@ impl Ingest {
         RawLock { scope, class, lock: class, kind, source }
     }
 
-    fn frames(&mut self, scope: u32, addrs: Vec<u64>) -> Vec<Frame> {
-        if addrs.is_empty() {
-            return Vec::new();
-        }
-        if scope == 0 {
-            without_tracer_frames(self.symbols.kernel_frames(&addrs))
-        } else {
-            self.symbols.user_frames(scope, &addrs)
-        }
+    fn frames(&mut self, scope: u32, addrs: Vec<u64>, caller: u64) -> Vec<Frame> {
+        stack_frames(&mut self.symbols, scope, addrs, caller)
     }
 
     fn resolve(&mut self, raw: &RawLock, stack: &[Frame]) -> ClassId {
@@ -217,12 +210,32 @@ impl Ingest {
 /// A user stack with the lock function's caller put back: the frame-pointer walk from the
 /// entry of a function that keeps no frame pointer (glibc's `pthread_mutex_lock`) goes from
 /// it straight to its caller's caller. `caller` is the return address the probe read from
-/// `[sp]` (0: none); it becomes the second frame unless it already is.
+/// `[sp]` (0: none); it becomes the second frame unless the stack already has it.
 pub fn with_caller(mut addrs: Vec<u64>, caller: u64) -> Vec<u64> {
-    if caller != 0 && !addrs.is_empty() && addrs.get(1) != Some(&caller) {
+    if caller != 0 && !addrs.is_empty() && !addrs.contains(&caller) {
         addrs.insert(1, caller);
     }
     addrs
+}
+
+/// Symbolized frames of a stack (`scope`: 0 for the kernel, else the process), with the
+/// probe's `caller` put back where the unwinder lost it (see [`with_caller`]); kernel
+/// stacks without our own probe's frames.
+pub fn stack_frames(symbols: &mut Symbols, scope: u32, addrs: Vec<u64>, caller: u64) -> Vec<Frame> {
+    if addrs.is_empty() {
+        return Vec::new();
+    }
+    if scope != 0 {
+        return symbols.user_frames(scope, &with_caller(addrs, caller));
+    }
+    // Trimmed first: the caller belongs right after the lock function.
+    let frames = without_tracer_frames(symbols.kernel_frames(&addrs));
+    let addrs: Vec<u64> = frames.iter().map(|frame| frame.addr).collect();
+    let with = with_caller(addrs.clone(), caller);
+    if with.len() == addrs.len() {
+        return frames;
+    }
+    symbols.kernel_frames(&with)
 }
 
 /// Drops the frames our own probes add (the BPF program, its trampoline, ftrace's
