@@ -235,14 +235,23 @@ pub fn stack_frames(symbols: &mut Symbols, scope: u32, addrs: Vec<u64>, caller: 
     if with.len() == addrs.len() {
         return frames;
     }
-    symbols.kernel_frames(&with)
+    without_tracer_frames(symbols.kernel_frames(&with))
 }
 
 /// Drops the frames our own probes add (the BPF program, its trampoline, ftrace's
 /// trampoline, and unsymbolizable JIT addresses before the first real frame), so a stack
 /// starts at the lock function as lockdep's do.
 fn without_tracer_frames(frames: Vec<Frame>) -> Vec<Frame> {
-    const TRACER_PREFIXES: &[&str] = &["bpf_prog_", "bpf_trampoline_", "ftrace_trampoline", "__bpf_prog_enter", "__bpf_prog_exit"];
+    const TRACER_PREFIXES: &[&str] = &[
+        "bpf_prog_",
+        "bpf_trampoline_",
+        "ftrace_trampoline",
+        "__bpf_prog_enter",
+        "__bpf_prog_exit",
+        "arch_rethook_trampoline",
+        "__kretprobe_trampoline",
+        "kretprobe_trampoline",
+    ];
     let is_tracer = |frame: &Frame| match frame.symbol.as_deref() {
         Some(symbol) => TRACER_PREFIXES.iter().any(|prefix| symbol.starts_with(prefix)),
         None => false,
