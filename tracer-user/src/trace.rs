@@ -172,7 +172,6 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     let mut status_timer = tokio::time::interval(Duration::from_secs(5));
     // The wait-for graph is rebuilt about once a second.
     let mut held_timer = tokio::time::interval(Duration::from_secs(1));
-    let status = StatusLine::new();
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -193,7 +192,7 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
                     eprintln!("locktrace: snapshot written to {}", dir.display());
                 }
             }
-            _ = status_timer.tick() => status.show(&session, &ebpf),
+            _ = status_timer.tick() => session.console.show(&session.ingest.graph, &ebpf),
             _ = held_timer.tick() => session.check_held(),
             _ = sigusr2.recv() => {
                 if let Some(table) = session.held_table() {
@@ -218,7 +217,7 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     drop(ring);
     // Detach before the (possibly slow) report writing.
     drop(ebpf);
-    status.clear();
+    session.console.clear();
     let graph = &session.ingest.graph;
     let final_report = graph.report(&suppressions);
     eprintln!(
@@ -293,6 +292,7 @@ struct Session {
     reported_holds: HashSet<(u32, String)>,
     /// The last held-lock snapshot: deadlocks are confirmed across two.
     previous_held: crate::held::HeldTable,
+    console: StatusLine,
 }
 
 impl Session {
@@ -315,6 +315,7 @@ impl Session {
             reported_deadlocks: HashSet::new(),
             reported_holds: HashSet::new(),
             previous_held: crate::held::HeldTable::default(),
+            console: StatusLine::new(),
         })
     }
 
@@ -331,7 +332,7 @@ impl Session {
         for deadlock in table.deadlocks {
             let key = deadlock.key();
             if self.reported_deadlocks.insert(key.clone()) {
-                eprint!("{}", crate::held::render_deadlock(&deadlock));
+                self.console.note(&crate::held::render_deadlock(&deadlock));
                 self.live.deadlocks.push(deadlock);
             } else if let Some(known) = self.live.deadlocks.iter_mut().find(|known| known.key() == key) {
                 // Still there: keep the latest picture (more tasks may have queued behind it).
@@ -345,14 +346,14 @@ impl Session {
                     continue;
                 }
                 if self.reported_holds.insert((task.tid, held.class.clone())) {
-                    eprintln!(
+                    self.console.note(&format!(
                         "locktrace: long hold: {}/{} (tid {}) has held {} for {:.1} s",
                         task.comm,
                         task.pid,
                         task.tid,
                         held.class,
                         held.for_ns as f64 / 1e9
-                    );
+                    ));
                     self.live.long_holds.push(LongHold {
                         class: held.class.clone(),
                         pid: task.pid,
@@ -392,7 +393,7 @@ impl Session {
                 Some(guard) => format!("guarded by {}", graph.name(guard)),
                 None => "possible deadlock".to_string(),
             };
-            eprintln!("locktrace: {verdict} {}: {} -> {}", cycle.id, names.join(" -> "), names[0]);
+            self.console.note(&format!("locktrace: {verdict} {}: {} -> {}", cycle.id, names.join(" -> "), names[0]));
         }
     }
 
@@ -428,20 +429,34 @@ fn read_counters(ebpf: &Ebpf) -> Vec<u64> {
     totals
 }
 
-/// The live view: one line refreshed in place on a terminal, plain lines otherwise.
+/// The live view: on a terminal one status line refreshed in place (indicatif), with
+/// findings printed above it; otherwise plain lines.
 struct StatusLine {
-    terminal: bool,
+    bar: Option<indicatif::ProgressBar>,
     started: Instant,
 }
 
 impl StatusLine {
     fn new() -> Self {
-        Self { terminal: std::io::stderr().is_terminal(), started: Instant::now() }
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
+            bar
+        });
+        Self { bar, started: Instant::now() }
     }
 
-    fn show(&self, session: &Session, ebpf: &Ebpf) {
+    /// A finding: printed above the status line.
+    fn note(&self, text: &str) {
+        let text = text.trim_end_matches('\n');
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn show(&self, graph: &lockgraph::LockGraph, ebpf: &Ebpf) {
         let counters = read_counters(ebpf);
-        let graph = &session.ingest.graph;
         let seconds = self.started.elapsed().as_secs_f64().max(1.0);
         let line = format!(
             "locktrace: {:.0} lock ops/s, {} classes, {} dependencies, {} cycles, {} dropped",
@@ -451,16 +466,15 @@ impl StatusLine {
             graph.cycles().len(),
             counters[counter::RINGBUF_DROPPED as usize],
         );
-        if self.terminal {
-            eprint!("\r\x1b[2K{line}");
-        } else {
-            eprintln!("{line}");
+        match &self.bar {
+            Some(bar) => bar.set_message(line),
+            None => eprintln!("{line}"),
         }
     }
 
     fn clear(&self) {
-        if self.terminal {
-            eprint!("\r\x1b[2K");
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
         }
     }
 }
