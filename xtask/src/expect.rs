@@ -12,6 +12,8 @@
 //! min-events N           the eBPF side saw at least N lock operations
 //! max-records N          at most N dependency records crossed the ring buffer
 //! cycle-stacks-module M  every edge of each expected cycle has a stack frame in module M
+//! lockdep-cycle FILE     the lockdep splat FILE (relative to the repository root), imported with
+//!                        lockgraph, has a cycle whose classes (modulo `#N`) are an unguarded cycle here
 //! deadlock A B           report.json has a deadlock in progress whose tasks wait for exactly {A, B}
 //! deadlock-blocked N     ... with N tasks blocked behind it
 //! held-deadlock A B      the same in OUT/held.json (`locktrace held --json` run by run.sh)
@@ -237,6 +239,25 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
                     let deadlock = deadlock.as_ref().context("needs a `deadlock` line before it")?;
                     let blocked = deadlock["blocked"].as_array().map_or(0, Vec::len);
                     ensure!(blocked == n, "{blocked} tasks blocked behind the deadlock, expected {n}: {deadlock}");
+                }
+                "lockdep-cycle" => {
+                    let path = crate::workspace_root().join(rest);
+                    let log = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                    let mut graph = lockgraph::LockGraph::new();
+                    lockgraph::import_lockdep(&mut graph, &log).with_context(|| format!("importing {}", path.display()))?;
+                    let imported: Vec<BTreeSet<String>> = graph
+                        .cycles()
+                        .iter()
+                        .map(|cycle| {
+                            cycle.classes.iter().map(|&id| lockgraph::strip_lockdep_suffix(graph.name(id)).to_string()).collect()
+                        })
+                        .collect();
+                    ensure!(!imported.is_empty(), "{} yields no cycle", path.display());
+                    let traced: Vec<BTreeSet<String>> = results.unguarded_cycles().iter().map(|c| class_set(c)).collect();
+                    ensure!(
+                        imported.iter().any(|cycle| traced.contains(cycle)),
+                        "lockdep's cycles {imported:?} are not among the traced ones {traced:?}"
+                    );
                 }
                 "no-deadlocks" => {
                     let n = results.report["deadlocks"].as_array().map_or(0, Vec::len);

@@ -20,6 +20,22 @@ wait_for() { # file pattern pid
 	done
 }
 
+links() { # pid: BPF links (attached programs) the process holds
+	grep -l '^link_type:' /proc/$1/fdinfo/* 2>/dev/null | wc -l
+}
+
+wait_for_links() { # pid: until its attached programs stop growing (klockstat buffers its
+	# "Tracing..." line when stdout is not a terminal, so its output cannot tell)
+	last=-1; t=0
+	while :; do
+		[ -e "/proc/$1" ] || { echo "bench: klockstat died:"; cat /tmp/klockstat.out; exit 1; }
+		n=$(links $1)
+		[ "$n" -gt 0 ] && [ "$n" -eq "$last" ] && return 0
+		[ $t -ge 300 ] && { echo "bench: klockstat did not attach"; exit 1; }
+		last=$n; sleep 1; t=$((t + 1))
+	done
+}
+
 r=1
 while [ $r -le "$ROUNDS" ]; do
 	measure none
@@ -33,7 +49,7 @@ while [ $r -le "$ROUNDS" ]; do
 
 	/bin/lt-spawn /usr/sbin/klockstat > /tmp/klockstat.out 2>&1 &
 	pid=$!
-	wait_for /tmp/klockstat.out 'Tracing' $pid
+	wait_for_links $pid
 	measure klockstat
 	kill -INT $pid; wait $pid
 	r=$((r + 1))

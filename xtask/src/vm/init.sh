@@ -70,14 +70,18 @@ fail() {
 	finish
 }
 
+# The scenario's and the command line's tracer arguments; exported for run.sh of a
+# no-tracer scenario, which starts its own tracers.
+TRACER_ARGS=""
+[ -f /scenario/tracer-args ] && TRACER_ARGS=$(head -n 1 /scenario/tracer-args)
+[ -f /lt/tracer-args ] && TRACER_ARGS="$TRACER_ARGS $(cat /lt/tracer-args)"
+export TRACER_ARGS
+
 # 1. start the tracer (unless the scenario runs tracers itself: a `no-tracer` file)
 if [ -f /scenario/no-tracer ]; then
 	say "no-tracer scenario: run.sh starts what it measures"
 else
 	# 1. start the tracer; stderr -> /out/tracer.log, echoed to the console; stdout -> /out/tracer.stdout
-	TRACER_ARGS=""
-	[ -f /scenario/tracer-args ] && TRACER_ARGS=$(head -n 1 /scenario/tracer-args)
-	[ -f /lt/tracer-args ] && TRACER_ARGS="$TRACER_ARGS $(cat /lt/tracer-args)"
 	: > /out/tracer.log
 	mkfifo /tmp/tracer.fifo
 	tee /out/tracer.log < /tmp/tracer.fifo > /dev/console &
