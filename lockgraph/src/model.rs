@@ -16,6 +16,24 @@ pub enum LockKind {
     PthreadRwlock,
 }
 
+impl LockKind {
+    /// The name used in reports and JSON (`mutex`, `pthread_rwlock`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mutex => "mutex",
+            Self::Rwsem => "rwsem",
+            Self::Pseudo => "pseudo",
+            Self::PthreadMutex => "pthread_mutex",
+            Self::PthreadRwlock => "pthread_rwlock",
+        }
+    }
+
+    /// A user-space lock (class ids are addresses within one process).
+    pub fn is_user(self) -> bool {
+        matches!(self, Self::PthreadMutex | Self::PthreadRwlock)
+    }
+}
+
 /// Where a class's name came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -214,6 +232,13 @@ pub fn strip_lockdep_suffix(name: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lock_kind_names_match_their_json_form() {
+        for kind in [LockKind::Mutex, LockKind::Rwsem, LockKind::Pseudo, LockKind::PthreadMutex, LockKind::PthreadRwlock] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+    }
 
     #[test]
     fn frame_round_trips_lockdep_syntax() {

@@ -73,41 +73,22 @@ impl LockOp {
     }
 }
 
-/// [`tracer_common::kind`] as a Rust enum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockKind {
-    Mutex,
-    Rwsem,
-    Pseudo,
-    PthreadMutex,
-    PthreadRwlock,
-}
-
-impl TryFrom<u32> for LockKind {
-    type Error = u32;
-
-    fn try_from(value: u32) -> Result<Self, u32> {
-        match value {
-            kind::MUTEX => Ok(Self::Mutex),
-            kind::RWSEM => Ok(Self::Rwsem),
-            kind::PSEUDO => Ok(Self::Pseudo),
-            kind::PTHREAD_MUTEX => Ok(Self::PthreadMutex),
-            kind::PTHREAD_RWLOCK => Ok(Self::PthreadRwlock),
-            other => Err(other),
-        }
+/// A [`tracer_common::kind`] value as the graph engine's lock kind.
+pub fn lock_kind(value: u32) -> Result<lockgraph::LockKind, u32> {
+    use lockgraph::LockKind;
+    match value {
+        kind::MUTEX => Ok(LockKind::Mutex),
+        kind::RWSEM => Ok(LockKind::Rwsem),
+        kind::PSEUDO => Ok(LockKind::Pseudo),
+        kind::PTHREAD_MUTEX => Ok(LockKind::PthreadMutex),
+        kind::PTHREAD_RWLOCK => Ok(LockKind::PthreadRwlock),
+        other => Err(other),
     }
 }
 
-impl LockKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Mutex => "mutex",
-            Self::Rwsem => "rwsem",
-            Self::Pseudo => "pseudo",
-            Self::PthreadMutex => "pthread_mutex",
-            Self::PthreadRwlock => "pthread_rwlock",
-        }
-    }
+/// The name of a wire kind, "unknown" for a value this build does not know.
+pub fn lock_kind_name(value: u32) -> &'static str {
+    lock_kind(value).map_or("unknown", lockgraph::LockKind::as_str)
 }
 
 /// A NUL-padded kernel string (a task's comm, a class name) as text.

@@ -12,7 +12,7 @@ use serde::Serialize;
 use tracer_common::{class_source, flags, held_state, pseudo, HeldLock, HeldStack, CLASS_NAME_LEN, MAX_HELD_LOCKS};
 
 use crate::{
-    events::{c_str, LockKind},
+    events::{c_str, lock_kind, lock_kind_name},
     symbols::Symbols,
 };
 
@@ -178,7 +178,7 @@ fn task_comm(tid: u32) -> String {
 }
 
 fn is_user_kind(kind: u32) -> bool {
-    matches!(LockKind::try_from(kind), Ok(LockKind::PthreadMutex | LockKind::PthreadRwlock))
+    lock_kind(kind).is_ok_and(lockgraph::LockKind::is_user)
 }
 
 /// Reads every thread's held-lock stack and builds the table and its deadlocks.
@@ -205,7 +205,7 @@ pub fn snapshot(maps: &HeldMaps, symbols: &mut Symbols) -> HeldTable {
             let frames = crate::ingest::stack_frames(symbols, scope, maps.frames(held.stack_id), held.caller);
             let info = HeldLockInfo {
                 class: class_name(maps, symbols, held, user.then_some(stack.pid), &frames),
-                kind: LockKind::try_from(held.kind).map_or("unknown", LockKind::as_str),
+                kind: lock_kind_name(held.kind),
                 lock: held.lock,
                 read: held.flags & flags::NEW_READ != 0,
                 for_ns: now.saturating_sub(held.acquired_ns),

@@ -9,7 +9,7 @@ use lockgraph::{
 use tracer_common::{class_source, flags, pseudo, ClassEvent, DependencyEvent, DependencyKey};
 
 use crate::{
-    events::{c_str, comm_str, LockKind as WireKind},
+    events::{c_str, comm_str},
     symbols::Symbols,
 };
 
@@ -278,21 +278,12 @@ pub fn acquisition_site(stack: &[Frame]) -> Option<String> {
 }
 
 fn is_user_kind(kind: u32) -> bool {
-    matches!(
-        WireKind::try_from(kind),
-        Ok(WireKind::PthreadMutex | WireKind::PthreadRwlock)
-    )
+    crate::events::lock_kind(kind).is_ok_and(LockKind::is_user)
 }
 
+/// Unknown wire kinds (a newer eBPF object) are treated as mutexes.
 fn lock_kind(kind: u32) -> LockKind {
-    match WireKind::try_from(kind) {
-        Ok(WireKind::Mutex) => LockKind::Mutex,
-        Ok(WireKind::Rwsem) => LockKind::Rwsem,
-        Ok(WireKind::Pseudo) => LockKind::Pseudo,
-        Ok(WireKind::PthreadMutex) => LockKind::PthreadMutex,
-        Ok(WireKind::PthreadRwlock) => LockKind::PthreadRwlock,
-        Err(_) => LockKind::Mutex,
-    }
+    crate::events::lock_kind(kind).unwrap_or(LockKind::Mutex)
 }
 
 #[cfg(test)]

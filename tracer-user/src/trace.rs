@@ -29,7 +29,7 @@ use crate::{
     output::{LiveFindings, LongHold},
     symbols::Symbols,
     bpf, capabilities,
-    events::{comm_str, LockKind, LockOp, Record},
+    events::{comm_str, lock_kind_name, LockOp, Record},
     ingest::{Ingest, StackSource},
     output::Outputs,
 };
@@ -481,7 +481,7 @@ impl StatusLine {
 
 fn print_lock_op(out: &mut impl std::io::Write, event: &tracer_common::LockOpEvent) -> Result<()> {
     let op = LockOp::try_from(event.op).map_or("unknown", LockOp::as_str);
-    let kind = LockKind::try_from(event.kind).map_or("unknown", LockKind::as_str);
+    let kind = lock_kind_name(event.kind);
     let line = serde_json::json!({
         "type": "lock",
         "op": op,
