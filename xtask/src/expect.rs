@@ -61,7 +61,11 @@ struct Results {
 impl Results {
     fn load(out: &Path) -> Result<Self> {
         let read = |name: &str| fs::read_to_string(out.join(name)).with_context(|| format!("reading {name}"));
-        let report: Value = serde_json::from_str(&read("report.json")?).context("parsing report.json")?;
+        // A no-tracer scenario has no report.json; only its assertions need one.
+        let report: Value = match read("report.json") {
+            Ok(text) => serde_json::from_str(&text).context("parsing report.json")?,
+            Err(_) => Value::Null,
+        };
         let held = read("held.json").ok().and_then(|text| serde_json::from_str(&text).ok()).unwrap_or(Value::Null);
         Ok(Self {
             report,
@@ -165,6 +169,13 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
         let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
         let rest = rest.trim();
         let outcome: Result<()> = (|| {
+            const READS_REPORT: &[&str] = &[
+                "cycle", "no-unguarded-cycles", "dep", "no-dep", "only-deps", "min-dependencies",
+                "min-events", "max-records", "cycle-stacks-module", "lockdep-cycle", "deadlock",
+                "deadlock-blocked", "no-deadlocks",
+            ];
+            // An absent report must not pass a negative assertion by saying nothing.
+            ensure!(!(READS_REPORT.contains(&verb) && results.report.is_null()), "no report.json in the results");
             match verb {
                 "cycle" => {
                     let want: BTreeSet<String> = rest.split_whitespace().map(String::from).collect();
@@ -346,6 +357,13 @@ mod tests {
             fs::write(&expect, failing).unwrap();
             assert!(check(&expect, &dir).is_err(), "`{failing}` should fail");
         }
+        // Without report.json (a no-tracer scenario) console and status checks still work,
+        // and report assertions fail instead of passing on nothing.
+        fs::remove_file(dir.join("report.json")).unwrap();
+        fs::write(&expect, "run-status 0\n").unwrap();
+        check(&expect, &dir).unwrap();
+        fs::write(&expect, "no-unguarded-cycles\n").unwrap();
+        assert!(check(&expect, &dir).is_err());
         fs::remove_dir_all(&dir).unwrap();
     }
 }
