@@ -228,8 +228,19 @@ struct DependencyScan {
     /// Class of the outermost held lock, and its index (u32::MAX: none).
     guard: u64,
     guard_index: u32,
+    /// One of the `SCAN_*` modes.
+    mode: u32,
+    /// Set by a [`SCAN_PROBE`] scan that met a dependency not seen before.
+    missing: u32,
     _pad: u32,
 }
+
+/// Record every dependency, counting the known ones and emitting the new ones.
+const SCAN_RECORD: u32 = 0;
+/// Count the known dependencies; stop at the first new one and say so (nothing emitted).
+const SCAN_PROBE: u32 = 1;
+/// Emit the new dependencies only (after a probe, which counted the known ones).
+const SCAN_EMIT_NEW: u32 = 2;
 
 fn is_held(held: &HeldLock) -> bool {
     held.lock != 0 && held.flags & held_state::WAITING == 0
@@ -241,9 +252,24 @@ fn is_held(held: &HeldLock) -> bool {
 /// `bpf_loop` (Linux 5.17+): the verifier checks a body once instead of unrolling 48
 /// iterations per program, which keeps loading ~90 programs under TCG within seconds.
 fn record_dependencies(task: &Task, stack: &HeldStack, new: &LockRef, new_stack_id: i32) {
+    scan_dependencies(task, stack, new, new_stack_id, SCAN_RECORD);
+}
+
+/// [`record_dependencies`] for an acquire that keeps no held entry (a pseudo-lock): the
+/// stack, the costly part, is only walked when some dependency is new — in steady state
+/// every allocation under a lock finds its `held → fs_reclaim` known and walks nothing.
+fn record_dependencies_lazily<C: StackIdContext>(ctx: &C, task: &Task, stack: &HeldStack, new: &LockRef) {
+    if scan_dependencies(task, stack, new, -1, SCAN_PROBE) {
+        let stack_id = stack_id(ctx, 0);
+        scan_dependencies(task, stack, new, stack_id, SCAN_EMIT_NEW);
+    }
+}
+
+/// One scan in `mode`; whether a probe scan met a new dependency.
+fn scan_dependencies(task: &Task, stack: &HeldStack, new: &LockRef, new_stack_id: i32, mode: u32) -> bool {
     let depth = stack.depth;
     if depth == 0 {
-        return;
+        return false;
     }
     let loops = if depth > MAX_HELD_LOCKS as u32 { MAX_HELD_LOCKS as u32 } else { depth };
     let mut scan = DependencyScan {
@@ -254,6 +280,8 @@ fn record_dependencies(task: &Task, stack: &HeldStack, new: &LockRef, new_stack_
         depth: loops,
         guard: 0,
         guard_index: u32::MAX,
+        mode,
+        missing: 0,
         _pad: 0,
     };
     // SAFETY: the callbacks only read through the pointers in `scan`, valid for the calls.
@@ -261,6 +289,7 @@ fn record_dependencies(task: &Task, stack: &HeldStack, new: &LockRef, new_stack_
         bpf_loop(loops, guard_step as *mut core::ffi::c_void, (&raw mut scan).cast(), 0);
         bpf_loop(loops, dependency_step as *mut core::ffi::c_void, (&raw mut scan).cast(), 0);
     }
+    scan.missing != 0
 }
 
 /// Finds the outermost held lock: the guard candidate of every edge taken inside it.
@@ -300,7 +329,10 @@ extern "C" fn dependency_step(step: u64, context: *mut core::ffi::c_void) -> i64
     if !module_keeps(held.flags, new.flags) {
         return stop;
     }
-    count(counter::DEPENDENCY_CHECKS);
+    let mode = scan.mode;
+    if mode != SCAN_EMIT_NEW {
+        count(counter::DEPENDENCY_CHECKS);
+    }
     let mut dep_flags = 0;
     if new.flags & flags::NEW_READ != 0 {
         dep_flags |= flags::NEW_READ;
@@ -316,10 +348,16 @@ extern "C" fn dependency_step(step: u64, context: *mut core::ffi::c_void) -> i64
         scope: new.scope,
     };
     if let Some(seen) = DEPENDENCIES.get_ptr_mut(key) {
-        // SAFETY: map value pointer. Not atomic (core has no atomic RMW for the BPF
-        // target): a concurrent increment may be lost, so the count is a lower bound.
-        unsafe { *seen += 1 };
+        if mode != SCAN_EMIT_NEW {
+            // SAFETY: map value pointer. Not atomic (core has no atomic RMW for the BPF
+            // target): a concurrent increment may be lost, so the count is a lower bound.
+            unsafe { *seen += 1 };
+        }
         return stop;
+    }
+    if mode == SCAN_PROBE {
+        scan.missing = 1;
+        return 1;
     }
     if DEPENDENCIES.insert(key, 1, u64::from(BPF_NOEXIST)).is_err() {
         // Either another CPU inserted it first (it reports it) or the map is full.
@@ -480,8 +518,7 @@ pub fn acquire_release<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef) {
         return;
     }
     emit_lock_op(task, new.lock, new.kind, new.flags, op::ACQUIRE);
-    let stack_id = stack_id(ctx, 0);
-    record_dependencies(task, stack, new, stack_id);
+    record_dependencies_lazily(ctx, task, stack, new);
     emit_lock_op(task, new.lock, new.kind, new.flags, op::RELEASE);
 }
 

@@ -113,3 +113,10 @@ fn nesting_adds_only_the_innermost_dependency_like_lockdep() {
     assert!(unguarded_cycles(&traced.report).is_empty(), "{}", traced.report);
     assert_eq!(traced.report["edges"].as_array().unwrap().len(), 2, "{}", traced.report);
 }
+
+#[test]
+fn no_deadlock_reports_none() {
+    // Both threads run to completion: no deadlock in progress may be reported.
+    let traced = trace_two_locks("ordered");
+    assert_eq!(traced.report["deadlocks"].as_array().map(Vec::len), Some(0), "{}", traced.report);
+}
