@@ -94,6 +94,7 @@ fn kernel_overhead(binary: &std::path::Path, kernel: &str) -> Result<()> {
         locktrace / none,
         locktrace / klockstat
     );
+    print_profile(&out, &outcome.kernel_release)?;
     // Dedup: lock operations the eBPF side saw vs dependency records it delivered.
     for entry in std::fs::read_dir(&out)?.filter_map(Result::ok) {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -107,6 +108,35 @@ fn kernel_overhead(binary: &std::path::Path, kernel: &str) -> Result<()> {
             outcome.kernel_release,
             events as f64 / records.max(1) as f64
         );
+    }
+    Ok(())
+}
+
+/// The profile behind the ratios: per BPF program, invocations and average run time
+/// (kernel.bpf_stats_enabled) while each tracer measured, round 1.
+fn print_profile(out: &std::path::Path, kernel: &str) -> Result<()> {
+    for tracer in ["locktrace", "klockstat"] {
+        let path = out.join(format!("profile-{tracer}-round1.txt"));
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            println!("bench: kernel {kernel}: no profile for {tracer}");
+            continue;
+        };
+        let mut programs: Vec<(String, u64, u64)> = text
+            .lines()
+            .filter_map(|line| {
+                let field = |name: &str| line.split_whitespace().find_map(|f| f.strip_prefix(name));
+                Some((field("prog=")?.to_string(), field("run_cnt=")?.parse().ok()?, field("run_time_ns=")?.parse().ok()?))
+            })
+            .collect();
+        programs.sort_by_key(|&(_, _, time)| std::cmp::Reverse(time));
+        let (calls, time): (u64, u64) = programs.iter().fold((0, 0), |(c, t), p| (c + p.1, t + p.2));
+        println!(
+            "bench: kernel {kernel}: profile {tracer}: {calls} program runs, {:.0} ns each on average; by total time:",
+            time as f64 / calls.max(1) as f64
+        );
+        for (name, count, ns) in programs.iter().take(6) {
+            println!("bench:     {name:<16} {count:>9} runs {:>8.0} ns/run {:>5.1}%", *ns as f64 / (*count).max(1) as f64, 100.0 * *ns as f64 / time.max(1) as f64);
+        }
     }
     Ok(())
 }

@@ -3,6 +3,8 @@
 # (kernel mode, default options) and with klockstat, in alternating rounds. One line per
 # measurement goes to /out/bench.txt: `round=R mode=M ops_per_s=N`.
 ROUNDS=${ROUNDS:-3}
+# Per-program run counts and times, for the profile (off by default in the kernel).
+echo 1 > /proc/sys/kernel/bpf_stats_enabled
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-3}
 : > /out/bench.txt
 
@@ -44,6 +46,7 @@ while [ $r -le "$ROUNDS" ]; do
 	pid=$!
 	wait_for /tmp/lt.log '^locktrace: attached' $pid
 	measure locktrace
+	./workload progs > /out/profile-locktrace-round$r.txt
 	kill -INT $pid; wait $pid
 	grep 'detached' /tmp/lt.log | tee -a /out/bench.txt
 
@@ -51,6 +54,7 @@ while [ $r -le "$ROUNDS" ]; do
 	pid=$!
 	wait_for_links $pid
 	measure klockstat
+	./workload progs > /out/profile-klockstat-round$r.txt
 	kill -INT $pid; wait $pid
 	r=$((r + 1))
 done

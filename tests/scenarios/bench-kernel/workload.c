@@ -1,6 +1,12 @@
 /* Kernel-lock-heavy workload for `cargo xtask bench`: THREADS threads each loop over
  * pipe write+read (pipe->mutex) and epoll_ctl add+del (ep->mtx) for SECONDS seconds, then
- * the total operations per second is printed as `ops_per_s=N`. */
+ * the total operations per second is printed as `ops_per_s=N`.
+ * `./workload progs` instead lists the loaded BPF programs with their run counts and run
+ * time (kernel.bpf_stats_enabled): the profile of where a tracer's time goes. */
+#include <errno.h>
+#include <linux/bpf.h>
+#include <string.h>
+#include <sys/syscall.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,7 +39,40 @@ static void *worker(void *arg) {
     return NULL;
 }
 
+static long bpf(int cmd, union bpf_attr *attr) {
+    return syscall(__NR_bpf, cmd, attr, sizeof(*attr));
+}
+
+static int list_programs(void) {
+    unsigned int id = 0;
+    for (;;) {
+        union bpf_attr attr;
+        struct bpf_prog_info info;
+        memset(&attr, 0, sizeof(attr));
+        attr.start_id = id;
+        if (bpf(BPF_PROG_GET_NEXT_ID, &attr) != 0)
+            return errno == ENOENT ? 0 : 1;
+        id = attr.next_id;
+        memset(&attr, 0, sizeof(attr));
+        attr.prog_id = id;
+        int fd = bpf(BPF_PROG_GET_FD_BY_ID, &attr);
+        if (fd < 0)
+            continue;
+        memset(&info, 0, sizeof(info));
+        memset(&attr, 0, sizeof(attr));
+        attr.info.bpf_fd = fd;
+        attr.info.info_len = sizeof(info);
+        attr.info.info = (unsigned long)&info;
+        if (bpf(BPF_OBJ_GET_INFO_BY_FD, &attr) == 0 && info.run_cnt > 0)
+            printf("prog=%s run_cnt=%llu run_time_ns=%llu\n", info.name,
+                   (unsigned long long)info.run_cnt, (unsigned long long)info.run_time_ns);
+        close(fd);
+    }
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "progs") == 0)
+        return list_programs();
     int threads = argc > 1 ? atoi(argv[1]) : 2;
     seconds = argc > 2 ? atof(argv[2]) : 2.0;
     pthread_t tid[64];
