@@ -1,8 +1,9 @@
 #!/bin/sh
-# Runs in the guest (cwd = this scenario dir) after the tracer attached and nouveau_svmm.ko
-# was loaded by the harness.
+# Runs in the guest (cwd = this scenario dir) after the tracer attached and the module was
+# loaded by the harness. Shared (symlinked) by nouveau-svmm-fixed: the device is named after
+# the module, nouveau_svmm or nouveau_svmm_fixed.
 set -e
-DEV=nouveau_svmm
+DEV=$(basename "$(ls kmod/*.ko | head -n 1)" .ko)
 grep "^$DEV " /proc/modules
 if [ ! -e /dev/$DEV ]; then
 	# devtmpfs normally creates the node; fall back to the sysfs dev number.
