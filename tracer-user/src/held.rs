@@ -327,6 +327,13 @@ pub fn find_deadlocks(tasks: &[TaskLocks]) -> Vec<Deadlock> {
     deadlocks
 }
 
+/// A stack under its heading, indented as lockdep indents its frames.
+pub fn push_stack(out: &mut String, frames: &[String]) {
+    for frame in frames {
+        let _ = writeln!(out, "       {frame}");
+    }
+}
+
 fn duration(ns: u64) -> String {
     format!("{:.1} s", ns as f64 / 1e9)
 }
@@ -347,9 +354,7 @@ pub fn render(table: &HeldTable) -> String {
                 held.kind,
                 duration(held.for_ns)
             );
-            for frame in &held.stack {
-                let _ = writeln!(out, "       {frame}");
-            }
+            push_stack(&mut out, &held.stack);
         }
         if let Some(waiting) = &task.waiting_for {
             let holders: Vec<String> = task
@@ -365,9 +370,7 @@ pub fn render(table: &HeldTable) -> String {
                 waiting.kind,
                 duration(waiting.for_ns)
             );
-            for frame in &waiting.stack {
-                let _ = writeln!(out, "       {frame}");
-            }
+            push_stack(&mut out, &waiting.stack);
         }
     }
     for deadlock in &table.deadlocks {
@@ -394,9 +397,7 @@ pub fn render_deadlock(deadlock: &Deadlock) -> String {
             task.holding.join(", "),
             task.waiting_for
         );
-        for frame in &task.stack {
-            let _ = writeln!(out, "       {frame}");
-        }
+        push_stack(&mut out, &task.stack);
     }
     for task in &deadlock.blocked {
         let _ = writeln!(

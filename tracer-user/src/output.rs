@@ -76,9 +76,7 @@ impl LiveFindings {
                 hold.class,
                 hold.held_ns as f64 / 1e9
             ));
-            for frame in &hold.stack {
-                out.push_str(&format!("       {frame}\n"));
-            }
+            crate::held::push_stack(&mut out, &hold.stack);
         }
         out
     }
