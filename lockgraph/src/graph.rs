@@ -278,6 +278,23 @@ impl LockGraph {
             .map(|&e| &self.graph[e])
     }
 
+    /// Another occurrence's stacks for a known edge: each replaces the edge's stack when it
+    /// has more frames (a source may report a short stack for an occurrence). Whether the
+    /// edge exists.
+    pub fn refresh_stacks(&mut self, held: ClassId, new: ClassId, new_stack: Vec<Frame>, held_stack: Vec<Frame>) -> bool {
+        let Some(&index) = self.edges.get(&edge_key(held, new)) else {
+            return false;
+        };
+        let edge = &mut self.graph[index];
+        if new_stack.len() > edge.new_stack.len() {
+            edge.new_stack = new_stack;
+        }
+        if held_stack.len() > edge.held_stack.len() {
+            edge.held_stack = held_stack;
+        }
+        true
+    }
+
     /// Every distinct cycle found so far, in order of discovery.
     pub fn cycles(&self) -> &[Cycle] {
         &self.cycles

@@ -55,6 +55,15 @@ pub mod flags {
     pub const HELD_READ: u32 = 1 << 1;
     /// The operation was a trylock.
     pub const TRY: u32 = 1 << 2;
+    /// A [`super::DependencyEvent`] for a dependency already sent, re-sent at its 2nd, 16th and
+    /// 256th occurrence with fresh stacks: the daemon keeps the most complete ones (a kernel
+    /// unwinder can return a short stack now and then).
+    pub const RESENT: u32 = 1 << 3;
+}
+
+/// Occurrences of a dependency at which the eBPF side sends it again ([`flags::RESENT`]).
+pub const fn is_resend_count(count: u64) -> bool {
+    count == 2 || count == 16 || count == 256
 }
 
 /// How a class id was derived, as carried in the `*_class_source` fields.

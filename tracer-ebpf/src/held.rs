@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     counter, flags, held_state, op, record, DependencyEvent, DependencyKey, HeldLock, HeldStack,
-    LockOpEvent, COMM_LEN, MAX_HELD_LOCKS,
+    is_resend_count, LockOpEvent, COMM_LEN, MAX_HELD_LOCKS,
 };
 
 use crate::maps::{
@@ -348,10 +348,23 @@ extern "C" fn dependency_step(step: u64, context: *mut core::ffi::c_void) -> i64
         scope: new.scope,
     };
     if let Some(seen) = DEPENDENCIES.get_ptr_mut(key) {
-        if mode != SCAN_EMIT_NEW {
-            // SAFETY: map value pointer. Not atomic (core has no atomic RMW for the BPF
-            // target): a concurrent increment may be lost, so the count is a lower bound.
-            unsafe { *seen += 1 };
+        // SAFETY: map value pointer. Not atomic (core has no atomic RMW for the BPF
+        // target): a concurrent increment may be lost, so the count is a lower bound.
+        let count = unsafe {
+            if mode != SCAN_EMIT_NEW {
+                *seen += 1;
+            }
+            *seen
+        };
+        if is_resend_count(count) {
+            match mode {
+                // The stack is not walked yet: ask for the emitting pass.
+                SCAN_PROBE => scan.missing = 1,
+                _ => {
+                    let resent = DependencyKey { flags: key.flags | flags::RESENT, ..key };
+                    emit_dependency(task, &resent, held, new, scan.new_stack_id);
+                }
+            }
         }
         return stop;
     }
@@ -370,6 +383,7 @@ extern "C" fn dependency_step(step: u64, context: *mut core::ffi::c_void) -> i64
     stop
 }
 
+/// `key.flags` becomes the record's flags (with [`flags::RESENT`] for a re-send).
 fn emit_dependency(task: &Task, key: &DependencyKey, held: &HeldLock, new: &LockRef, new_stack_id: i32) {
     let Some(mut entry) = EVENTS.reserve::<DependencyEvent>(0) else {
         count(counter::RINGBUF_DROPPED);

@@ -80,6 +80,11 @@ impl Ingest {
         };
         let held = self.resolve(&held_raw, &held_stack);
         let new = self.resolve(&new_raw, &new_stack);
+        if event.flags & flags::RESENT != 0 {
+            // A later occurrence of a known dependency: only its stacks are news.
+            self.graph.refresh_stacks(held, new, new_stack, held_stack);
+            return Vec::new();
+        }
         let guard = (event.guard_class != 0)
             .then(|| self.by_raw_class.get(&(scope, event.guard_class)).copied())
             .flatten();
@@ -352,6 +357,34 @@ mod tests {
             ["&svmm->mutex", "&vmm->mutex", "fs_reclaim", "mmu_notifier_invalidate_range_start"]
         );
         assert_eq!(ingest.dependency_records, 4);
+    }
+
+    #[test]
+    fn a_resent_dependency_only_completes_the_stacks() {
+        struct ByStackId;
+        impl StackSource for ByStackId {
+            fn frames(&self, stack_id: i32) -> Vec<u64> {
+                (0..stack_id.max(0) as u64).map(|i| 0x1000 + i).collect()
+            }
+        }
+        let mut ingest = Ingest::new();
+        let key = class_source::INIT_KEY;
+        let mut first = dep(0x10, 0x20, key, key);
+        first.new_stack_id = 2;
+        assert!(ingest.on_dependency(&first, &ByStackId).is_empty());
+        let mut resent = first;
+        resent.flags |= flags::RESENT;
+        resent.new_stack_id = 5;
+        ingest.on_dependency(&resent, &ByStackId);
+        let (held, new) = (ingest.graph.class_by_key(&ClassKey::Id { source: key, id: 0x10 }).unwrap(),
+                           ingest.graph.class_by_key(&ClassKey::Id { source: key, id: 0x20 }).unwrap());
+        let edge = ingest.graph.edge(held, new).unwrap();
+        assert_eq!(edge.count, 1, "a re-send is not another occurrence");
+        assert_eq!(edge.new_stack.len(), 5, "the longer stack replaced the short one");
+        // A shorter one later does not replace it.
+        resent.new_stack_id = 3;
+        ingest.on_dependency(&resent, &ByStackId);
+        assert_eq!(ingest.graph.edge(held, new).unwrap().new_stack.len(), 5);
     }
 
     #[test]
