@@ -22,6 +22,8 @@
 //! text-contains S        report.txt contains S
 //! console-contains S     console.log contains S
 //! run-status N           run.sh exited with N (default 0)
+//! on-kernel SERIES A     assertion A only for guests of that series (`6.12`): a kernel
+//!                        limitation stated where the assertion is narrowed
 //! ```
 use std::{collections::BTreeSet, fs, path::Path};
 
@@ -118,6 +120,14 @@ impl Results {
             .unwrap_or_default()
     }
 
+    /// `uname -r` of the guest, from the harness's console line.
+    fn kernel_release(&self) -> &str {
+        self.console
+            .lines()
+            .find_map(|line| line.strip_prefix("lt-init: uname-r "))
+            .map_or("", str::trim)
+    }
+
     fn stat(&self, name: &str) -> u64 {
         self.report["stats"][name].as_u64().unwrap_or(0)
     }
@@ -166,8 +176,16 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
-        let rest = rest.trim();
+        let (mut verb, mut rest) = line.split_once(' ').unwrap_or((line, ""));
+        rest = rest.trim();
+        if verb == "on-kernel" {
+            let (series, assertion) = rest.split_once(' ').unwrap_or((rest, ""));
+            if !results.kernel_release().starts_with(&format!("{series}.")) {
+                continue;
+            }
+            (verb, rest) = assertion.trim().split_once(' ').unwrap_or((assertion.trim(), ""));
+            rest = rest.trim();
+        }
         let outcome: Result<()> = (|| {
             const READS_REPORT: &[&str] = &[
                 "cycle", "no-unguarded-cycles", "dep", "no-dep", "only-deps", "min-dependencies",
@@ -357,6 +375,12 @@ mod tests {
             fs::write(&expect, failing).unwrap();
             assert!(check(&expect, &dir).is_err(), "`{failing}` should fail");
         }
+        // on-kernel: applies only to its series.
+        fs::write(dir.join("console.log"), "lt-init: uname-r 6.1.0-57-amd64\n").unwrap();
+        fs::write(&expect, "on-kernel 6.12 cycle a c\n").unwrap();
+        check(&expect, &dir).unwrap();
+        fs::write(&expect, "on-kernel 6.1 cycle a c\n").unwrap();
+        assert!(check(&expect, &dir).is_err());
         // Without report.json (a no-tracer scenario) console and status checks still work,
         // and report assertions fail instead of passing on nothing.
         fs::remove_file(dir.join("report.json")).unwrap();
