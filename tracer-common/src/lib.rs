@@ -56,8 +56,8 @@ pub mod flags {
     /// The operation was a trylock.
     pub const TRY: u32 = 1 << 2;
     /// A [`super::DependencyEvent`] for a dependency already sent, re-sent at its 2nd, 16th and
-    /// 256th occurrence with fresh stacks: the daemon keeps the most complete ones (a kernel
-    /// unwinder can return a short stack now and then).
+    /// 256th occurrence with fresh stacks: the daemon keeps the most complete ones (an
+    /// occurrence can come without a stack: the stack map full, or its bucket taken over).
     pub const RESENT: u32 = 1 << 3;
 }
 

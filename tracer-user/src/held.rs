@@ -522,7 +522,8 @@ pub fn run(args: &HeldArgs) -> anyhow::Result<std::process::ExitCode> {
                 pid: None,
                 binary: None,
             };
-            let ebpf = crate::trace::load_and_attach(&crate::bpf::LoadOptions::default(), &probes)?;
+            let (ebpf, attached) = crate::trace::load_and_attach(&crate::bpf::LoadOptions::default(), &probes)?;
+            eprintln!("locktrace: attached {attached} probes");
             eprintln!(
                 "locktrace held: no running trace; traced for {} s (locks taken before that are not shown)",
                 args.settle

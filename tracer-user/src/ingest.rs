@@ -55,6 +55,11 @@ impl Ingest {
         }
     }
 
+    /// See [`Symbols::load_kernel_symbols`].
+    pub fn load_kernel_symbols(&mut self) {
+        self.symbols.load_kernel_symbols();
+    }
+
     pub fn on_class(&mut self, event: &ClassEvent) {
         self.init_names.insert(event.class, (c_str(&event.name), event.kind));
     }

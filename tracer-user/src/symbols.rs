@@ -1,6 +1,12 @@
 //! Symbolization of kernel and user addresses with blazesym, into lockgraph frames.
 //! blazesym reads kallsyms; it does not name the module of a kallsyms symbol, so module
 //! names (`[nouveau]`) come from the module address ranges in /proc/modules.
+//!
+//! blazesym keeps a parsed /proc/kallsyms for as long as the file's metadata is unchanged,
+//! and procfs never changes it: a module loaded after the first kernel lookup would resolve
+//! to whichever older symbol precedes it in the module area — often one of our own BPF
+//! programs, whose frames are then dropped as tracing machinery. So the kernel symbolizer
+//! is rebuilt whenever the set of loaded modules changes.
 use std::{collections::HashMap, fs, num::NonZeroU32, ops::ControlFlow, os::unix::fs::FileExt as _, rc::Rc};
 
 use blazesym::{
@@ -14,7 +20,7 @@ use blazesym::{
 use lockgraph::Frame;
 
 /// A loaded module's text range, for `[module]` annotations.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct ModuleRange {
     name: String,
     start: u64,
@@ -22,7 +28,10 @@ struct ModuleRange {
 }
 
 pub struct Symbols {
-    symbolizer: Symbolizer,
+    /// Kernel addresses; its kallsyms is as of `modules` (see the module docs).
+    kernel: Symbolizer,
+    /// User addresses: its caches (ELF files, process maps) do not depend on modules.
+    user: Symbolizer,
     modules: Vec<ModuleRange>,
     inspector: Inspector,
     /// Variables of the ELF files seen so far, by the file's identity in /proc/PID/maps
@@ -84,16 +93,36 @@ impl ElfData {
 impl Symbols {
     pub fn new() -> Self {
         Self {
-            symbolizer: Symbolizer::new(),
+            kernel: Symbolizer::new(),
+            user: Symbolizer::new(),
             modules: read_modules(),
             inspector: Inspector::new(),
             elf_data: HashMap::new(),
         }
     }
 
-    /// Re-read /proc/modules (a module loaded after we started).
-    pub fn refresh_modules(&mut self) {
-        self.modules = read_modules();
+    /// Reads kallsyms now rather than at the first stack: a daemon that has just attached
+    /// is ready to name frames at once (its own BPF programs included).
+    pub fn load_kernel_symbols(&mut self) {
+        let source = Self::kernel_source();
+        // Any address will do; the answer does not matter.
+        let _ = self.kernel.symbolize(&source, Input::AbsAddr(&[KERNEL_MODULE_AREA]));
+    }
+
+    /// Re-reads /proc/modules; when modules came or went, kallsyms is read again at the next
+    /// lookup.
+    fn refresh_modules(&mut self) {
+        self.sync_modules(read_modules());
+    }
+
+    /// Takes `modules` as the loaded modules; `true` if that changed the set.
+    fn sync_modules(&mut self, modules: Vec<ModuleRange>) -> bool {
+        if modules == self.modules {
+            return false;
+        }
+        self.modules = modules;
+        self.kernel = Symbolizer::new();
+        true
     }
 
     fn kernel_source() -> Source<'static> {
@@ -112,9 +141,9 @@ impl Symbols {
         if let Some(name) = find(&self.modules) {
             return Some(name);
         }
-        // Kernel text or a module loaded since the last read: refresh once for module-range
-        // addresses (kernel text lies above the module area only on some configs; cheap anyway).
-        if addr >= 0xffff_ffff_a000_0000 {
+        // A module loaded since the last read (kernel_frames has refreshed already; names
+        // of single addresses come through here too).
+        if addr >= KERNEL_MODULE_AREA {
             self.refresh_modules();
             return find(&self.modules);
         }
@@ -122,8 +151,14 @@ impl Symbols {
     }
 
     pub fn kernel_frames(&mut self, addrs: &[u64]) -> Vec<Frame> {
+        // Before symbolizing: a stack through a module loaded since kallsyms was read needs
+        // it read again. Reading /proc/modules costs microseconds; stacks are symbolized
+        // once per new dependency.
+        if addrs.iter().any(|&addr| addr >= KERNEL_MODULE_AREA) {
+            self.refresh_modules();
+        }
         let source = Self::kernel_source();
-        let symbolized = self.symbolizer.symbolize(&source, Input::AbsAddr(addrs)).ok();
+        let symbolized = self.kernel.symbolize(&source, Input::AbsAddr(addrs)).ok();
         let mut frames = Vec::with_capacity(addrs.len());
         for (index, &addr) in addrs.iter().enumerate() {
             let frame = match symbolized.as_ref().and_then(|all| all.get(index)) {
@@ -150,7 +185,7 @@ impl Symbols {
             return addrs.iter().map(|&addr| Frame::addr(addr)).collect();
         };
         let source = Source::Process(Process::new(Pid::Pid(pid)));
-        let symbolized = self.symbolizer.symbolize(&source, Input::AbsAddr(addrs)).ok();
+        let symbolized = self.user.symbolize(&source, Input::AbsAddr(addrs)).ok();
         addrs
             .iter()
             .enumerate()
@@ -310,6 +345,10 @@ fn read_elf_data(inspector: &Inspector, path: &str) -> Option<ElfData> {
     Some(ElfData { loads, symbols })
 }
 
+/// Where x86-64 modules, BPF programs and trampolines live (and, under KASLR, the top of
+/// kernel text, which merely costs a /proc/modules read).
+const KERNEL_MODULE_AREA: u64 = 0xffff_ffff_a000_0000;
+
 /// `/proc/modules` lines: `name size refcount deps state address`.
 fn read_modules() -> Vec<ModuleRange> {
     fs::read_to_string("/proc/modules")
@@ -341,6 +380,23 @@ mod tests {
         assert_eq!(modules.len(), 1);
         assert_eq!(modules[0].name, "nouveau");
         assert_eq!(modules[0].end - modules[0].start, 2_760_704);
+    }
+
+    #[test]
+    fn kallsyms_is_read_again_only_when_modules_come_or_go() {
+        let mut symbols = Symbols::new();
+        let before = parse_modules("nouveau 2760704 0 - Live 0xffffffffc0a00000\n");
+        symbols.sync_modules(before);
+        // Reference counts and states change all the time; the symbols do not.
+        assert!(!symbols.sync_modules(parse_modules("nouveau 2760704 3 - Live 0xffffffffc0a00000\n")));
+        assert!(symbols.sync_modules(parse_modules(
+            "nouveau_svmm 20480 0 - Loading 0xffffffffc02f3000\nnouveau 2760704 3 - Live 0xffffffffc0a00000\n"
+        )));
+        // Unloaded and loaded again elsewhere: different symbols.
+        assert!(symbols.sync_modules(parse_modules(
+            "nouveau_svmm 20480 0 - Live 0xffffffffc04fd000\nnouveau 2760704 3 - Live 0xffffffffc0a00000\n"
+        )));
+        assert_eq!(symbols.module_of(0xffff_ffff_c04f_d010).as_deref(), Some("nouveau_svmm"));
     }
 
     /// A variable of this test binary, in `.bss`, under an unmangled name.

@@ -158,9 +158,14 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
         pid: args.pid,
         binary: args.binary.clone(),
     };
-    let mut ebpf = load_and_attach(&options, &probes)?;
+    let (mut ebpf, attached) = load_and_attach(&options, &probes)?;
 
     let mut session = Session::new(&mut ebpf, args.events, args.hold_threshold)?;
+    if probes.kernel {
+        // kallsyms now, with our programs in it: the first report is not held up by it.
+        session.ingest.load_kernel_symbols();
+    }
+    eprintln!("locktrace: attached {attached} probes");
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd owns the ring.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -246,7 +251,9 @@ pub struct Probes {
 }
 
 /// Loads the object and attaches what this kernel allows, saying plainly what it could not.
-pub fn load_and_attach(options: &bpf::LoadOptions, probes: &Probes) -> Result<Ebpf> {
+/// Returns the object and the number of probes attached, for the caller to announce once it
+/// is ready to take events (`locktrace: attached N probes`, which harnesses wait for).
+pub fn load_and_attach(options: &bpf::LoadOptions, probes: &Probes) -> Result<(Ebpf, usize)> {
     let mut ebpf = bpf::load(options)?;
     let caps = capabilities::probe(Some(&mut ebpf));
     let mut report = AttachReport::default();
@@ -270,11 +277,10 @@ pub fn load_and_attach(options: &bpf::LoadOptions, probes: &Probes) -> Result<Eb
     if report.attached.len() <= 1 {
         bail!("no lock probe could be attached (see `locktrace doctor`)");
     }
-    eprintln!("locktrace: attached {} probes", report.attached.len());
     for what in &report.attached {
         log::debug!("attached {what}");
     }
-    Ok(ebpf)
+    Ok((ebpf, report.attached.len()))
 }
 
 /// Everything the event loop updates.

@@ -1,6 +1,7 @@
 //! Project automation: `cargo xtask setup|build|run|test|vm|demo|bench`.
 mod bench;
 mod expect;
+mod readme;
 mod setup;
 mod vm;
 
@@ -295,10 +296,24 @@ fn vm_tests(binary: &Path, results: &mut TestResults) {
     });
     let mut outcomes = outcomes.into_inner().unwrap();
     outcomes.sort_by(|a, b| a.0.cmp(&b.0));
+    let demo_ran = outcomes.iter().any(|(label, outcome)| label == DEMO_RUN && outcome.is_ok());
     for (label, outcome) in outcomes {
         results.record(&label, outcome);
     }
+    // The demo is this run (same scenario, kernel series and, by default, fentry).
+    let check = if demo_ran {
+        let readme = std::fs::read_to_string(root.join("README.md")).context("reading README.md");
+        let report = std::fs::read_to_string(root.join("target/vm-out/nouveau-svmm-6.12-fentry/report.txt"))
+            .context("reading the nouveau-svmm 6.12 report");
+        readme.and_then(|readme| readme::check_demo_report(&readme, &report?))
+    } else {
+        Err(anyhow::anyhow!("`{DEMO_RUN}` did not pass, so there is no report to compare with"))
+    };
+    results.record("README demo output agrees with today's nouveau-svmm run on 6.12", check);
 }
+
+/// The VM run whose report the README's demo output shows.
+const DEMO_RUN: &str = "vm nouveau-svmm on 6.12 (fentry)";
 
 /// Guests run at once: qemu's single-threaded TCG keeps one core busy each.
 const VM_PARALLEL: usize = 2;

@@ -10,8 +10,6 @@ if [ ! -e /dev/$DEV ]; then
 	IFS=: read -r major minor < /sys/class/misc/$DEV/dev
 	mknod /dev/$DEV c "$major" "$minor"
 fi
-# Once, on Debian 6.1 under a loaded host, the first stacks taken ~0.2 s after insmod came back
-# without the module's frames (the kernel unwinder; later stacks in the same boot were whole).
-# The module has just been loaded: give it a moment, as a driver is not used that soon.
-sleep 1
+# Used at once: the tracer read kallsyms before the module came, and must name its frames
+# all the same.
 ./workload /dev/$DEV 4

@@ -7,8 +7,6 @@ if [ ! -e /dev/lt_plain ]; then
 	IFS=: read -r major minor < /sys/class/misc/lt_plain/dev
 	mknod /dev/lt_plain c "$major" "$minor"
 fi
-# As in nouveau-svmm: no use of a module in the first moment after its load.
-sleep 1
 ./workload 3
 # Steady state: 130000 more rounds are over 10^6 mutex operations, yet only the few new
 # dependencies may cross the ring buffer (expect: min-events, max-records).
