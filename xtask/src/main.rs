@@ -134,7 +134,9 @@ fn ensure_setup() -> Result<()> {
 pub fn build() -> Result<PathBuf> {
     ensure_setup()?;
     run_checked(cargo().args(["build", "--release", "--package", "tracer-user"]))?;
-    let binary = workspace_root().join("target/release/locktrace");
+    // Where cargo put it: CARGO_TARGET_DIR moves the build (relative to the workspace).
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    let binary = workspace_root().join(target).join("release/locktrace");
     if !binary.exists() {
         bail!("build finished but {} is missing", binary.display());
     }
