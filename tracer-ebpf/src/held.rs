@@ -19,7 +19,8 @@ use tracer_common::{
 
 use crate::maps::{
     count, global, global_u64, DEPENDENCIES, EMIT_LOCK_OPS, EVENTS, FILTER_COMM, FILTER_SELF_TGID,
-    FILTER_MODULE_END, FILTER_MODULE_START, FILTER_PID, HELD, HELD_INIT, STACKS,
+    FILTER_MODULE_END, FILTER_MODULE_START, FILTER_PID, HELD, HELD_INIT, SITE_STACKS, STACKS,
+    STACK_OWNER,
 };
 
 /// A lock as a probe sees it.
@@ -176,27 +177,74 @@ fn emit_lock_op(task: &Task, lock: u64, kind: u32, lock_flags: u32, operation: u
 fn stack_id<C: StackIdContext>(ctx: &C, stack_flags: u64) -> i32 {
     match ctx.get_stackid(&STACKS, stack_flags) {
         Ok(id) => id as i32,
-        Err(_) => ctx
-            .get_stackid(&STACKS, stack_flags | u64::from(BPF_F_REUSE_STACKID))
-            .map(|id| id as i32)
-            .unwrap_or(-1),
+        Err(_) => match ctx.get_stackid(&STACKS, stack_flags | u64::from(BPF_F_REUSE_STACKID)) {
+            Ok(id) => {
+                // The bucket now holds another stack: no site may take it for its own.
+                if let Some(owner) = STACK_OWNER.get_ptr_mut(id as u32) {
+                    // SAFETY: array slot.
+                    unsafe { *owner = 0 };
+                }
+                id as i32
+            }
+            Err(_) => -1,
+        },
     }
+}
+
+/// The kernel stack id of the acquisition site `caller` (the lock function's return
+/// address; 0: unknown, walk): the whole stack is walked the first time a site is seen,
+/// later acquisitions there reuse it (see [`SITE_STACKS`]). The stack of a held lock is then
+/// the first one seen at its call site; a new dependency still gets its own ([`acquire`]).
+#[inline(always)]
+fn site_stack_id<C: StackIdContext>(ctx: &C, caller: u64) -> i32 {
+    if caller == 0 {
+        return stack_id(ctx, 0);
+    }
+    // SAFETY: plain map value.
+    if let Some(&id) = unsafe { SITE_STACKS.get(caller) } {
+        if STACK_OWNER.get(id as u32).is_some_and(|&owner| owner == caller) {
+            return id;
+        }
+    }
+    let id = stack_id(ctx, 0);
+    if id >= 0 {
+        if let Some(owner) = STACK_OWNER.get_ptr_mut(id as u32) {
+            // SAFETY: array slot; a racing writer leaves one of two sites, either of which
+            // only costs a walk.
+            unsafe { *owner = caller };
+            let _ = SITE_STACKS.insert(caller, id, 0);
+        }
+    }
+    id
 }
 
 /// A lock acquire has started. `stack_flags` is passed to `bpf_get_stackid`
 /// (`BPF_F_USER_STACK` for user locks).
+///
+/// Kernel locks: the held entry takes its call site's stack ([`site_stack_id`]) and the
+/// stack of this very acquisition is walked only when a dependency is new, so in steady
+/// state an acquire walks no stack — the walk is most of what a per-acquire tracer costs.
 pub fn acquire<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef, stack_flags: u64) {
     count(counter::LOCK_OPS);
     emit_lock_op(task, new.lock, new.kind, new.flags, op::ACQUIRE);
     let Some(stack) = held_stack(task) else {
         return;
     };
-    let stack_id = stack_id(ctx, stack_flags);
     // SAFETY: pointer into this thread's map value; only this thread writes it.
     let stack = unsafe { &mut *stack };
-    if new.flags & flags::TRY == 0 {
-        record_dependencies(task, stack, new, stack_id);
-    }
+    let stack_id = if stack_flags == 0 {
+        let site = site_stack_id(ctx, new.caller);
+        if new.flags & flags::TRY == 0 {
+            record_dependencies_lazily(ctx, task, stack, new);
+        }
+        site
+    } else {
+        let id = stack_id(ctx, stack_flags);
+        if new.flags & flags::TRY == 0 {
+            record_dependencies(task, stack, new, id);
+        }
+        id
+    };
     let depth = stack.depth as usize;
     let Some(slot) = stack.locks.get_mut(depth) else {
         count(counter::HELD_OVERFLOW);
@@ -255,9 +303,9 @@ fn record_dependencies(task: &Task, stack: &HeldStack, new: &LockRef, new_stack_
     scan_dependencies(task, stack, new, new_stack_id, SCAN_RECORD);
 }
 
-/// [`record_dependencies`] for an acquire that keeps no held entry (a pseudo-lock): the
-/// stack, the costly part, is only walked when some dependency is new — in steady state
-/// every allocation under a lock finds its `held → fs_reclaim` known and walks nothing.
+/// [`record_dependencies`] with the stack, the costly part, walked only when some
+/// dependency is new: in steady state every acquire finds its dependencies known (every
+/// allocation under a lock its `held → fs_reclaim`) and walks nothing.
 fn record_dependencies_lazily<C: StackIdContext>(ctx: &C, task: &Task, stack: &HeldStack, new: &LockRef) {
     if scan_dependencies(task, stack, new, -1, SCAN_PROBE) {
         let stack_id = stack_id(ctx, 0);
@@ -521,6 +569,13 @@ fn pop_tombstones(stack: &mut HeldStack) {
 /// A lockdep-style "acquire and release at once" of a pseudo-lock (`fs_reclaim` at an
 /// allocation that may recurse into the filesystem): dependencies from every held lock, no
 /// held state left behind. Cheap when the task holds nothing (no map insert).
+/// Whether the task holds (or waits for) any lock: most allocations happen with none.
+#[inline(always)]
+pub fn holds_locks(task: &Task) -> bool {
+    // SAFETY: map value pointer, read only.
+    HELD.get_ptr(task.tid).is_some_and(|stack| unsafe { (*stack).depth } > 0)
+}
+
 pub fn acquire_release<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef) {
     count(counter::LOCK_OPS);
     let Some(stack) = HELD.get_ptr_mut(task.tid) else {

@@ -2,7 +2,7 @@
 //! (learnt at `__mutex_init`/`__init_rwsem`) and the glue from a probe to [`crate::held`].
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
+    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, generated::bpf_get_func_ip},
     programs::{tracing::StackIdContext, ProbeContext},
     EbpfContext,
 };
@@ -150,6 +150,31 @@ pub fn downgrade(lock: u64) {
 pub fn kprobe_caller(ctx: &ProbeContext) -> u64 {
     // SAFETY: `regs` is the probe's register context; the kernel read is checked by the helper.
     unsafe { bpf_probe_read_kernel((*ctx.regs).rsp as *const u64).unwrap_or(0) }
+}
+
+/// The return address into the caller of the function an fentry program traces, or 0.
+/// x86-64 BPF trampoline frame (`arch_prepare_bpf_trampoline`): the program's context is
+/// the saved arguments at `rbp - regs_off`, `regs_off` = 8 per argument + 8 for the return
+/// value slot (the acquire functions all have an fexit program, so the trampoline calls the
+/// original and keeps that slot); above `rbp` lie the saved `rbp`, the return address into
+/// the traced function (just past its `__fentry__` call) and the one into its caller. The
+/// second is checked against the traced function's address, so a different frame layout
+/// gives 0 (the caller then costs a stack walk) rather than a wrong caller.
+#[inline(always)]
+pub fn fentry_caller<C: EbpfContext>(ctx: &C, nr_args: usize) -> u64 {
+    let rbp = ctx.as_ptr() as u64 + 8 * nr_args as u64 + 8;
+    // SAFETY: kernel reads through the helper, which handles faults; `bpf_get_func_ip` takes
+    // the context of a tracing program.
+    unsafe {
+        let Ok(frame) = bpf_probe_read_kernel((rbp + 8) as *const [u64; 2]) else {
+            return 0;
+        };
+        let function = bpf_get_func_ip(ctx.as_ptr());
+        if frame[0].wrapping_sub(function) > 16 {
+            return 0;
+        }
+        frame[1]
+    }
 }
 
 /// A lockdep pseudo-lock: the class id is also the "instance".

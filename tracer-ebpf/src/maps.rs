@@ -1,7 +1,7 @@
 //! Maps and load-time globals shared by every probe family.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
 use tracer_common::{CLASS_NAME_LEN, counter, DependencyKey, HeldStack, COMM_LEN};
 
@@ -22,8 +22,19 @@ pub static HELD: LruHashMap<u32, HeldStack> = LruHashMap::with_max_entries(8192,
 #[map]
 pub static HELD_INIT: PerCpuArray<HeldStack> = PerCpuArray::with_max_entries(1, 0);
 
+/// Stack ids index this map's buckets (also the size of [`STACK_OWNER`]).
+pub const STACK_BUCKETS: u32 = 16384;
 #[map]
-pub static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
+pub static STACKS: StackTrace = StackTrace::with_max_entries(STACK_BUCKETS, 0);
+
+/// The stack id first walked at each acquisition site (by the lock function's return
+/// address), so that a lock taken again from there walks no stack (`held::site_stack_id`).
+#[map]
+pub static SITE_STACKS: LruHashMap<u64, i32> = LruHashMap::with_max_entries(16384, 0);
+/// Per stack id, the site whose stack it holds (0: none): a bucket taken over by another
+/// stack no longer answers for the site.
+#[map]
+pub static STACK_OWNER: Array<u64> = Array::with_max_entries(STACK_BUCKETS, 0);
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
@@ -62,6 +73,18 @@ pub static GFP_OFFSET_KMEM_CACHE_ALLOC_NODE: u32 = 0;
 pub static GFP_OFFSET_MM_PAGE_ALLOC: u32 = 0;
 #[no_mangle]
 pub static GFP_OFFSET_DIRECT_RECLAIM_BEGIN: u32 = 0;
+/// Index of `gfp_flags` among the arguments of the same tracepoints as BTF raw tracepoints
+/// (`tp_btf`, from the `btf_trace_*` prototypes in kernel BTF). `u32::MAX`: not attached.
+#[no_mangle]
+pub static GFP_ARG_KMALLOC: u32 = u32::MAX;
+#[no_mangle]
+pub static GFP_ARG_KMALLOC_NODE: u32 = u32::MAX;
+#[no_mangle]
+pub static GFP_ARG_KMEM_CACHE_ALLOC: u32 = u32::MAX;
+#[no_mangle]
+pub static GFP_ARG_KMEM_CACHE_ALLOC_NODE: u32 = u32::MAX;
+#[no_mangle]
+pub static GFP_ARG_MM_PAGE_ALLOC: u32 = u32::MAX;
 /// `__GFP_DIRECT_RECLAIM` and `__GFP_FS` of the running kernel (from BTF when it has them).
 #[no_mangle]
 pub static GFP_DIRECT_RECLAIM: u32 = 0x400;

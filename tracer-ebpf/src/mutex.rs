@@ -13,13 +13,22 @@ use tracer_common::{flags, kind};
 
 use crate::klock;
 
-/// `fentry` acquire: `$prog(lock[, subclass])`.
+/// `fentry` acquire: `$prog(lock[, subclass])`; `nest_lock`: `$prog(lock, nest_lock)`. The
+/// argument count locates the caller in the trampoline's frame ([`klock::fentry_caller`]).
 macro_rules! fentry_acquire {
     ($prog:ident, $kind:expr, $flags:expr) => {
         #[fentry]
         pub fn $prog(ctx: FEntryContext) -> u32 {
             let lock = klock::arg(&ctx, 0);
-            klock::acquire(&ctx, lock, $kind, $flags, 0, 0);
+            klock::acquire(&ctx, lock, $kind, $flags, 0, klock::fentry_caller(&ctx, 1));
+            0
+        }
+    };
+    ($prog:ident, $kind:expr, $flags:expr, nest_lock) => {
+        #[fentry]
+        pub fn $prog(ctx: FEntryContext) -> u32 {
+            let lock = klock::arg(&ctx, 0);
+            klock::acquire(&ctx, lock, $kind, $flags, 0, klock::fentry_caller(&ctx, 2));
             0
         }
     };
@@ -28,7 +37,7 @@ macro_rules! fentry_acquire {
         pub fn $prog(ctx: FEntryContext) -> u32 {
             let lock = klock::arg(&ctx, 0);
             let subclass = klock::arg(&ctx, 1);
-            klock::acquire(&ctx, lock, $kind, $flags, subclass, 0);
+            klock::acquire(&ctx, lock, $kind, $flags, subclass, klock::fentry_caller(&ctx, 2));
             0
         }
     };
@@ -95,7 +104,7 @@ fentry_acquire!(fentry_mutex_lock_nested, kind::MUTEX, 0, subclass);
 fentry_acquire!(fentry_mutex_lock_interruptible_nested, kind::MUTEX, 0, subclass);
 fentry_acquire!(fentry_mutex_lock_killable_nested, kind::MUTEX, 0, subclass);
 fentry_acquire!(fentry_mutex_lock_io_nested, kind::MUTEX, 0, subclass);
-fentry_acquire!(fentry_mutex_lock_nest_lock, kind::MUTEX, 0);
+fentry_acquire!(fentry_mutex_lock_nest_lock, kind::MUTEX, 0, nest_lock);
 fentry_release!(fentry_mutex_unlock, kind::MUTEX);
 
 fexit_returned!(fexit_mutex_lock, void);

@@ -2,15 +2,21 @@
 //! - an allocation that may enter direct reclaim and recurse into the filesystem
 //!   (`__GFP_DIRECT_RECLAIM` and `__GFP_FS`, outside `memalloc_noreclaim`/`nofs`/`noio`
 //!   scopes) acquires and releases it at once: `held → fs_reclaim` for every held lock.
-//!   Seen at the stable `kmem:*` tracepoints; each event's `gfp_flags` offset comes from
-//!   its tracefs `format` file at load time (globals `GFP_OFFSET_*`).
+//!   Seen at the stable `kmem:*` tracepoints: as BTF raw tracepoints (`tp_btf`) where the
+//!   kernel allows, which run the program straight from the tracepoint call — a classic
+//!   tracepoint first builds its trace record, on every allocation, traced or not; else as
+//!   classic tracepoints. `gfp_flags` is found at load time: its argument index in the
+//!   `btf_trace_*` prototype (globals `GFP_ARG_*`), its record offset in the tracefs
+//!   `format` file (globals `GFP_OFFSET_*`).
 //! - direct reclaim (`vmscan:mm_vmscan_direct_reclaim_begin/end`) holds it, so locks taken
 //!   by shrinkers depend on it.
 //! - on a lockdep kernel, `fs_reclaim_acquire/release(gfp)` are probed too (optional).
 use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_probe_read_kernel},
-    macros::{fentry, kprobe, tracepoint},
-    programs::{tracing::StackIdContext, FEntryContext, ProbeContext, TracePointContext},
+    macros::{btf_tracepoint, fentry, kprobe, tracepoint},
+    programs::{
+        tracing::StackIdContext, BtfTracePointContext, FEntryContext, ProbeContext, TracePointContext,
+    },
     EbpfContext,
 };
 use tracer_common::pseudo::FS_RECLAIM;
@@ -19,7 +25,9 @@ use crate::{
     held::{self, current_task},
     klock,
     maps::{
-        global, GFP_DIRECT_RECLAIM, GFP_FS, GFP_OFFSET_DIRECT_RECLAIM_BEGIN, GFP_OFFSET_KMALLOC,
+        global, GFP_ARG_KMALLOC, GFP_ARG_KMALLOC_NODE, GFP_ARG_KMEM_CACHE_ALLOC,
+        GFP_ARG_KMEM_CACHE_ALLOC_NODE, GFP_ARG_MM_PAGE_ALLOC, GFP_DIRECT_RECLAIM, GFP_FS,
+        GFP_OFFSET_DIRECT_RECLAIM_BEGIN, GFP_OFFSET_KMALLOC,
         GFP_OFFSET_KMALLOC_NODE, GFP_OFFSET_KMEM_CACHE_ALLOC, GFP_OFFSET_KMEM_CACHE_ALLOC_NODE,
         GFP_OFFSET_MM_PAGE_ALLOC, PF_MEMALLOC, PF_MEMALLOC_NOFS_NOIO, TASK_FLAGS_OFFSET,
     },
@@ -53,50 +61,103 @@ fn takes_fs_reclaim(gfp: u32, pf_memalloc: bool) -> bool {
     current_flags().is_none_or(|flags| flags & mask == 0)
 }
 
+/// An allocation with flags `gfp`: `held → fs_reclaim` for the locks held, if it may
+/// reclaim. Cheapest tests first: this runs on every allocation in the system.
 #[inline(always)]
-fn allocation(ctx: &TracePointContext, offset: u32) {
+fn allocation<C: StackIdContext + EbpfContext>(ctx: &C, gfp: u32) {
+    if gfp & global(&GFP_DIRECT_RECLAIM) == 0 || gfp & global(&GFP_FS) == 0 {
+        return;
+    }
+    let Some(task) = current_task() else {
+        return;
+    };
+    if !held::holds_locks(&task) || !takes_fs_reclaim(gfp, true) {
+        return;
+    }
+    held::acquire_release(ctx, &task, &klock::pseudo(ctx, FS_RECLAIM));
+}
+
+/// A classic tracepoint's `gfp_flags`, at `offset` in its record (0: unknown).
+#[inline(always)]
+fn tracepoint_allocation(ctx: &TracePointContext, offset: u32) {
     if offset == 0 {
         return;
     }
     // SAFETY: the offset is within the event record (read from its format file).
-    let Ok(gfp) = (unsafe { ctx.read_at::<u32>(offset as usize) }) else {
-        return;
-    };
-    if !takes_fs_reclaim(gfp, true) {
+    if let Ok(gfp) = unsafe { ctx.read_at::<u32>(offset as usize) } {
+        allocation(ctx, gfp);
+    }
+}
+
+/// A BTF raw tracepoint's `gfp_flags`, argument `index` (`u32::MAX`: unknown). Read
+/// through the helper: the index is a load-time value, and the verifier takes context reads
+/// at immediate offsets only.
+#[inline(always)]
+fn btf_allocation(ctx: &BtfTracePointContext, index: u32) {
+    if index >= 12 {
         return;
     }
-    if let Some(task) = current_task() {
-        held::acquire_release(ctx, &task, &klock::pseudo(ctx, FS_RECLAIM));
-    }
+    let gfp = klock::arg(ctx, index as usize);
+    allocation(ctx, gfp as u32);
 }
 
 #[tracepoint]
 pub fn tp_kmalloc(ctx: TracePointContext) -> u32 {
-    allocation(&ctx, global(&GFP_OFFSET_KMALLOC));
+    tracepoint_allocation(&ctx, global(&GFP_OFFSET_KMALLOC));
+    0
+}
+
+#[btf_tracepoint(function = "kmalloc")]
+pub fn btf_kmalloc(ctx: BtfTracePointContext) -> i32 {
+    btf_allocation(&ctx, global(&GFP_ARG_KMALLOC));
     0
 }
 
 #[tracepoint]
 pub fn tp_kmalloc_node(ctx: TracePointContext) -> u32 {
-    allocation(&ctx, global(&GFP_OFFSET_KMALLOC_NODE));
+    tracepoint_allocation(&ctx, global(&GFP_OFFSET_KMALLOC_NODE));
+    0
+}
+
+#[btf_tracepoint(function = "kmalloc_node")]
+pub fn btf_kmalloc_node(ctx: BtfTracePointContext) -> i32 {
+    btf_allocation(&ctx, global(&GFP_ARG_KMALLOC_NODE));
     0
 }
 
 #[tracepoint]
 pub fn tp_kmem_cache_alloc(ctx: TracePointContext) -> u32 {
-    allocation(&ctx, global(&GFP_OFFSET_KMEM_CACHE_ALLOC));
+    tracepoint_allocation(&ctx, global(&GFP_OFFSET_KMEM_CACHE_ALLOC));
+    0
+}
+
+#[btf_tracepoint(function = "kmem_cache_alloc")]
+pub fn btf_kmem_cache_alloc(ctx: BtfTracePointContext) -> i32 {
+    btf_allocation(&ctx, global(&GFP_ARG_KMEM_CACHE_ALLOC));
     0
 }
 
 #[tracepoint]
 pub fn tp_kmem_cache_alloc_node(ctx: TracePointContext) -> u32 {
-    allocation(&ctx, global(&GFP_OFFSET_KMEM_CACHE_ALLOC_NODE));
+    tracepoint_allocation(&ctx, global(&GFP_OFFSET_KMEM_CACHE_ALLOC_NODE));
+    0
+}
+
+#[btf_tracepoint(function = "kmem_cache_alloc_node")]
+pub fn btf_kmem_cache_alloc_node(ctx: BtfTracePointContext) -> i32 {
+    btf_allocation(&ctx, global(&GFP_ARG_KMEM_CACHE_ALLOC_NODE));
     0
 }
 
 #[tracepoint]
 pub fn tp_mm_page_alloc(ctx: TracePointContext) -> u32 {
-    allocation(&ctx, global(&GFP_OFFSET_MM_PAGE_ALLOC));
+    tracepoint_allocation(&ctx, global(&GFP_OFFSET_MM_PAGE_ALLOC));
+    0
+}
+
+#[btf_tracepoint(function = "mm_page_alloc")]
+pub fn btf_mm_page_alloc(ctx: BtfTracePointContext) -> i32 {
+    btf_allocation(&ctx, global(&GFP_ARG_MM_PAGE_ALLOC));
     0
 }
 

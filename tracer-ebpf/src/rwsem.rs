@@ -34,7 +34,7 @@ fentry_acquire!(fentry_down_read_nested, kind::RWSEM, R, subclass);
 fentry_acquire!(fentry_down_read_killable_nested, kind::RWSEM, R, subclass);
 fentry_acquire!(fentry_down_write_nested, kind::RWSEM, 0, subclass);
 fentry_acquire!(fentry_down_write_killable_nested, kind::RWSEM, 0, subclass);
-fentry_acquire!(fentry_down_write_nest_lock, kind::RWSEM, 0);
+fentry_acquire!(fentry_down_write_nest_lock, kind::RWSEM, 0, nest_lock);
 fentry_release!(fentry_up_read, kind::RWSEM);
 fentry_release!(fentry_up_write, kind::RWSEM);
 

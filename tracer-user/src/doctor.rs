@@ -60,7 +60,8 @@ pub fn kernel_release() -> String {
 }
 
 /// Load (not attach) every program: kprobe/kretprobe, uprobe/uretprobe and tracepoint
-/// programs load on any kernel with BPF, so a verifier rejection shows here. fentry/fexit
+/// programs load on any kernel with BPF, tp_btf programs on any with BTF (for the
+/// tracepoints it has), so a verifier rejection shows here. fentry/fexit
 /// programs are loaded against their attach-table function when the kernel has it (this
 /// needs working BPF trampolines: they fail with EPERM on hosts without them, and are then
 /// verified by the VM runs instead).
@@ -89,6 +90,10 @@ fn load_all() -> Result<ExitCode> {
             Program::FExit(program) => match (target, &btf) {
                 (Some(target), Some(btf)) => ("fexit", program.load(target, btf)),
                 _ => ("fexit", Err(aya::programs::ProgramError::UnexpectedProgramType)),
+            },
+            Program::BtfTracePoint(program) => match (target, &btf) {
+                (Some(target), Some(btf)) => ("tp_btf", program.load(target, btf)),
+                _ => ("tp_btf", Err(aya::programs::ProgramError::UnexpectedProgramType)),
             },
             _ => ("other", Ok(())),
         };

@@ -258,6 +258,10 @@ fn without_tracer_frames(frames: Vec<Frame>) -> Vec<Frame> {
         "ftrace_trampoline",
         "__bpf_prog_enter",
         "__bpf_prog_exit",
+        // A BTF raw tracepoint's dispatch (`__bpf_trace_<event>`, `bpf_trace_run<N>`).
+        "__bpf_trace_",
+        "bpf_trace_run",
+        "__traceiter_",
         "arch_rethook_trampoline",
         "__kretprobe_trampoline",
         "kretprobe_trampoline",
@@ -403,6 +407,15 @@ mod tests {
         ];
         let kept: Vec<_> = without_tracer_frames(frames).into_iter().filter_map(|f| f.symbol).collect();
         assert_eq!(kept, ["mutex_lock", "nvkm_uvmm_mthd"]);
+        // An allocation seen at a BTF raw tracepoint starts at the allocator.
+        let frames = vec![
+            Frame::symbol("bpf_prog_0123456789abcdef_btf_kmalloc", 0x40),
+            Frame::symbol("bpf_trace_run6", 0xa2),
+            Frame::symbol("__kmalloc_cache_noprof", 0x244),
+            Frame::symbol("nvkm_vma_tail", 0x35),
+        ];
+        let kept: Vec<_> = without_tracer_frames(frames).into_iter().filter_map(|f| f.symbol).collect();
+        assert_eq!(kept, ["__kmalloc_cache_noprof", "nvkm_vma_tail"]);
     }
 
     #[test]

@@ -42,6 +42,9 @@ r=1
 while [ $r -le "$ROUNDS" ]; do
 	measure none
 
+	# Gone before the spawn: the redirection below truncates it only once the child runs,
+	# and wait_for must not find the previous round's "attached" line.
+	rm -f /tmp/lt.log
 	/bin/lt-spawn /locktrace trace --report-json /out/locktrace-round$r.json > /dev/null 2> /tmp/lt.log &
 	pid=$!
 	wait_for /tmp/lt.log '^locktrace: attached' $pid

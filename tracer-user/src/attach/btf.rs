@@ -1,7 +1,8 @@
-//! A minimal reader of the kernel's BTF (`/sys/kernel/btf/vmlinux`) for the two facts the
+//! A minimal reader of the kernel's BTF (`/sys/kernel/btf/vmlinux`) for the facts the
 //! kernel probes need at load time and aya's public `Btf` API does not expose: a struct
-//! member's byte offset (`task_struct.flags`) and an enumerator's value (6.x's generated
-//! `___GFP_*_BIT`s). Layout: `include/uapi/linux/btf.h`.
+//! member's byte offset (`task_struct.flags`), an enumerator's value (6.x's generated
+//! `___GFP_*_BIT`s) and a tracepoint argument's index (`gfp_flags` of `kmem:kmalloc`).
+//! Layout: `include/uapi/linux/btf.h`.
 use std::collections::HashMap;
 
 pub struct KernelBtf {
@@ -13,10 +14,12 @@ pub struct KernelBtf {
 }
 
 const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
 const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_ENUM: u32 = 6;
+const KIND_TYPEDEF: u32 = 8;
 const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VAR: u32 = 14;
 const KIND_DATASEC: u32 = 15;
@@ -93,6 +96,36 @@ impl KernelBtf {
         None
     }
 
+    /// Index of the first argument of type `type_name` (a typedef: `gfp_t`) of tracepoint
+    /// `name` as a BTF raw tracepoint sees it: in the prototype
+    /// `typedef void (*btf_trace_NAME)(void *__data, ...)`, after `__data`. By type, as
+    /// these prototypes keep no argument names in BTF.
+    pub fn tracepoint_arg_index(&self, name: &str, type_name: &str) -> Option<u32> {
+        let kind = |off: usize| (self.u32_at(off + 4) >> 24) & 0x1f;
+        let typedef = format!("btf_trace_{name}");
+        let &off = self
+            .types
+            .iter()
+            .skip(1)
+            .find(|&&off| kind(off) == KIND_TYPEDEF && self.name(self.u32_at(off)) == typedef)?;
+        let ptr = *self.types.get(self.u32_at(off + 8) as usize)?;
+        if kind(ptr) != KIND_PTR {
+            return None;
+        }
+        let proto = *self.types.get(self.u32_at(ptr + 8) as usize)?;
+        if kind(proto) != KIND_FUNC_PROTO {
+            return None;
+        }
+        let params = (self.u32_at(proto + 4) & 0xffff) as usize;
+        let index = (0..params).position(|i| {
+            let param_type = self.u32_at(proto + 12 + 8 * i + 4) as usize;
+            self.types.get(param_type).is_some_and(|&t| {
+                param_type != 0 && kind(t) == KIND_TYPEDEF && self.name(self.u32_at(t)) == type_name
+            })
+        })?;
+        u32::try_from(index.checked_sub(1)?).ok()
+    }
+
     /// Every enumerator whose name starts with `prefix`, with its value.
     pub fn enumerators(&self, prefix: &str) -> HashMap<String, i64> {
         let mut found = HashMap::new();
@@ -116,8 +149,21 @@ impl KernelBtf {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn host_btf_gives_the_gfp_argument_of_kmem_tracepoints() {
+        let btf = super::KernelBtf::from_sys_fs().expect("this host has kernel BTF (../shared/ENVIRONMENT.md)");
+        // (call_site, ptr, s, gfp_flags, node) since 6.1; kmalloc has bytes_req/alloc before.
+        let cache = btf.tracepoint_arg_index("kmem_cache_alloc", "gfp_t");
+        let kmalloc = btf.tracepoint_arg_index("kmalloc", "gfp_t");
+        assert!(cache.is_some_and(|i| (2..=5).contains(&i)), "{cache:?}");
+        assert!(kmalloc.is_some_and(|i| (2..=5).contains(&i)), "{kmalloc:?}");
+        assert_ne!(cache, kmalloc);
+        assert_eq!(btf.tracepoint_arg_index("kmem_cache_alloc", "no_such_type_t"), None);
+        assert_eq!(btf.tracepoint_arg_index("no_such_tracepoint", "gfp_t"), None);
+    }
+
+    #[test]
     fn host_btf_has_task_flags() {
-        let Some(btf) = super::KernelBtf::from_sys_fs() else { return };
+        let btf = super::KernelBtf::from_sys_fs().expect("this host has kernel BTF (../shared/ENVIRONMENT.md)");
         let offset = btf.member_offset("task_struct", "flags");
         assert!(offset.is_some_and(|off| off > 0 && off < 256), "{offset:?}");
     }

@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use aya::{
-    programs::{FEntry, FExit, KProbe, TracePoint},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, TracePoint},
     Btf, Ebpf,
 };
 
@@ -63,8 +63,9 @@ pub enum Hook {
         kprobe: &'static str,
         kretprobe: Option<&'static str>,
     },
-    /// A stable tracepoint (`category:name`) and its program.
-    Tracepoint { category: &'static str, name: &'static str, program: &'static str },
+    /// A stable tracepoint (`category:name`) and its program; `btf_program`, the same as a
+    /// BTF raw tracepoint (`tp_btf`), preferred in fentry mode: no trace record is built.
+    Tracepoint { category: &'static str, name: &'static str, program: &'static str, btf_program: Option<&'static str> },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -87,8 +88,15 @@ const fn func(
     ProbePoint { family, hook: Hook::Function { function, fentry, fexit, kprobe, kretprobe }, optional }
 }
 
-const fn tp(family: Family, category: &'static str, name: &'static str, program: &'static str, optional: bool) -> ProbePoint {
-    ProbePoint { family, hook: Hook::Tracepoint { category, name, program }, optional }
+const fn tp(
+    family: Family,
+    category: &'static str,
+    name: &'static str,
+    program: &'static str,
+    btf_program: Option<&'static str>,
+    optional: bool,
+) -> ProbePoint {
+    ProbePoint { family, hook: Hook::Tracepoint { category, name, program, btf_program }, optional }
 }
 
 use Family::{MmuNotifier, Mutex, Reclaim, Rwsem};
@@ -133,27 +141,34 @@ pub const KERNEL_ATTACH_TABLE: &[ProbePoint] = &[
     func(MmuNotifier, "__mmu_notifier_register", "fentry_mmu_notifier_register", None, "kprobe_mmu_notifier_register", None, false),
     func(Reclaim, "fs_reclaim_release", "fentry_fs_reclaim_release", None, "kprobe_fs_reclaim_release", None, true),
     func(Reclaim, "fs_reclaim_acquire", "fentry_fs_reclaim_acquire", None, "kprobe_fs_reclaim_acquire", None, true),
-    tp(Reclaim, "vmscan", "mm_vmscan_direct_reclaim_end", "tp_direct_reclaim_end", false),
-    tp(Reclaim, "vmscan", "mm_vmscan_direct_reclaim_begin", "tp_direct_reclaim_begin", false),
-    tp(Reclaim, "kmem", "kmalloc", "tp_kmalloc", false),
-    tp(Reclaim, "kmem", "kmalloc_node", "tp_kmalloc_node", true),
-    tp(Reclaim, "kmem", "kmem_cache_alloc", "tp_kmem_cache_alloc", false),
-    tp(Reclaim, "kmem", "kmem_cache_alloc_node", "tp_kmem_cache_alloc_node", true),
-    tp(Reclaim, "kmem", "mm_page_alloc", "tp_mm_page_alloc", false),
+    // family, category, tracepoint, classic program, BTF raw tracepoint program, optional
+    tp(Reclaim, "vmscan", "mm_vmscan_direct_reclaim_end", "tp_direct_reclaim_end", None, false),
+    tp(Reclaim, "vmscan", "mm_vmscan_direct_reclaim_begin", "tp_direct_reclaim_begin", None, false),
+    tp(Reclaim, "kmem", "kmalloc", "tp_kmalloc", Some("btf_kmalloc"), false),
+    tp(Reclaim, "kmem", "kmalloc_node", "tp_kmalloc_node", Some("btf_kmalloc_node"), true),
+    tp(Reclaim, "kmem", "kmem_cache_alloc", "tp_kmem_cache_alloc", Some("btf_kmem_cache_alloc"), false),
+    tp(Reclaim, "kmem", "kmem_cache_alloc_node", "tp_kmem_cache_alloc_node", Some("btf_kmem_cache_alloc_node"), true),
+    tp(Reclaim, "kmem", "mm_page_alloc", "tp_mm_page_alloc", Some("btf_mm_page_alloc"), false),
 ];
 
-/// Tracepoints whose `gfp_flags` offset the programs need, with the global that carries it.
-const GFP_FIELDS: &[(&str, &str, &str)] = &[
-    ("kmem", "kmalloc", "GFP_OFFSET_KMALLOC"),
-    ("kmem", "kmalloc_node", "GFP_OFFSET_KMALLOC_NODE"),
-    ("kmem", "kmem_cache_alloc", "GFP_OFFSET_KMEM_CACHE_ALLOC"),
-    ("kmem", "kmem_cache_alloc_node", "GFP_OFFSET_KMEM_CACHE_ALLOC_NODE"),
-    ("kmem", "mm_page_alloc", "GFP_OFFSET_MM_PAGE_ALLOC"),
-    ("vmscan", "mm_vmscan_direct_reclaim_begin", "GFP_OFFSET_DIRECT_RECLAIM_BEGIN"),
+/// Tracepoints whose `gfp_flags` the programs need: the global with its offset in the
+/// classic record, and the global with its argument index for the BTF raw tracepoint.
+const GFP_FIELDS: &[(&str, &str, &str, Option<&str>)] = &[
+    ("kmem", "kmalloc", "GFP_OFFSET_KMALLOC", Some("GFP_ARG_KMALLOC")),
+    ("kmem", "kmalloc_node", "GFP_OFFSET_KMALLOC_NODE", Some("GFP_ARG_KMALLOC_NODE")),
+    ("kmem", "kmem_cache_alloc", "GFP_OFFSET_KMEM_CACHE_ALLOC", Some("GFP_ARG_KMEM_CACHE_ALLOC")),
+    ("kmem", "kmem_cache_alloc_node", "GFP_OFFSET_KMEM_CACHE_ALLOC_NODE", Some("GFP_ARG_KMEM_CACHE_ALLOC_NODE")),
+    ("kmem", "mm_page_alloc", "GFP_OFFSET_MM_PAGE_ALLOC", Some("GFP_ARG_MM_PAGE_ALLOC")),
+    ("vmscan", "mm_vmscan_direct_reclaim_begin", "GFP_OFFSET_DIRECT_RECLAIM_BEGIN", None),
 ];
 
-/// Every program name of the table with the function its fentry/fexit form is loaded for
-/// (`None`: kprobe/kretprobe/tracepoint programs, loaded without a target).
+/// The record field, and the argument type, of a tracepoint's allocation flags.
+const GFP_FIELD: &str = "gfp_flags";
+const GFP_TYPE: &str = "gfp_t";
+
+/// Every program name of the table with the function its fentry/fexit form (or the
+/// tracepoint its tp_btf form) is loaded for (`None`: kprobe/kretprobe/tracepoint programs,
+/// loaded without a target).
 pub fn table_programs() -> Vec<(&'static str, Option<&'static str>)> {
     let mut programs = Vec::new();
     for point in KERNEL_ATTACH_TABLE {
@@ -168,7 +183,12 @@ pub fn table_programs() -> Vec<(&'static str, Option<&'static str>)> {
                     programs.push((kretprobe, None));
                 }
             }
-            Hook::Tracepoint { program, .. } => programs.push((program, None)),
+            Hook::Tracepoint { name, program, btf_program, .. } => {
+                programs.push((program, None));
+                if let Some(btf_program) = btf_program {
+                    programs.push((btf_program, Some(name)));
+                }
+            }
         }
     }
     let mut seen = HashSet::new();
@@ -210,9 +230,9 @@ pub fn format_field_offset(format: &str, field: &str) -> Option<u32> {
 pub fn kernel_globals() -> KernelGlobals {
     let mut globals = KernelGlobals::default();
     let events = tracefs_events();
-    for &(category, name, global) in GFP_FIELDS {
+    for &(category, name, global, _) in GFP_FIELDS {
         let path = format!("{events}/{category}/{name}/format");
-        match fs::read_to_string(&path).ok().and_then(|format| format_field_offset(&format, "gfp_flags")) {
+        match fs::read_to_string(&path).ok().and_then(|format| format_field_offset(&format, GFP_FIELD)) {
             Some(offset) => globals.u32s.push((global, offset)),
             None => globals.notes.push(format!("{category}:{name}: no gfp_flags field in {path}")),
         }
@@ -221,6 +241,11 @@ pub fn kernel_globals() -> KernelGlobals {
         globals.notes.push("no kernel BTF: memalloc_nofs/noreclaim scopes not checked for fs_reclaim".into());
         return globals;
     };
+    for &(_, name, _, arg_global) in GFP_FIELDS {
+        if let (Some(global), Some(index)) = (arg_global, btf.tracepoint_arg_index(name, GFP_TYPE)) {
+            globals.u32s.push((global, index));
+        }
+    }
     match btf.member_offset("task_struct", "flags") {
         Some(offset) => globals.u32s.push(("TASK_FLAGS_OFFSET", offset)),
         None => globals.notes.push("task_struct.flags not in BTF: memalloc scopes not checked".into()),
@@ -348,6 +373,18 @@ impl Attacher<'_> {
         self.kprobe(function, kprobe)
     }
 
+    fn btf_tracepoint(&mut self, name: &str, program_name: &str) -> Result<(), String> {
+        let btf = self.btf.as_ref().ok_or("no kernel BTF")?;
+        let program: &mut BtfTracePoint = self
+            .ebpf
+            .program_mut(program_name)
+            .ok_or_else(|| format!("{program_name} missing from the object"))?
+            .try_into()
+            .map_err(|err| error_chain(&err))?;
+        program.load(name, btf).map_err(|err| format!("loading {program_name}: {}", error_chain(&err)))?;
+        program.attach().map(drop).map_err(|err| format!("attaching {program_name}: {}", error_chain(&err)))
+    }
+
     fn tracepoint(&mut self, category: &str, name: &str, program_name: &str) -> Result<(), String> {
         let program: &mut TracePoint = self
             .ebpf
@@ -393,6 +430,8 @@ pub fn attach_kernel_probes(
     }
     let functions = kallsyms_functions();
     let btf = if use_fentry { Some(Btf::from_sys_fs().context("reading kernel BTF")?) } else { None };
+    // Our reader, for what aya's `Btf` does not expose (tracepoint prototypes).
+    let kernel_btf = if use_fentry { KernelBtf::from_sys_fs() } else { None };
     let mut attacher = Attacher { ebpf, btf, loaded_kprobes: HashSet::new() };
     let mut lock_ops = 0usize;
     let mut per_family: HashMap<&str, usize> = HashMap::new();
@@ -437,15 +476,30 @@ pub fn attach_kernel_probes(
                     Err(err) => report.skipped(format!("{family}: {function}"), err),
                 }
             }
-            Hook::Tracepoint { category, name, program } => {
+            Hook::Tracepoint { category, name, program, btf_program } => {
                 let what = format!("{family}: tracepoint {category}:{name}");
                 if !Path::new(tracefs_events()).join(category).join(name).exists() {
                     report.skipped(what, format!("no such tracepoint ({expected})"));
                     continue;
                 }
-                match attacher.tracepoint(category, name, program) {
-                    Ok(()) => {
-                        report.attached(what);
+                // As a BTF raw tracepoint when fentry is in use and the program can find its
+                // argument (kernel_globals set the index from the same prototype).
+                let btf_program = btf_program.filter(|_| {
+                    kernel_btf.as_ref().is_some_and(|btf| btf.tracepoint_arg_index(name, GFP_TYPE).is_some())
+                });
+                let attached = match btf_program {
+                    Some(btf_program) => match attacher.btf_tracepoint(name, btf_program) {
+                        Ok(()) => Ok(format!("{family}: tp_btf {category}:{name}")),
+                        Err(err) => {
+                            log::info!("tp_btf {name} failed ({err}); using the classic tracepoint");
+                            attacher.tracepoint(category, name, program).map(|()| what.clone())
+                        }
+                    },
+                    None => attacher.tracepoint(category, name, program).map(|()| what.clone()),
+                };
+                match attached {
+                    Ok(how) => {
+                        report.attached(how);
                         *per_family.entry(family).or_default() += 1;
                     }
                     Err(err) => report.skipped(what, err),
