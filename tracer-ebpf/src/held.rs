@@ -306,6 +306,7 @@ fn record_dependencies(task: &Task, stack: &HeldStack, new: &LockRef, new_stack_
 /// [`record_dependencies`] with the stack, the costly part, walked only when some
 /// dependency is new: in steady state every acquire finds its dependencies known (every
 /// allocation under a lock its `held → fs_reclaim`) and walks nothing.
+#[inline(always)] // one call level less: kprobe programs are near the 512-byte combined stack limit
 fn record_dependencies_lazily<C: StackIdContext>(ctx: &C, task: &Task, stack: &HeldStack, new: &LockRef) {
     if scan_dependencies(task, stack, new, -1, SCAN_PROBE) {
         let stack_id = stack_id(ctx, 0);

@@ -142,10 +142,9 @@ pub fn downgrade(lock: u64) {
     held::downgrade(&task, lock);
 }
 
-/// The return address at a kprobe on a function's entry, `[sp]` (x86-64), or 0. Some
-/// kernels' unwinders lose a module caller from a kprobe at entry (Debian 6.1 gives
-/// `mutex_lock, __x64_sys_ioctl` for a mutex taken in a module's ioctl), so the daemon puts
-/// this frame back when a stack lacks it.
+/// The return address at a kprobe on a function's entry, `[sp]` (x86-64), or 0: the call
+/// site, which keys the site's stack (`held::site_stack_id`); the daemon also puts it back
+/// should a stack lack it.
 #[inline(always)]
 pub fn kprobe_caller(ctx: &ProbeContext) -> u64 {
     // SAFETY: `regs` is the probe's register context; the kernel read is checked by the helper.

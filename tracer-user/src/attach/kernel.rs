@@ -365,8 +365,8 @@ impl Attacher<'_> {
     fn kprobes(&mut self, function: &str, kprobe: &'static str, kretprobe: Option<&'static str>) -> Result<(), String> {
         // The kretprobe first: probes on one address run newest first, so the entry probe
         // then runs before the kretprobe swaps the return address for its trampoline, and
-        // sees the real caller and a stack the unwinder can walk (Debian 6.1 loses the
-        // module frames behind `arch_rethook_trampoline`).
+        // reads the real caller at `[sp]` (the key of the call site's stack), not the
+        // trampoline.
         if let Some(kretprobe) = kretprobe {
             self.kprobe(function, kretprobe)?;
         }
