@@ -39,6 +39,10 @@ pub static STACK_OWNER: Array<u64> = Array::with_max_entries(STACK_BUCKETS, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
+/// The traced pthread library is glibc (x86-64 `pthread_mutex_t` layout known): 1.
+#[no_mangle]
+pub static GLIBC_MUTEX_LAYOUT: u32 = 0;
+
 /// Load-time filters and switches, set with `EbpfLoader::override_global`.
 /// Only trace this thread group (0: all).
 #[no_mangle]

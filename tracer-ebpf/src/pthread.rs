@@ -8,7 +8,10 @@ use aya_ebpf::{
 };
 use tracer_common::{class_source, flags, kind};
 
-use crate::held::{self, current_task, LockRef};
+use crate::{
+    held::{self, current_task, LockRef},
+    maps::{global, GLIBC_MUTEX_LAYOUT},
+};
 
 fn lock_arg(ctx: &ProbeContext) -> Option<u64> {
     ctx.arg::<u64>(0).filter(|lock| *lock != 0)
@@ -27,9 +30,45 @@ fn caller(ctx: &ProbeContext) -> u64 {
     }
 }
 
+/// The head of glibc's x86-64 `pthread_mutex_t` (`struct __pthread_mutex_s`): `__lock`,
+/// `__count` (recursion depth), `__owner` (tid), `__nusers`, `__kind`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct MutexHead {
+    lock: i32,
+    count: u32,
+    owner: i32,
+    nusers: u32,
+    kind: i32,
+}
+
+/// `PTHREAD_MUTEX_RECURSIVE_NP`, in the low bits of `__kind` (robust and PI mutexes add
+/// flag bits above them).
+const MUTEX_TYPE_MASK: i32 = 3;
+const MUTEX_RECURSIVE: i32 = 1;
+
+/// The mutex's head if it is a recursive glibc mutex, read from the process (never
+/// written). Other libcs lay the mutex out differently: nothing is read.
+#[inline(always)]
+fn recursive_mutex(lock: u64) -> Option<MutexHead> {
+    if global(&GLIBC_MUTEX_LAYOUT) == 0 {
+        return None;
+    }
+    // SAFETY: a checked read of user memory into a local copy.
+    let head = unsafe { bpf_probe_read_user(lock as *const MutexHead) }.ok()?;
+    (head.kind & MUTEX_TYPE_MASK == MUTEX_RECURSIVE).then_some(head)
+}
+
 fn try_acquire(ctx: &ProbeContext, lock_kind: u32, lock_flags: u32) -> Option<()> {
     let task = current_task()?;
     let lock = lock_arg(ctx)?;
+    // Its owner taking a recursive mutex again only counts up: no wait, no dependency, and
+    // nothing to hold (the outermost acquisition is held until the outermost unlock).
+    if lock_kind == kind::PTHREAD_MUTEX
+        && recursive_mutex(lock).is_some_and(|head| head.owner as u32 == task.tid)
+    {
+        return None;
+    }
     let new = LockRef {
         lock,
         class: lock,
@@ -54,6 +93,10 @@ fn try_acquire_returned(ctx: &RetProbeContext) -> Option<()> {
 fn try_release(ctx: &ProbeContext, lock_kind: u32) -> Option<()> {
     let task = current_task()?;
     let lock = lock_arg(ctx)?;
+    // An inner unlock of a recursive mutex (the count is read before glibc lowers it).
+    if lock_kind == kind::PTHREAD_MUTEX && recursive_mutex(lock).is_some_and(|head| head.count > 1) {
+        return None;
+    }
     held::release(&task, lock, lock_kind);
     Some(())
 }

@@ -21,6 +21,9 @@ pub struct LoadOptions {
     /// `--module NAME`: keep only kernel dependencies with a side acquired from this
     /// module's text (within a few stack frames). The module must be loaded.
     pub module: Option<String>,
+    /// The traced pthread library is glibc, whose `pthread_mutex_t` layout the uprobes read
+    /// to see a recursive mutex taken again by its owner.
+    pub glibc_mutexes: bool,
 }
 
 pub fn load(options: &LoadOptions) -> Result<Ebpf> {
@@ -42,6 +45,7 @@ pub fn load(options: &LoadOptions) -> Result<Ebpf> {
         log::debug!("kernel probes: {note}");
     }
     let self_tgid = std::process::id();
+    let glibc_mutexes = u32::from(options.glibc_mutexes);
     let mut loader = EbpfLoader::new();
     loader
         .override_global("FILTER_PID", &options.pid, true)
@@ -49,7 +53,8 @@ pub fn load(options: &LoadOptions) -> Result<Ebpf> {
         .override_global("FILTER_COMM", &comm, true)
         .override_global("FILTER_SELF_TGID", &self_tgid, true)
         .override_global("FILTER_MODULE_START", &module_start, true)
-        .override_global("FILTER_MODULE_END", &module_end, true);
+        .override_global("FILTER_MODULE_END", &module_end, true)
+        .override_global("GLIBC_MUTEX_LAYOUT", &glibc_mutexes, true);
     for (name, value) in &kernel.u32s {
         loader.override_global(name, value, true);
     }

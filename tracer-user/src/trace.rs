@@ -150,6 +150,9 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
         ringbuf_bytes: args.ringbuf_kib.map(|kib| kib * 1024),
         comm: args.comm.clone(),
         module: args.module.clone(),
+        glibc_mutexes: args.user
+            && attach::pthread::pthread_target(args.binary.as_deref(), args.pid)
+                .is_ok_and(|target| attach::pthread::is_glibc(&target)),
     };
     let probes = Probes {
         kernel: trace_kernel,

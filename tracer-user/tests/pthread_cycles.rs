@@ -115,6 +115,23 @@ fn nesting_adds_only_the_innermost_dependency_like_lockdep() {
 }
 
 #[test]
+fn a_recursive_mutex_taken_again_by_its_owner_is_no_dependency() {
+    // R, R, B, unlock B, unlock R (inner), C, unlock C, unlock R, D: R -> B and R -> C (R
+    // stays held until its outermost unlock), nothing for the re-entry, nothing for D.
+    let traced = trace_two_locks("recursive");
+    assert_eq!(traced.report["recursive"].as_array().map(Vec::len), Some(0), "{}", traced.report);
+    let mut edges: Vec<(String, String)> = traced.report["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|edge| (edge["from"].as_str().unwrap().to_string(), edge["to"].as_str().unwrap().to_string()))
+        .collect();
+    edges.sort();
+    let expected = [("lock_r", "lock_b"), ("lock_r", "lock_c")].map(|(a, b)| (a.to_string(), b.to_string()));
+    assert_eq!(edges, expected, "{}", traced.report);
+}
+
+#[test]
 fn no_deadlock_reports_none() {
     // Both threads run to completion: no deadlock in progress may be reported.
     let traced = trace_two_locks("ordered");

@@ -65,6 +65,13 @@ pub fn pthread_target(binary: Option<&Path>, pid: Option<u32>) -> Result<PathBuf
         .ok_or_else(|| anyhow!("no libc mapped in {maps_path}; pass --binary for a static program"))
 }
 
+/// Whether `path` is glibc or a program linked against it (its symbol versions name
+/// `GLIBC_2.*`): the uprobes may then read glibc's `pthread_mutex_t` fields.
+pub fn is_glibc(path: &Path) -> bool {
+    const MARK: &[u8] = b"GLIBC_2.";
+    fs::read(path).is_ok_and(|bytes| bytes.windows(MARK.len()).any(|window| window == MARK))
+}
+
 pub fn attach_pthread_probes(
     ebpf: &mut Ebpf,
     target: &Path,
