@@ -40,6 +40,9 @@ impl LockKind {
 pub enum NameSource {
     /// The name argument of `__mutex_init`/`__init_rwsem`, as lockdep names classes.
     InitName,
+    /// The function whose `pthread_mutex_init`/`pthread_rwlock_init` call initialised the
+    /// lock (user locks: one class per initialisation site).
+    InitSite,
     /// The symbol of a static lock.
     Symbol,
     /// Named after the function that takes it (no better name known).

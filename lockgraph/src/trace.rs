@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! # declare a class (optional): kind mutex|rwsem|pseudo|pthread_mutex|pthread_rwlock,
-//! # naming init_name|symbol|acquire_site|pseudo|lockdep|given (defaults: mutex, given)
+//! # naming init_name|init_site|symbol|acquire_site|pseudo|lockdep|given (defaults: mutex, given)
 //! {"type":"class","name":"&vmm->mutex","kind":"mutex","naming":"init_name"}
 //! # a dependency held -> new, seen `count` times; all fields but held/new optional;
 //! # `modes` lists further held/new read-write pairs seen ("w/w","w/r","r/w","r/r");

@@ -76,6 +76,10 @@ pub mod class_source {
     pub const INSTANCE: u32 = 2;
     /// A fixed pseudo-lock id (see [`super::pseudo`]).
     pub const PSEUDO: u32 = 3;
+    /// The return address of the `pthread_mutex_init`/`pthread_rwlock_init` call that
+    /// initialised a user lock: one class per initialisation site, as lockdep has one per
+    /// `mutex_init()` call.
+    pub const INIT_SITE: u32 = 4;
 }
 
 /// Class ids of lockdep's pseudo-locks.

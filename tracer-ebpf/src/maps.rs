@@ -39,6 +39,20 @@ pub static STACK_OWNER: Array<u64> = Array::with_max_entries(STACK_BUCKETS, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
+/// A user lock, by process: the key of [`USER_LOCK_CLASS`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct UserLock {
+    pub lock: u64,
+    pub tgid: u32,
+    pub _pad: u32,
+}
+
+/// User lock -> its initialisation site (`class_source::INIT_SITE`), learnt at
+/// `pthread_mutex_init`/`pthread_rwlock_init`, forgotten at `*_destroy`.
+#[map]
+pub static USER_LOCK_CLASS: LruHashMap<UserLock, u64> = LruHashMap::with_max_entries(65536, 0);
+
 /// The traced pthread library is glibc (x86-64 `pthread_mutex_t` layout known): 1.
 #[no_mangle]
 pub static GLIBC_MUTEX_LAYOUT: u32 = 0;

@@ -1,5 +1,7 @@
 //! User-space locks: uprobes and uretprobes on glibc's pthread mutex and rwlock functions.
-//! Class ids are lock addresses, scoped to the thread group (addresses are per process).
+//! Classes are scoped to the thread group (addresses are per process): a lock initialised
+//! by `pthread_*_init` while tracing belongs to its initialisation site's class, as a
+//! kernel lock to its `mutex_init()` call's; any other lock is a class of its own.
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
     helpers::bpf_probe_read_user,
@@ -10,7 +12,7 @@ use tracer_common::{class_source, flags, kind};
 
 use crate::{
     held::{self, current_task, LockRef},
-    maps::{global, GLIBC_MUTEX_LAYOUT},
+    maps::{global, UserLock, GLIBC_MUTEX_LAYOUT, USER_LOCK_CLASS},
 };
 
 fn lock_arg(ctx: &ProbeContext) -> Option<u64> {
@@ -69,11 +71,17 @@ fn try_acquire(ctx: &ProbeContext, lock_kind: u32, lock_flags: u32) -> Option<()
     {
         return None;
     }
+    let key = UserLock { lock, tgid: task.pid, _pad: 0 };
+    // SAFETY: plain map value.
+    let (class, source) = match unsafe { USER_LOCK_CLASS.get(key) } {
+        Some(&site) => (site, class_source::INIT_SITE),
+        None => (lock, class_source::INSTANCE),
+    };
     let new = LockRef {
         lock,
-        class: lock,
+        class,
         kind: lock_kind,
-        class_source: class_source::INSTANCE,
+        class_source: source,
         flags: lock_flags,
         scope: task.pid,
         caller: caller(ctx),
@@ -99,6 +107,38 @@ fn try_release(ctx: &ProbeContext, lock_kind: u32) -> Option<()> {
     }
     held::release(&task, lock, lock_kind);
     Some(())
+}
+
+fn try_lock_init(ctx: &ProbeContext) -> Option<()> {
+    let task = current_task()?;
+    let lock = lock_arg(ctx)?;
+    let site = caller(ctx);
+    if site == 0 {
+        return None;
+    }
+    let _ = USER_LOCK_CLASS.insert(UserLock { lock, tgid: task.pid, _pad: 0 }, site, 0);
+    Some(())
+}
+
+fn try_lock_destroy(ctx: &ProbeContext) -> Option<()> {
+    let task = current_task()?;
+    let lock = lock_arg(ctx)?;
+    let _ = USER_LOCK_CLASS.remove(UserLock { lock, tgid: task.pid, _pad: 0 });
+    Some(())
+}
+
+/// `pthread_mutex_init` / `pthread_rwlock_init`: the lock joins its call site's class.
+#[uprobe]
+pub fn pthread_lock_init(ctx: ProbeContext) -> u32 {
+    let _ = try_lock_init(&ctx);
+    0
+}
+
+/// `pthread_mutex_destroy` / `pthread_rwlock_destroy`: the memory may become another lock.
+#[uprobe]
+pub fn pthread_lock_destroy(ctx: ProbeContext) -> u32 {
+    let _ = try_lock_destroy(&ctx);
+    0
 }
 
 #[uprobe]

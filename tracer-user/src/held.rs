@@ -258,6 +258,9 @@ fn class_name(maps: &HeldMaps, symbols: &mut Symbols, held: &HeldLock, user_pid:
             "mmu_notifier_invalidate_range_start".into()
         }
         class_source::INIT_KEY => maps.class_name(class).unwrap_or_else(|| format!("class@{class:#x}")),
+        class_source::INIT_SITE if user_pid.is_some() => {
+            crate::ingest::init_site_name(symbols, user_pid.unwrap_or_default(), class)
+        }
         _ => {
             let symbol = match user_pid {
                 Some(pid) => symbols.user_data_symbol(pid, lock),

@@ -187,12 +187,21 @@ impl Ingest {
                     ClassInfo::new(name, kind, NameSource::InitName),
                 )
             }
+            class_source::INIT_SITE => self.init_site_class(raw, kind),
             _ => self.instance_class(raw, kind, stack),
         };
         let id = self.graph.class(key, info);
         self.resolved.insert((raw.scope, identity, raw.source), id);
         self.by_raw_class.insert((raw.scope, raw.class), id);
         id
+    }
+
+    /// A user lock initialised while tracing: the class of its `pthread_*_init` call site,
+    /// named `init@FUNCTION+OFFSET` (the return address of that call, in the process).
+    fn init_site_class(&mut self, raw: &RawLock, kind: LockKind) -> (ClassKey, ClassInfo) {
+        let key = ClassKey::Id { source: class_source::INIT_SITE, id: raw.class ^ (u64::from(raw.scope) << 48) };
+        let name = init_site_name(&mut self.symbols, raw.scope, raw.class);
+        (key, ClassInfo::new(name, kind, NameSource::InitSite))
     }
 
     /// A lock whose initialisation was not seen: a static lock by its symbol, any other by
@@ -274,6 +283,15 @@ fn without_tracer_frames(frames: Vec<Frame>) -> Vec<Frame> {
     match first_real {
         Some(start) => frames.into_iter().skip(start).filter(|frame| !is_tracer(frame)).collect(),
         None => frames,
+    }
+}
+
+/// The name of the class of user locks initialised at `site` in process `pid`.
+pub fn init_site_name(symbols: &mut Symbols, pid: u32, site: u64) -> String {
+    let frame = symbols.user_frames(pid, &[site]).pop();
+    match frame.and_then(|frame| Some((frame.symbol?, frame.offset))) {
+        Some((symbol, offset)) => format!("init@{symbol}+{offset:#x}"),
+        None => format!("init@{site:#x}"),
     }
 }
 

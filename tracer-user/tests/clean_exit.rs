@@ -12,24 +12,29 @@ use std::{
 
 use common::{assert_root, wait_for_stderr};
 
-/// Names (as the kernel truncates them, 15 bytes) of the programs of our object.
-fn our_program_names() -> BTreeSet<String> {
-    ["pthread_mutex_l", "pthread_acquire", "pthread_rwlock_", "sched_process_e"].iter().map(|s| s.to_string()).collect()
+/// Ids of the BPF programs a process holds file descriptors of (`prog_id:` in fdinfo):
+/// exactly its own, whatever else loads programs on this machine meanwhile.
+fn program_ids_held_by(pid: u32) -> BTreeSet<u32> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return BTreeSet::new();
+    };
+    fds.filter_map(Result::ok)
+        .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
+        .flat_map(|info| {
+            info.lines()
+                .filter_map(|line| line.strip_prefix("prog_id:")?.trim().parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }
 
-/// Ids of loaded programs that carry our programs' names.
-fn tracer_program_ids() -> BTreeSet<u32> {
-    let ours = our_program_names();
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter(|program| program.name_as_str().is_some_and(|name| ours.iter().any(|ours| name.starts_with(ours.as_str()))))
-        .map(|program| program.id())
-        .collect()
+/// Ids of every loaded program.
+fn loaded_program_ids() -> BTreeSet<u32> {
+    aya::programs::loaded_programs().filter_map(Result::ok).map(|program| program.id()).collect()
 }
 
 /// Starts a tracer, stops it with `signal`, returns the ids of its programs still loaded.
 fn programs_left_after(signal: i32) -> BTreeSet<u32> {
-    let before = tracer_program_ids();
     let mut child = Command::new(env!("CARGO_BIN_EXE_locktrace"))
         .args(["trace", "--user"])
         .stdout(Stdio::null())
@@ -37,8 +42,7 @@ fn programs_left_after(signal: i32) -> BTreeSet<u32> {
         .spawn()
         .unwrap();
     let stderr = wait_for_stderr(&mut child, "locktrace: attached");
-    // Program ids are never reused, so the new ones are this tracer's.
-    let its_programs: BTreeSet<u32> = tracer_program_ids().difference(&before).copied().collect();
+    let its_programs = program_ids_held_by(child.id());
     assert!(!its_programs.is_empty(), "the tracer's programs should be loaded while it runs");
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, signal) };
@@ -50,7 +54,8 @@ fn programs_left_after(signal: i32) -> BTreeSet<u32> {
     }
     // Program release after the last fd closes is immediate, but give the kernel a moment.
     thread::sleep(Duration::from_millis(200));
-    tracer_program_ids().intersection(&its_programs).copied().collect()
+    // Program ids are never reused: one still loaded is one of the tracer's.
+    loaded_program_ids().intersection(&its_programs).copied().collect()
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! User-space lock order on the host: two threads taking two global mutexes (one after the
 //! other, so nothing hangs) are reported as a possible deadlock with symbolized user stacks
-//! when the orders are opposite, and not when they agree or the inversion is a trylock.
+//! when the orders are opposite, and not when they agree or the inversion is a trylock;
+//! heap locks are classed by their initialisation site, as lockdep classes kernel locks.
 mod common;
 
 use common::{assert_root, compile, scratch_dir, Target, Tracer};
@@ -11,9 +12,13 @@ struct Traced {
 }
 
 fn trace_two_locks(mode: &str) -> Traced {
+    trace_program("two_locks", mode)
+}
+
+fn trace_program(program: &str, mode: &str) -> Traced {
     assert_root();
-    let dir = scratch_dir(&format!("cycles-{mode}"));
-    let binary = compile(&dir, "two_locks", None);
+    let dir = scratch_dir(&format!("cycles-{program}-{mode}"));
+    let binary = compile(&dir, program, None);
     let target = Target::start(&binary, &[mode]);
     let json_path = dir.join("report.json");
     let text_path = dir.join("report.txt");
@@ -129,6 +134,26 @@ fn a_recursive_mutex_taken_again_by_its_owner_is_no_dependency() {
     edges.sort();
     let expected = [("lock_r", "lock_b"), ("lock_r", "lock_c")].map(|(a, b)| (a.to_string(), b.to_string()));
     assert_eq!(edges, expected, "{}", traced.report);
+}
+
+#[test]
+fn locks_initialised_at_one_site_are_one_class_like_lockdep() {
+    // Two heap pairs locked in opposite orders: no instance inverts, the classes do.
+    let traced = trace_program("instances", "inverted");
+    let cycles = unguarded_cycles(&traced.report);
+    assert_eq!(cycles.len(), 1, "{}", traced.report);
+    let mut classes: Vec<&str> = cycles[0]["classes"].as_array().unwrap().iter().filter_map(|c| c.as_str()).collect();
+    classes.sort();
+    assert_eq!(classes.len(), 2, "{}", traced.report);
+    assert!(classes.iter().all(|name| name.starts_with("init@make_pair+0x")), "{classes:?}");
+    assert_ne!(classes[0], classes[1]);
+    let naming: Vec<&str> = traced.report["classes"].as_array().unwrap().iter().filter_map(|c| c["naming"].as_str()).collect();
+    assert!(naming.iter().all(|n| *n == "init_site"), "{naming:?}");
+    assert!(traced.text.contains("init@make_pair+0x"), "{}", traced.text);
+    // The same order for both pairs: one class-level dependency, no cycle.
+    let traced = trace_program("instances", "same");
+    assert!(unguarded_cycles(&traced.report).is_empty(), "{}", traced.report);
+    assert_eq!(traced.report["edges"].as_array().unwrap().len(), 1, "{}", traced.report);
 }
 
 #[test]

@@ -15,6 +15,12 @@ use super::AttachReport;
 
 /// (program in the object, symbol it is attached to, optional on this libc?)
 const PTHREAD_ATTACH_TABLE: &[(&str, &str, bool)] = &[
+    // Initialisation first: a lock initialised once tracing starts is never seen without
+    // its class.
+    ("pthread_lock_init", "pthread_mutex_init", false),
+    ("pthread_lock_init", "pthread_rwlock_init", true),
+    ("pthread_lock_destroy", "pthread_mutex_destroy", true),
+    ("pthread_lock_destroy", "pthread_rwlock_destroy", true),
     ("pthread_mutex_lock", "pthread_mutex_lock", false),
     ("pthread_mutex_lock", "pthread_mutex_timedlock", true),
     ("pthread_mutex_lock", "pthread_mutex_clocklock", true),
