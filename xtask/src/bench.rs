@@ -1,7 +1,10 @@
 //! `cargo xtask bench`: ratios measured side by side in one run, medians of alternating runs.
-use std::process::Command;
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+};
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 
 use crate::{build, command_output, fuzz, vm, workspace_root};
 
@@ -27,7 +30,7 @@ fn ingest_once(binary: &std::path::Path, events: u64) -> Result<(f64, f64)> {
     Ok((field("events_per_s")?, field("peak_rss_kib")?))
 }
 
-pub fn bench() -> Result<()> {
+pub fn bench(host_only: bool) -> Result<()> {
     let binary = build()?;
     // Daemon ingest: 10^6 and 10^7 records alternating; equal peak RSS shows memory follows
     // classes and edges, not events.
@@ -49,11 +52,99 @@ pub fn bench() -> Result<()> {
         large_rss / small_rss
     );
     println!("bench: 10^6-record ingest rate {:.2e} events/s", median(&mut small_rate));
+    user_overhead(&binary)?;
+    if host_only {
+        println!("bench: --host-only: kernel overhead (VM) and fuzzing NOT run");
+        return Ok(());
+    }
     for kernel in ["6.12", "6.1"] {
         kernel_overhead(&binary, kernel)?;
     }
     fuzz(20)?;
     Ok(())
+}
+
+/// Threads and seconds of one `tests/bench/pthread_loop` run.
+const USER_LOOP_ARGS: [&str; 2] = ["2", "2"];
+
+/// User-space overhead on the host itself (uprobes work here; real hardware, no emulation):
+/// `tests/bench/pthread_loop` alone and under `locktrace trace --user --pid`, alternating.
+fn user_overhead(binary: &Path) -> Result<()> {
+    let root = workspace_root();
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let program = dir.join("pthread_loop");
+    crate::run_checked(
+        Command::new("gcc")
+            .args(["-O2", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
+            .arg(&program)
+            .arg(root.join("tests/bench/pthread_loop.c")),
+    )
+    .context("building tests/bench/pthread_loop.c")?;
+    let (mut none, mut traced) = (Vec::new(), Vec::new());
+    let mut summary = String::new();
+    for _ in 0..ROUNDS {
+        none.push(user_loop_once(&program, None)?.0);
+        let (ops, tracer_summary) = user_loop_once(&program, Some(binary))?;
+        traced.push(ops);
+        summary = tracer_summary;
+    }
+    let (none, traced) = (median(&mut none), median(&mut traced));
+    println!(
+        "bench: host user space (pthread_loop {} threads, nested mutex pair): lock pairs/s median of {ROUNDS} \
+         alternating rounds: none {none:.0}, locktrace --user {traced:.0}; locktrace/none = {:.3}",
+        USER_LOOP_ARGS[0],
+        traced / none
+    );
+    println!("bench: host user space: last traced round: {summary}");
+    Ok(())
+}
+
+/// One run of the loop, under `tracer` if given: (lock pairs/s, the tracer's summary line).
+fn user_loop_once(program: &Path, tracer: Option<&Path>) -> Result<(f64, String)> {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let mut child = Command::new(program)
+        .args(USER_LOOP_ARGS)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting pthread_loop")?;
+    let mut lines = BufReader::new(child.stdout.take().context("pthread_loop stdout")?).lines();
+    let pid = lines.next().context("pthread_loop printed no pid")??;
+    let mut tracer_child = None;
+    if let Some(tracer) = tracer {
+        let mut traced = Command::new(tracer)
+            .args(["trace", "--user", "--pid", pid.trim()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting locktrace")?;
+        let mut stderr = BufReader::new(traced.stderr.take().context("locktrace stderr")?);
+        let mut line = String::new();
+        while !line.starts_with("locktrace: attached") {
+            line.clear();
+            if stderr.read_line(&mut line)? == 0 {
+                bail!("locktrace exited before attaching");
+            }
+        }
+        tracer_child = Some((traced, stderr));
+    }
+    child.stdin.take().context("pthread_loop stdin")?.write_all(b"g")?;
+    let ops: f64 = lines
+        .find_map(|line| line.ok()?.strip_prefix("ops_per_s=")?.trim().parse().ok())
+        .context("pthread_loop printed no ops_per_s")?;
+    child.wait()?;
+    let mut summary = String::new();
+    if let Some((traced, mut stderr)) = tracer_child {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(traced.id() as i32, libc::SIGINT) };
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut rest)?;
+        let mut traced = traced;
+        traced.wait()?;
+        summary = rest.lines().find(|line| line.contains("detached")).unwrap_or("").to_string();
+    }
+    Ok((ops, summary))
 }
 
 /// Runs tests/scenarios/bench-kernel in the VM: the workload with no tracer, locktrace and

@@ -44,8 +44,13 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
-    /// Measure: daemon ingest throughput and memory, kernel overhead in the VM, a short fuzz run.
-    Bench,
+    /// Measure: daemon ingest throughput and memory, user-space overhead on the host, kernel
+    /// overhead in the VM, a short fuzz run.
+    Bench {
+        /// Only what runs on the host (ingest, user-space overhead): no VM, no fuzzing.
+        #[arg(long)]
+        host_only: bool,
+    },
     /// The one-minute demo: the nouveau svmm/vmm deadlock found on a production 6.12 kernel.
     Demo,
     /// Check a scenario's `expect` file against the results of an earlier `vm` run.
@@ -96,7 +101,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             println!("check: {} holds for {}", scenario.join("expect").display(), out.display());
             Ok(())
         }
-        Task::Bench => bench::bench(),
+        Task::Bench { host_only } => bench::bench(host_only),
         Task::Vm { kernel, scenario, out, tracer_args, timeout } => {
             let locktrace_bin = build()?;
             let outcome = vm::run_vm(&vm::VmOptions {
