@@ -567,9 +567,6 @@ fn pop_tombstones(stack: &mut HeldStack) {
     }
 }
 
-/// A lockdep-style "acquire and release at once" of a pseudo-lock (`fs_reclaim` at an
-/// allocation that may recurse into the filesystem): dependencies from every held lock, no
-/// held state left behind. Cheap when the task holds nothing (no map insert).
 /// Whether the task holds (or waits for) any lock: most allocations happen with none.
 #[inline(always)]
 pub fn holds_locks(task: &Task) -> bool {
@@ -577,6 +574,9 @@ pub fn holds_locks(task: &Task) -> bool {
     HELD.get_ptr(task.tid).is_some_and(|stack| unsafe { (*stack).depth } > 0)
 }
 
+/// A lockdep-style "acquire and release at once" of a pseudo-lock (`fs_reclaim` at an
+/// allocation that may recurse into the filesystem): dependencies from every held lock, no
+/// held state left behind. Cheap when the task holds nothing (no map insert).
 pub fn acquire_release<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef) {
     count(counter::LOCK_OPS);
     let Some(stack) = HELD.get_ptr_mut(task.tid) else {

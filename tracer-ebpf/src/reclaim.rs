@@ -51,9 +51,18 @@ fn current_flags() -> Option<u32> {
 /// whether `PF_MEMALLOC` suppresses it (not inside reclaim itself, which sets it).
 #[inline(always)]
 fn takes_fs_reclaim(gfp: u32, pf_memalloc: bool) -> bool {
-    if gfp & global(&GFP_DIRECT_RECLAIM) == 0 || gfp & global(&GFP_FS) == 0 {
-        return false;
-    }
+    may_reclaim_fs(gfp) && reclaim_allowed(pf_memalloc)
+}
+
+/// The gfp half: `__GFP_DIRECT_RECLAIM` and `__GFP_FS`.
+#[inline(always)]
+fn may_reclaim_fs(gfp: u32) -> bool {
+    gfp & global(&GFP_DIRECT_RECLAIM) != 0 && gfp & global(&GFP_FS) != 0
+}
+
+/// The task half: no `memalloc_nofs`/`noio` scope (nor `PF_MEMALLOC`, if it counts).
+#[inline(always)]
+fn reclaim_allowed(pf_memalloc: bool) -> bool {
     let mut mask = global(&PF_MEMALLOC_NOFS_NOIO);
     if pf_memalloc {
         mask |= global(&PF_MEMALLOC);
@@ -65,13 +74,13 @@ fn takes_fs_reclaim(gfp: u32, pf_memalloc: bool) -> bool {
 /// reclaim. Cheapest tests first: this runs on every allocation in the system.
 #[inline(always)]
 fn allocation<C: StackIdContext + EbpfContext>(ctx: &C, gfp: u32) {
-    if gfp & global(&GFP_DIRECT_RECLAIM) == 0 || gfp & global(&GFP_FS) == 0 {
+    if !may_reclaim_fs(gfp) {
         return;
     }
     let Some(task) = current_task() else {
         return;
     };
-    if !held::holds_locks(&task) || !takes_fs_reclaim(gfp, true) {
+    if !held::holds_locks(&task) || !reclaim_allowed(true) {
         return;
     }
     held::acquire_release(ctx, &task, &klock::pseudo(ctx, FS_RECLAIM));

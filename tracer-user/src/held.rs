@@ -252,15 +252,15 @@ pub fn snapshot(maps: &HeldMaps, symbols: &mut Symbols) -> HeldTable {
 /// A held lock's class name, as `ingest` names it; `user_pid` is the owner of a user lock.
 fn class_name(maps: &HeldMaps, symbols: &mut Symbols, held: &HeldLock, user_pid: Option<u32>, frames: &[Frame]) -> String {
     let (class, lock) = (held.class, held.lock);
+    if let (class_source::INIT_SITE, Some(pid)) = (held.class_source, user_pid) {
+        return crate::ingest::init_site_name(symbols, pid, class);
+    }
     match held.class_source {
         class_source::PSEUDO if class == pseudo::FS_RECLAIM => "fs_reclaim".into(),
         class_source::PSEUDO if class == pseudo::MMU_NOTIFIER_INVALIDATE_RANGE_START => {
             "mmu_notifier_invalidate_range_start".into()
         }
         class_source::INIT_KEY => maps.class_name(class).unwrap_or_else(|| format!("class@{class:#x}")),
-        class_source::INIT_SITE if user_pid.is_some() => {
-            crate::ingest::init_site_name(symbols, user_pid.unwrap_or_default(), class)
-        }
         _ => {
             let symbol = match user_pid {
                 Some(pid) => symbols.user_data_symbol(pid, lock),

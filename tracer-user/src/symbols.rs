@@ -134,20 +134,10 @@ impl Symbols {
         })
     }
 
-    fn module_of(&mut self, addr: u64) -> Option<String> {
-        let find = |modules: &[ModuleRange]| {
-            modules.iter().find(|m| m.start <= addr && addr < m.end).map(|m| m.name.clone())
-        };
-        if let Some(name) = find(&self.modules) {
-            return Some(name);
-        }
-        // A module loaded since the last read (kernel_frames has refreshed already; names
-        // of single addresses come through here too).
-        if addr >= KERNEL_MODULE_AREA {
-            self.refresh_modules();
-            return find(&self.modules);
-        }
-        None
+    /// The module `addr` lies in, as of the last /proc/modules read (`kernel_frames` reads
+    /// it again first whenever a stack reaches the module area).
+    fn module_of(&self, addr: u64) -> Option<String> {
+        self.modules.iter().find(|m| m.start <= addr && addr < m.end).map(|m| m.name.clone())
     }
 
     pub fn kernel_frames(&mut self, addrs: &[u64]) -> Vec<Frame> {
