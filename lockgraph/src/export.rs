@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use crate::graph::{ClassId, LockGraph};
-use crate::report::ReportJson;
+use crate::snapshot::ReportJson;
 use crate::{Result, Suppressions};
 
 type EdgeSet = HashSet<(ClassId, ClassId)>;

@@ -26,16 +26,19 @@
 //! ```
 //!
 //! Other sources: [`import_lockdep`] (kernel console logs), [`replay`] (JSON-lines traces,
-//! see [`trace`] for the format) and [`LockSimulator`] (raw lock operations). Other sinks:
+//! see [`recording`] for the format) and [`LockSimulator`] (raw lock operations). Other sinks:
 //! [`to_dot`], [`to_graphml`], [`merge`], [`diff`].
 
 mod export;
 mod graph;
 pub mod lockdep;
 mod model;
+pub mod naming;
+pub mod recording;
 mod report;
 mod sim;
-pub mod trace;
+mod snapshot;
+mod suppressions;
 
 pub use export::{diff, merge, to_dot, to_graphml, GraphDiff};
 pub use graph::{cycle_id, Class, ClassId, Cycle, DepEdge, Dependency, LockGraph, RecursiveLock};
@@ -43,12 +46,13 @@ pub use lockdep::import_lockdep;
 pub use model::{
     strip_lockdep_suffix, ClassInfo, ClassKey, Frame, LockKind, NameSource, Stats, TaskInfo,
 };
-pub use report::{
-    ClassJson, CycleEdgeJson, CycleJson, EdgeJson, RecursiveJson, Report, ReportJson, StatsJson,
-    Suppressions,
+pub use recording::{replay, replay_into, write_trace};
+pub use report::Report;
+pub use snapshot::{
+    ClassJson, CycleEdgeJson, CycleJson, EdgeJson, RecursiveJson, ReportJson, StatsJson,
 };
 pub use sim::{LockOp, LockOpKind, LockSimulator, SimulatorStats, MAX_HELD_LOCKS};
-pub use trace::{replay, replay_into, write_trace};
+pub use suppressions::Suppressions;
 
 /// Errors from the parsers. Every input error names its 1-based line.
 #[derive(Debug, thiserror::Error)]

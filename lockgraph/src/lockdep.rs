@@ -9,6 +9,7 @@
 //! edge `Cn → C0`.
 
 use crate::graph::{Cycle, Dependency, LockGraph};
+use crate::naming;
 use crate::model::{ClassInfo, ClassKey, Frame, LockKind, NameSource, TaskInfo};
 use crate::{Error, Result};
 
@@ -17,14 +18,6 @@ const TRYING: &str = " is trying to acquire lock:";
 const HOLDING: &str = "but task is already holding lock:";
 const CHAIN: &str = "the existing dependency chain (in reverse order) is:";
 const CHAIN_END: &str = "other info that might help us debug this:";
-
-/// Lock names lockdep uses for its pseudo-locks.
-const PSEUDO_LOCKS: &[&str] = &[
-    "fs_reclaim",
-    "mmu_notifier_invalidate_range_start",
-    "console_owner",
-    "console_lock",
-];
 
 /// Removes a `[   98.381122]` timestamp (and the console's `<N>` level) from a line.
 fn strip_prefix(line: &str) -> &str {
@@ -86,7 +79,7 @@ struct Parsed {
 }
 
 fn kind_of(name: &str, stack: &[Frame]) -> (LockKind, NameSource) {
-    if PSEUDO_LOCKS.contains(&name) {
+    if naming::LOCKDEP_PSEUDO_LOCKS.contains(&name) {
         return (LockKind::Pseudo, NameSource::Lockdep);
     }
     let rwsem = stack.iter().any(|f| {

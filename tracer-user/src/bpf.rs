@@ -26,7 +26,20 @@ pub struct LoadOptions {
     pub glibc_mutexes: bool,
 }
 
-pub fn load(options: &LoadOptions) -> Result<Ebpf> {
+/// Values of the kernel programs' load-time globals, found on the running kernel (by
+/// `attach::kernel_globals`).
+#[derive(Debug, Clone, Default)]
+pub struct KernelGlobals {
+    /// (global name, value) pairs for `EbpfLoader::override_global`.
+    pub u32s: Vec<(&'static str, u32)>,
+    /// `--module`'s text range, `[start, end)`; `(0, 0)` without `--module`.
+    pub module_text: (u64, u64),
+    /// What could not be determined, for the attach report.
+    pub notes: Vec<String>,
+}
+
+/// Loads the object with the user's filters and the running kernel's facts as globals.
+pub fn load(options: &LoadOptions, kernel: &KernelGlobals) -> Result<Ebpf> {
     raise_memlock_limit();
     let emit_lock_ops = u32::from(options.emit_lock_ops);
     let mut comm = [0u8; tracer_common::COMM_LEN];
@@ -35,12 +48,7 @@ pub fn load(options: &LoadOptions) -> Result<Ebpf> {
         let len = bytes.len().min(tracer_common::COMM_LEN - 1);
         comm[..len].copy_from_slice(&bytes[..len]);
     }
-    let (module_start, module_end) = match &options.module {
-        Some(name) => crate::attach::kernel::module_text_range(name)
-            .with_context(|| format!("--module {name}"))?,
-        None => (0u64, 0u64),
-    };
-    let kernel = crate::attach::kernel::kernel_globals();
+    let (module_start, module_end) = kernel.module_text;
     for note in &kernel.notes {
         log::debug!("kernel probes: {note}");
     }

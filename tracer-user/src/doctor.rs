@@ -2,8 +2,9 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
+use aya::programs::Program;
 
-use crate::{bpf, capabilities};
+use crate::{attach, bpf, capabilities};
 
 /// Hidden hook for the verifier test (`tracer-user/tests/verifier.rs`): with
 /// `LOCKTRACE_DOCTOR_LOAD_ALL=1`, `locktrace doctor` loads every program of the object into
@@ -16,7 +17,7 @@ pub fn run() -> Result<ExitCode> {
     }
     let mut load_error = None;
     let mut ebpf = if capabilities::privileges().available {
-        match bpf::load(&bpf::LoadOptions::default()) {
+        match attach::load_object(&bpf::LoadOptions::default()) {
             Ok(ebpf) => Some(ebpf),
             Err(err) => {
                 load_error = Some(format!("{err:#}"));
@@ -66,12 +67,10 @@ pub fn kernel_release() -> String {
 /// needs working BPF trampolines: they fail with EPERM on hosts without them, and are then
 /// verified by the VM runs instead).
 fn load_all() -> Result<ExitCode> {
-    use aya::programs::Program;
-
-    let mut ebpf = bpf::load(&bpf::LoadOptions::default())?;
+    let mut ebpf = attach::load_object(&bpf::LoadOptions::default())?;
     let btf = aya::Btf::from_sys_fs().ok();
     let targets: std::collections::HashMap<&str, Option<&str>> =
-        crate::attach::kernel::table_programs().into_iter().collect();
+        attach::kernel::table_programs().into_iter().collect();
     let mut failed = 0;
     for (name, program) in ebpf.programs_mut() {
         let target = targets.get(name).copied().flatten().or(match name {

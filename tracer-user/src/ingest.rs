@@ -9,7 +9,9 @@ use lockgraph::{
 use tracer_common::{class_source, flags, pseudo, ClassEvent, DependencyEvent, DependencyKey};
 
 use crate::{
+    class_names,
     events::{c_str, comm_str},
+    stacks,
     symbols::Symbols,
 };
 
@@ -152,7 +154,7 @@ impl Ingest {
     }
 
     fn frames(&mut self, scope: u32, addrs: Vec<u64>, caller: u64) -> Vec<Frame> {
-        stack_frames(&mut self.symbols, scope, addrs, caller)
+        stacks::stack_frames(&mut self.symbols, scope, addrs, caller)
     }
 
     fn resolve(&mut self, raw: &RawLock, stack: &[Frame]) -> ClassId {
@@ -164,24 +166,15 @@ impl Ingest {
         let kind = lock_kind(raw.kind);
         let (key, info) = match raw.source {
             class_source::PSEUDO => {
-                let name = match raw.class {
-                    pseudo::FS_RECLAIM => "fs_reclaim".to_string(),
-                    pseudo::MMU_NOTIFIER_INVALIDATE_RANGE_START => {
-                        "mmu_notifier_invalidate_range_start".to_string()
-                    }
-                    other => format!("pseudo#{other}"),
-                };
+                let name = class_names::pseudo_lock(raw.class);
                 (
                     ClassKey::Id { source: class_source::PSEUDO, id: raw.class },
                     ClassInfo::new(name, LockKind::Pseudo, NameSource::Pseudo),
                 )
             }
             class_source::INIT_KEY => {
-                let name = self
-                    .init_names
-                    .get(&raw.class)
-                    .map(|(name, _)| name.clone())
-                    .unwrap_or_else(|| format!("class@{:#x}", raw.class));
+                let name = self.init_names.get(&raw.class).map(|(name, _)| name.clone());
+                let name = class_names::init_key(name, raw.class);
                 (
                     ClassKey::Id { source: class_source::INIT_KEY, id: raw.class },
                     ClassInfo::new(name, kind, NameSource::InitName),
@@ -200,7 +193,7 @@ impl Ingest {
     /// named `init@FUNCTION+OFFSET` (the return address of that call, in the process).
     fn init_site_class(&mut self, raw: &RawLock, kind: LockKind) -> (ClassKey, ClassInfo) {
         let key = ClassKey::Id { source: class_source::INIT_SITE, id: raw.class ^ (u64::from(raw.scope) << 48) };
-        let name = init_site_name(&mut self.symbols, raw.scope, raw.class);
+        let name = class_names::init_site(&mut self.symbols, raw.scope, raw.class);
         (key, ClassInfo::new(name, kind, NameSource::InitSite))
     }
 
@@ -209,104 +202,9 @@ impl Ingest {
     /// instances a function takes could invent cycles that no lock order has.
     fn instance_class(&mut self, raw: &RawLock, kind: LockKind, stack: &[Frame]) -> (ClassKey, ClassInfo) {
         let key = ClassKey::Id { source: class_source::INSTANCE, id: raw.lock ^ (u64::from(raw.scope) << 48) };
-        let symbol = if raw.scope == 0 {
-            self.symbols.kernel_data_symbol(raw.lock)
-        } else {
-            self.symbols.user_data_symbol(raw.scope, raw.lock)
-        };
-        if let Some((symbol, offset)) = symbol {
-            let name = if offset == 0 { symbol } else { format!("{symbol}+{offset:#x}") };
-            return (key, ClassInfo::new(name, kind, NameSource::Symbol));
-        }
-        let name = match acquisition_site(stack) {
-            Some(site) => format!("lock@{site}"),
-            None => format!("lock@{:#x}", raw.lock),
-        };
-        (key, ClassInfo::new(name, kind, NameSource::AcquireSite))
+        let (name, naming) = class_names::instance(&mut self.symbols, raw.scope, raw.lock, stack);
+        (key, ClassInfo::new(name, kind, naming))
     }
-}
-
-/// A user stack with the lock function's caller put back: the frame-pointer walk from the
-/// entry of a function that keeps no frame pointer (glibc's `pthread_mutex_lock`) goes from
-/// it straight to its caller's caller. `caller` is the return address the probe read from
-/// `[sp]` (0: none); it becomes the second frame unless the stack already has it.
-pub fn with_caller(mut addrs: Vec<u64>, caller: u64) -> Vec<u64> {
-    if caller != 0 && !addrs.is_empty() && !addrs.contains(&caller) {
-        addrs.insert(1, caller);
-    }
-    addrs
-}
-
-/// Symbolized frames of a stack (`scope`: 0 for the kernel, else the process), with the
-/// probe's `caller` put back where the unwinder lost it (see [`with_caller`]); kernel
-/// stacks without our own probe's frames.
-pub fn stack_frames(symbols: &mut Symbols, scope: u32, addrs: Vec<u64>, caller: u64) -> Vec<Frame> {
-    if addrs.is_empty() {
-        return Vec::new();
-    }
-    if scope != 0 {
-        return symbols.user_frames(scope, &with_caller(addrs, caller));
-    }
-    // Trimmed first: the caller belongs right after the lock function.
-    let frames = without_tracer_frames(symbols.kernel_frames(&addrs));
-    let addrs: Vec<u64> = frames.iter().map(|frame| frame.addr).collect();
-    let with = with_caller(addrs.clone(), caller);
-    if with.len() == addrs.len() {
-        return frames;
-    }
-    without_tracer_frames(symbols.kernel_frames(&with))
-}
-
-/// Drops the frames our own probes add (the BPF program, its trampoline, ftrace's
-/// trampoline, and unsymbolizable JIT addresses before the first real frame), so a stack
-/// starts at the lock function as lockdep's do.
-fn without_tracer_frames(frames: Vec<Frame>) -> Vec<Frame> {
-    const TRACER_PREFIXES: &[&str] = &[
-        "bpf_prog_",
-        "bpf_trampoline_",
-        "ftrace_trampoline",
-        "__bpf_prog_enter",
-        "__bpf_prog_exit",
-        // A BTF raw tracepoint's dispatch (`__bpf_trace_<event>`, `bpf_trace_run<N>`).
-        "__bpf_trace_",
-        "bpf_trace_run",
-        "__traceiter_",
-        "arch_rethook_trampoline",
-        "__kretprobe_trampoline",
-        "kretprobe_trampoline",
-    ];
-    let is_tracer = |frame: &Frame| match frame.symbol.as_deref() {
-        Some(symbol) => TRACER_PREFIXES.iter().any(|prefix| symbol.starts_with(prefix)),
-        None => false,
-    };
-    let first_real = frames.iter().position(|frame| frame.symbol.is_some() && !is_tracer(frame));
-    match first_real {
-        Some(start) => frames.into_iter().skip(start).filter(|frame| !is_tracer(frame)).collect(),
-        None => frames,
-    }
-}
-
-/// The name of the class of user locks initialised at `site` in process `pid`.
-pub fn init_site_name(symbols: &mut Symbols, pid: u32, site: u64) -> String {
-    let frame = symbols.user_frames(pid, &[site]).pop();
-    match frame.and_then(|frame| Some((frame.symbol?, frame.offset))) {
-        Some((symbol, offset)) => format!("init@{symbol}+{offset:#x}"),
-        None => format!("init@{site:#x}"),
-    }
-}
-
-/// The first frame that is not a locking primitive (or tracing machinery).
-pub fn acquisition_site(stack: &[Frame]) -> Option<String> {
-    const LOCKING_PREFIXES: &[&str] = &[
-        "mutex_", "__mutex_", "down_", "__down", "up_", "_down", "rwsem_", "__rwsem",
-        "downgrade_write", "pthread_", "__pthread_", "___pthread_", "bpf_", "__bpf",
-        "ftrace_", "fentry_", "kprobe", "__kprobe",
-    ];
-    stack
-        .iter()
-        .filter_map(|frame| frame.symbol.as_deref())
-        .find(|symbol| !LOCKING_PREFIXES.iter().any(|prefix| symbol.starts_with(prefix)))
-        .map(str::to_string)
 }
 
 fn is_user_kind(kind: u32) -> bool {
@@ -412,43 +310,5 @@ mod tests {
         resent.new_stack_id = 3;
         ingest.on_dependency(&resent, &ByStackId);
         assert_eq!(ingest.graph.edge(held, new).unwrap().new_stack.len(), 5);
-    }
-
-    #[test]
-    fn tracer_frames_are_dropped_from_kernel_stacks() {
-        let frames = vec![
-            Frame::addr(0xffff_ffff_c000_1000),
-            Frame::symbol("bpf_prog_6deef7357e7b4530_fentry_mutex_lock", 0x40),
-            Frame::symbol("bpf_trampoline_6442491092", 0x4f),
-            Frame::symbol("mutex_lock", 0x5),
-            Frame::symbol("nvkm_uvmm_mthd", 0x4d5),
-        ];
-        let kept: Vec<_> = without_tracer_frames(frames).into_iter().filter_map(|f| f.symbol).collect();
-        assert_eq!(kept, ["mutex_lock", "nvkm_uvmm_mthd"]);
-        // An allocation seen at a BTF raw tracepoint starts at the allocator.
-        let frames = vec![
-            Frame::symbol("bpf_prog_0123456789abcdef_btf_kmalloc", 0x40),
-            Frame::symbol("bpf_trace_run6", 0xa2),
-            Frame::symbol("__kmalloc_cache_noprof", 0x244),
-            Frame::symbol("nvkm_vma_tail", 0x35),
-        ];
-        let kept: Vec<_> = without_tracer_frames(frames).into_iter().filter_map(|f| f.symbol).collect();
-        assert_eq!(kept, ["__kmalloc_cache_noprof", "nvkm_vma_tail"]);
-    }
-
-    #[test]
-    fn the_caller_becomes_the_second_frame_once() {
-        assert_eq!(with_caller(vec![0x10, 0x30], 0x20), [0x10, 0x20, 0x30]);
-        assert_eq!(with_caller(vec![0x10, 0x20, 0x30], 0x20), [0x10, 0x20, 0x30]);
-        assert_eq!(with_caller(vec![0x10], 0x20), [0x10, 0x20]);
-        assert_eq!(with_caller(vec![0x10, 0x30], 0), [0x10, 0x30]);
-        assert!(with_caller(Vec::new(), 0x20).is_empty());
-    }
-
-    #[test]
-    fn acquisition_site_skips_locking_primitives() {
-        let frames = [Frame::symbol("mutex_lock", 5), Frame::symbol("nvkm_uvmm_mthd", 0x4d5)];
-        assert_eq!(acquisition_site(&frames).as_deref(), Some("nvkm_uvmm_mthd"));
-        assert_eq!(acquisition_site(&[Frame::addr(1)]), None);
     }
 }

@@ -1,14 +1,17 @@
 //! `locktrace`: live lock-order tracing for production Linux kernels and pthread programs.
 mod attach;
-mod bench;
 mod bpf;
 mod capabilities;
+mod class_names;
 mod doctor;
 mod events;
 mod held;
 mod ingest;
+mod ingest_bench;
 mod offline;
 mod output;
+mod report_options;
+mod stacks;
 mod symbols;
 mod trace;
 
@@ -42,14 +45,14 @@ enum Command {
         /// A JSON-lines trace (recorded or hand-written) or a snapshot.json.
         file: PathBuf,
         #[command(flatten)]
-        report: offline::ReportArgs,
+        report: report_options::ReportArgs,
     },
     /// Parse lockdep "possible circular locking dependency" reports from a console log.
     ImportLockdep {
         /// dmesg or console log; `-` for standard input.
         file: PathBuf,
         #[command(flatten)]
-        report: offline::ReportArgs,
+        report: report_options::ReportArgs,
     },
     /// Convert a snapshot or recording to JSON, DOT, GraphML or SVG (via Graphviz).
     Export {
@@ -93,7 +96,7 @@ fn main() -> ExitCode {
         Command::Export { file, format, output } => offline::export(&file, format, output.as_deref()),
         Command::Merge { files, output } => offline::merge(&files, &output),
         Command::Diff { old, new } => offline::diff(&old, &new),
-        Command::BenchIngest { events, classes } => bench::run(events, classes),
+        Command::BenchIngest { events, classes } => ingest_bench::run(events, classes),
     };
     match result {
         Ok(code) => code,

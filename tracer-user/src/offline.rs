@@ -8,31 +8,13 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use clap::{Args, ValueEnum};
+use clap::ValueEnum;
 use lockgraph::{LockGraph, Suppressions};
 
-use crate::output::{write_atomic, Outputs};
-
-/// What every report-producing command can write.
-#[derive(Debug, Args)]
-pub struct ReportArgs {
-    /// Write the JSON report here (schema in the README).
-    #[arg(long, value_name = "FILE")]
-    pub report_json: Option<PathBuf>,
-    /// Write the text report (lockdep-style splats) here; `report` and `import-lockdep`
-    /// print it on stdout otherwise.
-    #[arg(long, value_name = "FILE")]
-    pub report_text: Option<PathBuf>,
-    /// Write the graph as DOT.
-    #[arg(long, value_name = "FILE")]
-    pub dot: Option<PathBuf>,
-    /// Cycle ids or class-name globs judged benign.
-    #[arg(long, value_name = "FILE")]
-    pub suppress: Option<PathBuf>,
-    /// Exit with status 3 when an unguarded cycle was found.
-    #[arg(long)]
-    pub fail_on_cycle: bool,
-}
+use crate::{
+    output::{write_atomic, LiveFindings, Outputs},
+    report_options::{load_suppressions, read_input, ReportArgs},
+};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ExportFormat {
@@ -40,22 +22,6 @@ pub enum ExportFormat {
     Dot,
     Graphml,
     Svg,
-}
-
-fn read_input(path: &Path) -> Result<String> {
-    if path == Path::new("-") {
-        let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).context("reading standard input")?;
-        return Ok(text);
-    }
-    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))
-}
-
-pub fn load_suppressions(path: Option<&Path>) -> Result<Suppressions> {
-    let Some(path) = path else { return Ok(Suppressions::default()) };
-    let text = read_input(path)?;
-    Suppressions::parse(&text).with_context(|| format!("{}", path.display()))
 }
 
 /// A snapshot JSON or a JSON-lines trace, told apart by the first line. Traces are
@@ -94,7 +60,7 @@ fn emit_report(graph: &LockGraph, args: &ReportArgs) -> Result<ExitCode> {
         ..Outputs::default()
     };
     outputs.check()?;
-    outputs.write(graph, &suppressions, &crate::output::LiveFindings::default())?;
+    outputs.write(graph, &suppressions, &LiveFindings::default())?;
     let report = graph.report(&suppressions);
     if args.report_text.is_none() {
         print!("{}", report.text());

@@ -9,6 +9,8 @@ use std::{
 use anyhow::{Context as _, Result};
 use lockgraph::{LockGraph, Suppressions};
 
+use crate::held::{push_stack, render_deadlock, Deadlock};
+
 /// Writes `contents` to `path` atomically (same directory, then rename).
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -40,7 +42,7 @@ pub fn check_writable(path: &Path) -> Result<()> {
 /// locks held longer than `--hold-threshold`.
 #[derive(Debug, Clone, Default)]
 pub struct LiveFindings {
-    pub deadlocks: Vec<crate::held::Deadlock>,
+    pub deadlocks: Vec<Deadlock>,
     pub long_holds: Vec<LongHold>,
 }
 
@@ -65,7 +67,7 @@ impl LiveFindings {
     fn text(&self) -> String {
         let mut out = String::new();
         for deadlock in &self.deadlocks {
-            out.push_str(&crate::held::render_deadlock(deadlock));
+            out.push_str(&render_deadlock(deadlock));
         }
         for hold in &self.long_holds {
             out.push_str(&format!(
@@ -76,7 +78,7 @@ impl LiveFindings {
                 hold.class,
                 hold.held_ns as f64 / 1e9
             ));
-            crate::held::push_stack(&mut out, &hold.stack);
+            push_stack(&mut out, &hold.stack);
         }
         out
     }

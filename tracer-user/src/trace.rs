@@ -1,6 +1,7 @@
 //! `locktrace trace`: attach, stream new dependencies from the ring buffer into the lock
 //! graph, report cycles the moment they appear, write reports and snapshots.
 use std::{
+    collections::HashSet,
     io::{IsTerminal as _, Write as _},
     path::PathBuf,
     process::ExitCode,
@@ -20,18 +21,15 @@ use tokio::{
 };
 use tracer_common::{counter, DependencyKey};
 
-use std::collections::HashSet;
-
 use crate::{
-    attach::{self, kernel::AttachMode, AttachReport},
-    held::HeldMaps,
-    offline::{load_suppressions, ReportArgs},
-    output::{LiveFindings, LongHold},
-    symbols::Symbols,
+    attach::{self, kernel::AttachMode, load_and_attach, Probes},
     bpf, capabilities,
     events::{comm_str, lock_kind_name, LockOp, Record},
+    held::{self, HeldMaps, HeldTable},
     ingest::{Ingest, StackSource},
-    output::Outputs,
+    output::{self, LiveFindings, LongHold, Outputs},
+    report_options::{load_suppressions, ReportArgs},
+    symbols::Symbols,
 };
 
 /// Exit status of `--fail-on-cycle` when an unguarded cycle was found.
@@ -190,13 +188,13 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
             _ = snapshot_timer.tick() => {
                 if let Some(dir) = &outputs.snapshot_dir {
                     session.resync(&ebpf);
-                    crate::output::write_snapshot(dir, &session.ingest.graph, &suppressions, outputs.graphml)?;
+                    output::write_snapshot(dir, &session.ingest.graph, &suppressions, outputs.graphml)?;
                 }
             }
             _ = sigusr1.recv() => {
                 session.resync(&ebpf);
                 if let Some(dir) = &outputs.snapshot_dir {
-                    crate::output::write_snapshot(dir, &session.ingest.graph, &suppressions, outputs.graphml)?;
+                    output::write_snapshot(dir, &session.ingest.graph, &suppressions, outputs.graphml)?;
                     eprintln!("locktrace: snapshot written to {}", dir.display());
                 }
             }
@@ -204,7 +202,7 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
             _ = held_timer.tick() => session.check_held(),
             _ = sigusr2.recv() => {
                 if let Some(table) = session.held_table() {
-                    print!("{}", crate::held::render(&table));
+                    print!("{}", held::render(&table));
                     std::io::stdout().flush()?;
                 }
             }
@@ -244,48 +242,6 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Which probe families to attach, and where.
-pub struct Probes {
-    pub kernel: bool,
-    pub user: bool,
-    pub attach: AttachMode,
-    pub pid: Option<u32>,
-    pub binary: Option<PathBuf>,
-}
-
-/// Loads the object and attaches what this kernel allows, saying plainly what it could not.
-/// Returns the object and the number of probes attached, for the caller to announce once it
-/// is ready to take events (`locktrace: attached N probes`, which harnesses wait for).
-pub fn load_and_attach(options: &bpf::LoadOptions, probes: &Probes) -> Result<(Ebpf, usize)> {
-    let mut ebpf = bpf::load(options)?;
-    let caps = capabilities::probe(Some(&mut ebpf));
-    let mut report = AttachReport::default();
-    attach::task::attach_task_probes(&mut ebpf, &mut report)?;
-    if probes.kernel {
-        let attached = attach::kernel::attach_kernel_probes(&mut ebpf, probes.attach, &caps, &mut report);
-        match attached {
-            // With --user too, user locks are still worth tracing: say so and go on.
-            Err(err) if probes.user => report.skipped("kernel lock probes", format!("{err:#}")),
-            other => other?,
-        }
-    }
-    if probes.user {
-        let target = attach::pthread::pthread_target(probes.binary.as_deref(), probes.pid)?;
-        attach::pthread::attach_pthread_probes(&mut ebpf, &target, probes.pid, &mut report)?;
-    }
-    for (what, why) in &report.skipped {
-        eprintln!("locktrace: not attached: {what}: {why}");
-    }
-    // The task-exit tracepoint alone traces no lock.
-    if report.attached.len() <= 1 {
-        bail!("no lock probe could be attached (see `locktrace doctor`)");
-    }
-    for what in &report.attached {
-        log::debug!("attached {what}");
-    }
-    Ok((ebpf, report.attached.len()))
-}
-
 /// Everything the event loop updates.
 struct Session {
     ingest: Ingest,
@@ -300,7 +256,7 @@ struct Session {
     reported_deadlocks: HashSet<String>,
     reported_holds: HashSet<(u32, String)>,
     /// The last held-lock snapshot: deadlocks are confirmed across two.
-    previous_held: crate::held::HeldTable,
+    previous_held: HeldTable,
     console: StatusLine,
 }
 
@@ -323,25 +279,25 @@ impl Session {
             live: LiveFindings::default(),
             reported_deadlocks: HashSet::new(),
             reported_holds: HashSet::new(),
-            previous_held: crate::held::HeldTable::default(),
+            previous_held: HeldTable::default(),
             console: StatusLine::new(),
         })
     }
 
-    fn held_table(&mut self) -> Option<crate::held::HeldTable> {
+    fn held_table(&mut self) -> Option<HeldTable> {
         let maps = self.held_maps.as_ref()?;
-        Some(crate::held::snapshot(maps, &mut self.held_symbols))
+        Some(held::snapshot(maps, &mut self.held_symbols))
     }
 
     /// Deadlocks in progress (reported at once, each once) and long holds.
     fn check_held(&mut self) {
         let Some(current) = self.held_table() else { return };
-        let table = crate::held::confirmed(&self.previous_held, current.clone());
+        let table = held::confirmed(&self.previous_held, current.clone());
         self.previous_held = current;
         for deadlock in table.deadlocks {
             let key = deadlock.key();
             if self.reported_deadlocks.insert(key.clone()) {
-                self.console.note(&crate::held::render_deadlock(&deadlock));
+                self.console.note(&held::render_deadlock(&deadlock));
                 self.live.deadlocks.push(deadlock);
             } else if let Some(known) = self.live.deadlocks.iter_mut().find(|known| known.key() == key) {
                 // Still there: keep the latest picture (more tasks may have queued behind it).

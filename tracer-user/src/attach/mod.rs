@@ -2,10 +2,20 @@
 //! attach points are optional; what could not be attached is reported, never hidden.
 pub mod btf;
 pub mod kernel;
+mod kernel_globals;
 pub mod pthread;
 pub mod task;
 
-use std::fmt;
+use std::{fmt, path::PathBuf};
+
+use anyhow::{bail, Result};
+use aya::Ebpf;
+
+use self::kernel::AttachMode;
+use crate::{
+    bpf::{self, LoadOptions},
+    capabilities,
+};
 
 /// What a trace session attached, and what it could not, with the reason.
 #[derive(Debug, Default)]
@@ -22,4 +32,55 @@ impl AttachReport {
     pub fn skipped(&mut self, what: impl Into<String>, why: impl fmt::Display) {
         self.skipped.push((what.into(), why.to_string()));
     }
+}
+
+/// Loads the object with the user's filters and this kernel's facts, attaching nothing.
+pub fn load_object(options: &LoadOptions) -> Result<Ebpf> {
+    let kernel = kernel_globals::kernel_globals(options.module.as_deref())?;
+    for note in &kernel.notes {
+        log::debug!("kernel probes: {note}");
+    }
+    bpf::load(options, &kernel)
+}
+
+/// Which probe families to attach, and where.
+pub struct Probes {
+    pub kernel: bool,
+    pub user: bool,
+    pub attach: AttachMode,
+    pub pid: Option<u32>,
+    pub binary: Option<PathBuf>,
+}
+
+/// Loads the object and attaches what this kernel allows, saying plainly what it could not.
+/// Returns the object and the number of probes attached, for the caller to announce once it
+/// is ready to take events (`locktrace: attached N probes`, which harnesses wait for).
+pub fn load_and_attach(options: &LoadOptions, probes: &Probes) -> Result<(Ebpf, usize)> {
+    let mut ebpf = load_object(options)?;
+    let caps = capabilities::probe(Some(&mut ebpf));
+    let mut report = AttachReport::default();
+    task::attach_task_probes(&mut ebpf, &mut report)?;
+    if probes.kernel {
+        let attached = kernel::attach_kernel_probes(&mut ebpf, probes.attach, &caps, &mut report);
+        match attached {
+            // With --user too, user locks are still worth tracing: say so and go on.
+            Err(err) if probes.user => report.skipped("kernel lock probes", format!("{err:#}")),
+            other => other?,
+        }
+    }
+    if probes.user {
+        let target = pthread::pthread_target(probes.binary.as_deref(), probes.pid)?;
+        pthread::attach_pthread_probes(&mut ebpf, &target, probes.pid, &mut report)?;
+    }
+    for (what, why) in &report.skipped {
+        eprintln!("locktrace: not attached: {what}: {why}");
+    }
+    // The task-exit tracepoint alone traces no lock.
+    if report.attached.len() <= 1 {
+        bail!("no lock probe could be attached (see `locktrace doctor`)");
+    }
+    for what in &report.attached {
+        log::debug!("attached {what}");
+    }
+    Ok((ebpf, report.attached.len()))
 }

@@ -193,7 +193,7 @@ pub fn replay_into(graph: &mut LockGraph, reader: impl Read) -> Result<Vec<Cycle
                 held_stack,
                 modes,
             } => {
-                let modes = crate::report::parse_modes(&modes).ok_or_else(|| {
+                let modes = crate::snapshot::parse_modes(&modes).ok_or_else(|| {
                     Error::at(number, "modes are \"w/w\", \"w/r\", \"r/w\" or \"r/r\"")
                 })?;
                 if count == 0 {
@@ -318,7 +318,7 @@ pub fn write_trace(graph: &LockGraph, mut out: impl Write) -> std::io::Result<()
                 guard: guard.map(name),
                 new_stack: stack(&edge.new_stack),
                 held_stack: stack(&edge.held_stack),
-                modes: crate::report::mode_names(edge.modes),
+                modes: crate::snapshot::mode_names(edge.modes),
             })?;
         }
     }

@@ -1,0 +1,218 @@
+//! The JSON report, which doubles as the snapshot format, and loading a graph back from it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    graph::{ClassId, DepEdge, LockGraph, RecursiveLock},
+    model::{ClassInfo, ClassKey, Frame, LockKind, NameSource, TaskInfo},
+    Error, Result,
+};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassJson {
+    pub name: String,
+    pub kind: LockKind,
+    pub naming: NameSource,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeJson {
+    pub from: String,
+    pub to: String,
+    pub count: u64,
+    pub first_seen_ns: u64,
+    /// Modes of the earliest occurrence.
+    pub held_read: bool,
+    pub new_read: bool,
+    /// Every `held/new` mode pair seen: `"w/w"`, `"w/r"`, `"r/w"`, `"r/r"`.
+    pub modes: Vec<String>,
+    pub comm: String,
+    pub pid: u32,
+    pub tid: u32,
+    pub new_stack: Vec<Frame>,
+    pub held_stack: Vec<Frame>,
+    /// Distinct guards seen (`null`: an unguarded occurrence).
+    pub guards: Vec<Option<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CycleEdgeJson {
+    pub from: String,
+    pub to: String,
+    pub count: u64,
+    pub held_read: bool,
+    pub new_read: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CycleJson {
+    pub id: String,
+    /// Dependency order: each depends on the previous; the first is the lock whose
+    /// acquisition closed the cycle, the last the lock held then.
+    pub classes: Vec<String>,
+    pub guarded_by: Option<String>,
+    pub suppressed: bool,
+    pub edges: Vec<CycleEdgeJson>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecursiveJson {
+    pub class: String,
+    pub count: u64,
+    pub first_seen_ns: u64,
+    pub held_read: bool,
+    pub new_read: bool,
+    pub comm: String,
+    pub pid: u32,
+    pub tid: u32,
+    pub new_stack: Vec<Frame>,
+    pub held_stack: Vec<Frame>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StatsJson {
+    pub events: u64,
+    pub dropped: u64,
+    /// Dependency records delivered by the source (after in-kernel dedup).
+    #[serde(default)]
+    pub records: u64,
+    /// Dependencies recovered from the in-kernel set after drops.
+    #[serde(default)]
+    pub resynced: u64,
+    pub dependencies: u64,
+    pub classes: u64,
+    pub cycles: u64,
+    #[serde(default)]
+    pub unguarded_cycles: u64,
+    #[serde(default)]
+    pub guarded_cycles: u64,
+    #[serde(default)]
+    pub suppressed_cycles: u64,
+    #[serde(default)]
+    pub recursive: u64,
+}
+
+/// The JSON report; also the snapshot format read by [`LockGraph::from_snapshot_json`].
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ReportJson {
+    pub classes: Vec<ClassJson>,
+    pub edges: Vec<EdgeJson>,
+    pub cycles: Vec<CycleJson>,
+    pub recursive: Vec<RecursiveJson>,
+    pub stats: StatsJson,
+}
+
+impl LockGraph {
+    /// Loads a graph from a JSON report (snapshot). Classes are keyed by name.
+    pub fn from_snapshot_json(json: &str) -> Result<LockGraph> {
+        let snapshot: ReportJson = serde_json::from_str(json)?;
+        LockGraph::from_report_json(&snapshot)
+    }
+
+    pub(crate) fn from_report_json(snapshot: &ReportJson) -> Result<LockGraph> {
+        let mut graph = LockGraph::new();
+        graph.absorb(snapshot)?;
+        Ok(graph)
+    }
+
+    /// Unions a report into this graph (by class name).
+    pub(crate) fn absorb(&mut self, snapshot: &ReportJson) -> Result<()> {
+        for class in &snapshot.classes {
+            self.class(
+                ClassKey::name(&class.name),
+                ClassInfo::new(&class.name, class.kind, class.naming),
+            );
+        }
+        let lookup = |graph: &mut LockGraph, name: &str| -> ClassId {
+            graph.class(
+                ClassKey::name(name),
+                ClassInfo::new(name, LockKind::Mutex, NameSource::Given),
+            )
+        };
+        for edge in &snapshot.edges {
+            let held = lookup(self, &edge.from);
+            let new = lookup(self, &edge.to);
+            let mut guards = Vec::new();
+            for guard in &edge.guards {
+                guards.push(guard.as_deref().map(|g| lookup(self, g)));
+            }
+            self.merge_edge(DepEdge {
+                held,
+                new,
+                count: edge.count,
+                first_seen_ns: edge.first_seen_ns,
+                held_read: edge.held_read,
+                new_read: edge.new_read,
+                modes: parse_modes(&edge.modes).ok_or_else(|| {
+                    Error::Snapshot(format!(
+                        "edge {} -> {}: unknown mode in {:?}",
+                        edge.from, edge.to, edge.modes
+                    ))
+                })?,
+                task: TaskInfo {
+                    comm: edge.comm.clone(),
+                    pid: edge.pid,
+                    tid: edge.tid,
+                },
+                new_stack: edge.new_stack.clone(),
+                held_stack: edge.held_stack.clone(),
+                guards,
+            });
+        }
+        for cycle in &snapshot.cycles {
+            let classes: Vec<ClassId> = cycle
+                .classes
+                .iter()
+                .map(|name| lookup(self, name))
+                .collect();
+            let n = classes.len();
+            if n < 2 || (0..n).any(|i| self.edge(classes[i], classes[(i + 1) % n]).is_none()) {
+                return Err(Error::Snapshot(format!(
+                    "cycle {} uses a dependency not in `edges`",
+                    cycle.id
+                )));
+            }
+            self.restore_cycle(classes);
+        }
+        for found in &snapshot.recursive {
+            let class = lookup(self, &found.class);
+            self.merge_recursive(RecursiveLock {
+                class,
+                count: found.count,
+                first_seen_ns: found.first_seen_ns,
+                held_read: found.held_read,
+                new_read: found.new_read,
+                task: TaskInfo {
+                    comm: found.comm.clone(),
+                    pid: found.pid,
+                    tid: found.tid,
+                },
+                new_stack: found.new_stack.clone(),
+                held_stack: found.held_stack.clone(),
+            });
+        }
+        self.refresh_guards();
+        let stats = self.stats_mut();
+        stats.events += snapshot.stats.events;
+        stats.dropped += snapshot.stats.dropped;
+        stats.records += snapshot.stats.records;
+        stats.resynced += snapshot.stats.resynced;
+        Ok(())
+    }
+}
+
+const MODE_NAMES: [&str; 4] = ["w/w", "w/r", "r/w", "r/r"];
+
+pub(crate) fn mode_names(modes: u8) -> Vec<String> {
+    (0..4)
+        .filter(|bit| modes & (1 << bit) != 0)
+        .map(|bit| MODE_NAMES[bit].to_string())
+        .collect()
+}
+
+/// `None` if a name is not one of [`MODE_NAMES`].
+pub(crate) fn parse_modes(names: &[String]) -> Option<u8> {
+    names.iter().try_fold(0, |modes, name| {
+        Some(modes | (1 << MODE_NAMES.iter().position(|m| m == name)?))
+    })
+}

@@ -1,0 +1,72 @@
+//! Names for the classes the eBPF side reports, from its class sources (pseudo-lock id,
+//! init key, init call site, lock instance): the one place that decides them, for the
+//! live graph and the held-lock table alike. Spellings are `lockgraph::naming`'s.
+use lockgraph::{naming, Frame, NameSource};
+use tracer_common::pseudo;
+
+use crate::symbols::Symbols;
+
+/// A pseudo-lock by its wire id.
+pub fn pseudo_lock(id: u64) -> String {
+    match id {
+        pseudo::FS_RECLAIM => naming::FS_RECLAIM.to_string(),
+        pseudo::MMU_NOTIFIER_INVALIDATE_RANGE_START => {
+            naming::MMU_NOTIFIER_INVALIDATE_RANGE_START.to_string()
+        }
+        other => naming::unknown_pseudo_lock(other),
+    }
+}
+
+/// A class keyed by its init key: the name string its init call passed, when read.
+pub fn init_key(name: Option<String>, key: u64) -> String {
+    name.unwrap_or_else(|| naming::unnamed_init_key(key))
+}
+
+/// The class of user locks initialised at `site` (a return address) in process `pid`.
+pub fn init_site(symbols: &mut Symbols, pid: u32, site: u64) -> String {
+    let frame = symbols.user_frames(pid, &[site]).pop();
+    let symbol = frame.as_ref().and_then(|frame| Some((frame.symbol.as_deref()?, frame.offset)));
+    naming::init_site(symbol, site)
+}
+
+/// A lock whose initialisation was not seen (`scope` 0: a kernel lock, else the process):
+/// a static lock by its data symbol, any other by the function that acquired it in `stack`.
+pub fn instance(symbols: &mut Symbols, scope: u32, lock: u64, stack: &[Frame]) -> (String, NameSource) {
+    let symbol = if scope == 0 {
+        symbols.kernel_data_symbol(lock)
+    } else {
+        symbols.user_data_symbol(scope, lock)
+    };
+    match symbol {
+        Some((symbol, offset)) => (naming::data_symbol(&symbol, offset), NameSource::Symbol),
+        None => (naming::acquired_at(naming::acquisition_site(stack), lock), NameSource::AcquireSite),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudo_locks_have_lockdeps_names() {
+        assert_eq!(pseudo_lock(pseudo::FS_RECLAIM), "fs_reclaim");
+        assert_eq!(
+            pseudo_lock(pseudo::MMU_NOTIFIER_INVALIDATE_RANGE_START),
+            "mmu_notifier_invalidate_range_start"
+        );
+        assert_eq!(pseudo_lock(99), "pseudo#99");
+    }
+
+    #[test]
+    fn an_unseen_instance_is_named_by_the_function_that_took_it() {
+        let mut symbols = Symbols::new();
+        let stack = [Frame::symbol("mutex_lock", 5), Frame::symbol("nvkm_uvmm_mthd", 0x4d5)];
+        // No kernel data symbol at a user-space-looking address on this host.
+        let (name, source) = instance(&mut symbols, 0, 0x10, &stack);
+        assert_eq!((name.as_str(), source), ("lock@nvkm_uvmm_mthd", NameSource::AcquireSite));
+        let (name, _) = instance(&mut symbols, 0, 0x10, &[Frame::addr(1)]);
+        assert_eq!(name, "lock@0x10");
+        assert_eq!(init_key(None, 0xff), "class@0xff");
+        assert_eq!(init_key(Some("&vmm->mutex".into()), 0xff), "&vmm->mutex");
+    }
+}

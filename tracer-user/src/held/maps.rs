@@ -1,0 +1,183 @@
+//! Reading the per-thread held-lock stacks the eBPF side keeps (`HELD`), with the class
+//! names (`CLASS_NAMES`) and stacks (`STACKS`) they refer to, into a [`HeldTable`].
+use std::collections::HashMap;
+
+use aya::maps::{HashMap as BpfHashMap, Map, MapData, StackTraceMap};
+use lockgraph::Frame;
+use tracer_common::{class_source, flags, held_state, HeldLock, HeldStack, CLASS_NAME_LEN, MAX_HELD_LOCKS};
+
+use super::wait_for::{find_deadlocks, HeldLockInfo, HeldTable, TaskLocks};
+use crate::{
+    class_names,
+    events::{c_str, lock_kind, lock_kind_name},
+    stacks,
+    symbols::Symbols,
+};
+
+const MAP_NAMES: [&str; 3] = ["HELD", "CLASS_NAMES", "STACKS"];
+
+/// The maps a held-lock snapshot reads: from our own loaded object, or found by id in a
+/// running `locktrace trace`.
+pub struct HeldMaps {
+    held: BpfHashMap<MapData, u32, HeldStack>,
+    names: Option<BpfHashMap<MapData, u64, [u8; CLASS_NAME_LEN]>>,
+    stacks: Option<StackTraceMap<MapData>>,
+}
+
+impl HeldMaps {
+    pub fn new(
+        held: BpfHashMap<MapData, u32, HeldStack>,
+        names: Option<BpfHashMap<MapData, u64, [u8; CLASS_NAME_LEN]>>,
+        stacks: Option<StackTraceMap<MapData>>,
+    ) -> Self {
+        Self { held, names, stacks }
+    }
+
+    /// The maps of the most recently started `locktrace trace` on this machine, if any.
+    pub fn of_running_trace() -> Option<Self> {
+        let mut newest: HashMap<&'static str, u32> = HashMap::new();
+        for info in aya::maps::loaded_maps().filter_map(Result::ok) {
+            for name in MAP_NAMES {
+                if info.name_as_str() == Some(name) {
+                    let id = newest.entry(name).or_insert(0);
+                    *id = (*id).max(info.id());
+                }
+            }
+        }
+        Self::open(newest.get("HELD").copied()?, newest.get("CLASS_NAMES").copied(), newest.get("STACKS").copied())
+    }
+
+    /// Second handles on the maps of our own loaded object (the event loop owns the first).
+    pub fn of_object(ebpf: &aya::Ebpf) -> Option<Self> {
+        let id = |name: &str| -> Option<u32> {
+            let data = match ebpf.map(name)? {
+                Map::HashMap(data) | Map::LruHashMap(data) | Map::StackTraceMap(data) => data,
+                _ => return None,
+            };
+            data.info().ok().map(|info| info.id())
+        };
+        Self::open(id("HELD")?, id("CLASS_NAMES"), id("STACKS"))
+    }
+
+    fn open(held: u32, names: Option<u32>, stacks: Option<u32>) -> Option<Self> {
+        let open = |id: u32| -> Option<Map> { Map::from_map_data(MapData::from_id(id).ok()?).ok() };
+        let held = BpfHashMap::try_from(open(held)?).ok()?;
+        let names = names.and_then(open).and_then(|map| BpfHashMap::try_from(map).ok());
+        let stacks = stacks.and_then(open).and_then(|map| StackTraceMap::try_from(map).ok());
+        Some(Self::new(held, names, stacks))
+    }
+
+    fn frames(&self, stack_id: i32) -> Vec<u64> {
+        let (Some(stacks), Ok(id)) = (&self.stacks, u32::try_from(stack_id)) else {
+            return Vec::new();
+        };
+        stacks.get(&id, 0).map(|trace| trace.frames().iter().map(|frame| frame.ip).collect()).unwrap_or_default()
+    }
+
+    fn class_name(&self, class: u64) -> Option<String> {
+        let name = self.names.as_ref()?.get(&class, 0).ok()?;
+        Some(c_str(&name)).filter(|name| !name.is_empty())
+    }
+}
+
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime fills the struct we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+fn task_comm(tid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{tid}/comm"))
+        .map(|comm| comm.trim().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn is_user_kind(kind: u32) -> bool {
+    lock_kind(kind).is_ok_and(lockgraph::LockKind::is_user)
+}
+
+/// Reads every thread's held-lock stack and builds the table and its deadlocks.
+pub fn snapshot(maps: &HeldMaps, symbols: &mut Symbols) -> HeldTable {
+    let now = monotonic_ns();
+    let mut tasks = Vec::new();
+    let stacks: Vec<(u32, HeldStack)> = maps.held.iter().filter_map(Result::ok).collect();
+    for (tid, stack) in stacks {
+        let depth = (stack.depth as usize).min(MAX_HELD_LOCKS);
+        let mut task = TaskLocks {
+            pid: stack.pid,
+            tid,
+            comm: task_comm(tid),
+            holding: Vec::new(),
+            waiting_for: None,
+            waiting_on: Vec::new(),
+        };
+        for held in &stack.locks[..depth] {
+            if held.lock == 0 {
+                continue;
+            }
+            let user = is_user_kind(held.kind);
+            let scope = if user { stack.pid } else { 0 };
+            let frames = stacks::stack_frames(symbols, scope, maps.frames(held.stack_id), held.caller);
+            let info = HeldLockInfo {
+                class: class_name(maps, symbols, held, user.then_some(stack.pid), &frames),
+                kind: lock_kind_name(held.kind),
+                lock: held.lock,
+                read: held.flags & flags::NEW_READ != 0,
+                for_ns: now.saturating_sub(held.acquired_ns),
+                since_ns: held.acquired_ns,
+                stack: frames.iter().map(Frame::to_string).collect(),
+            };
+            if held.flags & held_state::WAITING != 0 {
+                task.waiting_for = Some(info);
+            } else {
+                task.holding.push(info);
+            }
+        }
+        if !task.holding.is_empty() || task.waiting_for.is_some() {
+            tasks.push(task);
+        }
+    }
+    tasks.sort_by_key(|task| (task.pid, task.tid));
+    // Wait-for edges: a waiter waits on every task holding that lock instance.
+    let mut holders: HashMap<u64, Vec<u32>> = HashMap::new();
+    for task in &tasks {
+        for held in &task.holding {
+            holders.entry(held.lock).or_default().push(task.tid);
+        }
+    }
+    // A lock named after its acquisition site gets the holder's name in the waiter's line too.
+    let mut held_names: HashMap<u64, String> = HashMap::new();
+    for task in &tasks {
+        for held in &task.holding {
+            held_names.entry(held.lock).or_insert_with(|| held.class.clone());
+        }
+    }
+    for task in &mut tasks {
+        if let Some(waiting) = &mut task.waiting_for {
+            task.waiting_on = holders.get(&waiting.lock).cloned().unwrap_or_default();
+            if let Some(name) = held_names.get(&waiting.lock) {
+                waiting.class = name.clone();
+            }
+        }
+    }
+    let deadlocks = find_deadlocks(&tasks);
+    HeldTable { tasks, deadlocks }
+}
+
+/// A held lock's class name, as the live graph names it; `user_pid` is the owner of a user
+/// lock.
+fn class_name(
+    maps: &HeldMaps,
+    symbols: &mut Symbols,
+    held: &HeldLock,
+    user_pid: Option<u32>,
+    frames: &[Frame],
+) -> String {
+    match (held.class_source, user_pid) {
+        (class_source::INIT_SITE, Some(pid)) => class_names::init_site(symbols, pid, held.class),
+        (class_source::PSEUDO, _) => class_names::pseudo_lock(held.class),
+        (class_source::INIT_KEY, _) => class_names::init_key(maps.class_name(held.class), held.class),
+        _ => class_names::instance(symbols, user_pid.unwrap_or(0), held.lock, frames).0,
+    }
+}
