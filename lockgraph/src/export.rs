@@ -1,11 +1,12 @@
 //! Graph exports (DOT, GraphML) and snapshot algebra (merge, diff).
 
-use std::collections::HashSet;
-use std::fmt::Write as _;
+use std::{collections::HashSet, fmt::Write as _};
 
-use crate::graph::{ClassId, LockGraph};
-use crate::snapshot::ReportJson;
-use crate::{Result, Suppressions};
+use crate::{
+    graph::{ClassId, LockGraph},
+    snapshot::ReportJson,
+    Result, Suppressions,
+};
 
 type EdgeSet = HashSet<(ClassId, ClassId)>;
 
@@ -77,7 +78,8 @@ pub fn to_graphml(graph: &LockGraph) -> String {
          \x20 <key id=\"name\" for=\"node\" attr.name=\"name\" attr.type=\"string\"/>\n\
          \x20 <key id=\"kind\" for=\"node\" attr.name=\"kind\" attr.type=\"string\"/>\n\
          \x20 <key id=\"count\" for=\"edge\" attr.name=\"count\" attr.type=\"long\"/>\n\
-         \x20 <key id=\"first_seen_ns\" for=\"edge\" attr.name=\"first_seen_ns\" attr.type=\"long\"/>\n\
+         \x20 <key id=\"first_seen_ns\" for=\"edge\" attr.name=\"first_seen_ns\" \
+         attr.type=\"long\"/>\n\
          \x20 <key id=\"cycle\" for=\"edge\" attr.name=\"cycle\" attr.type=\"string\"/>\n\
          \x20 <graph id=\"locktrace\" edgedefault=\"directed\">\n",
     );
@@ -87,7 +89,8 @@ pub fn to_graphml(graph: &LockGraph) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "    <node id=\"n{}\"><data key=\"name\">{}</data><data key=\"kind\">{kind}</data></node>",
+            "    <node id=\"n{}\"><data key=\"name\">{}</data>\
+             <data key=\"kind\">{kind}</data></node>",
             id.index(),
             xml_escape(&class.name)
         );
@@ -103,7 +106,8 @@ pub fn to_graphml(graph: &LockGraph) -> String {
         };
         let _ = writeln!(
             out,
-            "    <edge id=\"e{i}\" source=\"n{}\" target=\"n{}\"><data key=\"count\">{}</data><data key=\"first_seen_ns\">{}</data><data key=\"cycle\">{cycle}</data></edge>",
+            "    <edge id=\"e{i}\" source=\"n{}\" target=\"n{}\"><data key=\"count\">{}</data>\
+             <data key=\"first_seen_ns\">{}</data><data key=\"cycle\">{cycle}</data></edge>",
             edge.held.index(),
             edge.new.index(),
             edge.count,

@@ -10,7 +10,8 @@
 //! let mutex = |name: &str| ClassInfo::new(name, LockKind::Mutex, NameSource::Given);
 //! let a = graph.class(ClassKey::name("a"), mutex("a"));
 //! let b = graph.class(ClassKey::name("b"), mutex("b"));
-//! assert!(graph.add_dependency(Dependency { held: a, new: b, ..Dependency::default() }).is_empty());
+//! let a_then_b = Dependency { held: a, new: b, ..Dependency::default() };
+//! assert!(graph.add_dependency(a_then_b).is_empty());
 //! // The edge that closes a cycle reports it at once.
 //! let cycles = graph.add_dependency(Dependency { held: b, new: a, ..Dependency::default() });
 //! assert_eq!(cycles.len(), 1);
@@ -48,10 +49,10 @@ pub use model::{
 };
 pub use recording::{replay, replay_into, write_trace};
 pub use report::Report;
+pub use sim::{LockOp, LockOpKind, LockSimulator, SimulatorStats, MAX_HELD_LOCKS};
 pub use snapshot::{
     ClassJson, CycleEdgeJson, CycleJson, EdgeJson, RecursiveJson, ReportJson, StatsJson,
 };
-pub use sim::{LockOp, LockOpKind, LockSimulator, SimulatorStats, MAX_HELD_LOCKS};
 pub use suppressions::Suppressions;
 
 /// Errors from the parsers. Every input error names its 1-based line.

@@ -8,10 +8,11 @@
 //! lock (the last entry, `#n`) was held. So the edges are `C(k-1) → Ck` and the closing
 //! edge `Cn → C0`.
 
-use crate::graph::{Cycle, Dependency, LockGraph};
-use crate::naming;
-use crate::model::{ClassInfo, ClassKey, Frame, LockKind, NameSource, TaskInfo};
-use crate::{Error, Result};
+use crate::{
+    graph::{Cycle, Dependency, LockGraph},
+    model::{ClassInfo, ClassKey, Frame, LockKind, NameSource, TaskInfo},
+    naming, Error, Result,
+};
 
 const HEADER: &str = "WARNING: possible circular locking dependency detected";
 const TRYING: &str = " is trying to acquire lock:";
@@ -215,7 +216,8 @@ fn parse_report(lines: &[&str], start: usize) -> Result<(Parsed, usize)> {
                 return Err(Error::at(
                     chain_line,
                     format!(
-                        "chain runs from `{}` to `{}` but the report names `{holding}` held and `{trying}` wanted",
+                        "chain runs from `{}` to `{}` but the report names `{holding}` held and \
+                         `{trying}` wanted",
                         first.name, last.name
                     ),
                 ));

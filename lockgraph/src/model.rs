@@ -238,7 +238,13 @@ mod tests {
 
     #[test]
     fn lock_kind_names_match_their_json_form() {
-        for kind in [LockKind::Mutex, LockKind::Rwsem, LockKind::Pseudo, LockKind::PthreadMutex, LockKind::PthreadRwlock] {
+        for kind in [
+            LockKind::Mutex,
+            LockKind::Rwsem,
+            LockKind::Pseudo,
+            LockKind::PthreadMutex,
+            LockKind::PthreadRwlock,
+        ] {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }
     }

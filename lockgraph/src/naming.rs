@@ -93,7 +93,9 @@ const PROBE_PREFIXES: &[&str] = &["bpf", "ftrace_", "fentry_", "kprobe"];
 
 /// Whether a frame's symbol is the tracer's own machinery (dropped from kernel stacks).
 pub fn is_tracer_frame(symbol: &str) -> bool {
-    TRACER_PREFIXES.iter().any(|prefix| symbol.starts_with(prefix))
+    TRACER_PREFIXES
+        .iter()
+        .any(|prefix| symbol.starts_with(prefix))
 }
 
 /// Whether a frame's symbol is a locking primitive (or probe machinery) rather than the
@@ -102,7 +104,10 @@ pub fn is_locking_frame(symbol: &str) -> bool {
     let bare = symbol.trim_start_matches('_');
     // `down` itself: the semaphore's and `__down`, the slow path of several.
     bare == "down"
-        || LOCKING_PREFIXES.iter().chain(PROBE_PREFIXES).any(|prefix| bare.starts_with(prefix))
+        || LOCKING_PREFIXES
+            .iter()
+            .chain(PROBE_PREFIXES)
+            .any(|prefix| bare.starts_with(prefix))
 }
 
 /// The first frame of a stack that is not a locking primitive: where the lock was taken.
@@ -118,7 +123,10 @@ mod tests {
     use super::*;
 
     fn frame(symbol: &str) -> Frame {
-        Frame { symbol: Some(symbol.to_string()), ..Frame::default() }
+        Frame {
+            symbol: Some(symbol.to_string()),
+            ..Frame::default()
+        }
     }
 
     #[test]
@@ -131,9 +139,16 @@ mod tests {
             frame("nvkm_uvmm_mthd"),
         ];
         assert_eq!(acquisition_site(&stack), Some("nvkm_vmm_get"));
-        let user = [frame("___pthread_mutex_lock"), frame("worker"), frame("start_thread")];
+        let user = [
+            frame("___pthread_mutex_lock"),
+            frame("worker"),
+            frame("start_thread"),
+        ];
         assert_eq!(acquisition_site(&user), Some("worker"));
-        assert_eq!(acquisition_site(&[frame("down_write"), frame("rwsem_down_write_slowpath")]), None);
+        assert_eq!(
+            acquisition_site(&[frame("down_write"), frame("rwsem_down_write_slowpath")]),
+            None
+        );
     }
 
     #[test]
@@ -151,7 +166,10 @@ mod tests {
         assert_eq!(data_symbol("chop", 0x28), "chop+0x28");
         assert_eq!(acquired_at(Some("worker"), 0x10), "lock@worker");
         assert_eq!(acquired_at(None, 0x10), "lock@0x10");
-        assert_eq!(init_site(Some(("make_pair", 0x2a)), 0x1234), "init@make_pair+0x2a");
+        assert_eq!(
+            init_site(Some(("make_pair", 0x2a)), 0x1234),
+            "init@make_pair+0x2a"
+        );
         assert_eq!(init_site(None, 0x1234), "init@0x1234");
         assert_eq!(unnamed_init_key(0xff), "class@0xff");
     }

@@ -18,22 +18,26 @@
 //! # a raw lock operation, run through the lock state machine (see LockSimulator):
 //! # op acquire|acquired|failed|release; lock is the instance, "0x…" or a number;
 //! # read/try/ts/pid/comm/stack optional; release needs only tid and lock.
-//! {"type":"lock","tid":1,"op":"acquire","class":"&vmm->mutex","lock":"0x10","read":false,"try":false}
+//! {"type":"lock","tid":1,"op":"acquire","class":"&vmm->mutex","lock":"0x10","try":false}
 //! {"type":"lock","tid":1,"op":"release","lock":"0x10"}
 //! # source counters, added to the graph's stats
 //! {"type":"stats","events":100,"dropped":0}
 //! ```
 //! (The `dep` example is one line in a real trace.)
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader, Read, Write},
+};
 
 use serde::{Deserialize, Serialize};
 
-use crate::graph::{ClassId, Cycle, Dependency, LockGraph};
-use crate::model::{ClassInfo, ClassKey, Frame, LockKind, NameSource, TaskInfo};
-use crate::sim::{LockOp, LockOpKind, LockSimulator};
-use crate::{Error, Result};
+use crate::{
+    graph::{ClassId, Cycle, Dependency, LockGraph},
+    model::{ClassInfo, ClassKey, Frame, LockKind, NameSource, TaskInfo},
+    sim::{LockOp, LockOpKind, LockSimulator},
+    Error, Result,
+};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -269,7 +273,12 @@ pub fn replay_into(graph: &mut LockGraph, reader: impl Read) -> Result<Vec<Cycle
                 };
                 simulator.apply(op, |dep| cycles.extend(graph.add_dependency(dep)));
             }
-            Record::Stats { events, dropped, records, resynced } => {
+            Record::Stats {
+                events,
+                dropped,
+                records,
+                resynced,
+            } => {
                 let stats = graph.stats_mut();
                 stats.events += events;
                 stats.dropped += dropped;

@@ -33,7 +33,12 @@ impl LockGraph {
 fn at_frame(stack: &[Frame]) -> String {
     stack
         .iter()
-        .find(|frame| !frame.symbol.as_deref().is_some_and(naming::is_locking_frame))
+        .find(|frame| {
+            !frame
+                .symbol
+                .as_deref()
+                .is_some_and(naming::is_locking_frame)
+        })
         .or(stack.first())
         .map_or_else(|| "?".to_string(), Frame::to_string)
 }
@@ -171,7 +176,12 @@ impl<'a> Report<'a> {
                 held_stack: r.held_stack.clone(),
             })
             .collect();
-        let Stats { events, dropped, records, resynced } = g.stats();
+        let Stats {
+            events,
+            dropped,
+            records,
+            resynced,
+        } = g.stats();
         let stats = StatsJson {
             events,
             dropped,
@@ -201,8 +211,17 @@ impl<'a> Report<'a> {
     pub fn summary(&self) -> String {
         let s = self.json().stats;
         format!(
-            "summary: {} classes, {} dependencies, {} cycles ({} unguarded, {} guarded, {} suppressed), {} recursive, {} events, {} dropped",
-            s.classes, s.dependencies, s.cycles, s.unguarded_cycles, s.guarded_cycles, s.suppressed_cycles, s.recursive, s.events, s.dropped
+            "summary: {} classes, {} dependencies, {} cycles ({} unguarded, {} guarded, \
+             {} suppressed), {} recursive, {} events, {} dropped",
+            s.classes,
+            s.dependencies,
+            s.cycles,
+            s.unguarded_cycles,
+            s.guarded_cycles,
+            s.suppressed_cycles,
+            s.recursive,
+            s.events,
+            s.dropped
         )
     }
 
@@ -220,7 +239,10 @@ impl<'a> Report<'a> {
             .filter(|c| c.guarded_by.is_some() && self.suppressed_by(c).is_none())
             .collect();
         if !guarded.is_empty() {
-            out.push_str("guarded cycles (every edge only ever taken under the same outer lock; cannot deadlock):\n");
+            out.push_str(
+                "guarded cycles (every edge only ever taken under the same outer lock; \
+                 cannot deadlock):\n",
+            );
             for cycle in guarded {
                 let guard = self
                     .graph
@@ -341,8 +363,11 @@ impl<'a> Report<'a> {
         let parent_read = self.edge(cycle.classes[(n + n - 3) % n], parent).new_read;
         let _ = write!(
             out,
-            " Possible unsafe locking scenario:\n\n       CPU0                    CPU1\n       ----                    ----\n  \
-             {}({});\n                               {}({});\n                               {}({});\n  {}({});\n\n *** DEADLOCK ***\n\n",
+            " Possible unsafe locking scenario:\n\n       CPU0                    \
+             CPU1\n       ----                    ----\n  \
+             {}({});\n                               \
+             {}({});\n                               \
+             {}({});\n  {}({});\n\n *** DEADLOCK ***\n\n",
             lock_call(closing.held_read),
             g.name(target),
             lock_call(parent_read),
@@ -363,8 +388,10 @@ impl<'a> Report<'a> {
             "\n{rule}\nWARNING: possible recursive locking detected\n{dashes}\n\
              {} is trying to acquire lock:\n({name}){{{}}}, at: {}\n\n\
              but task is already holding lock:\n({name}){{{}}}, at: {}\n\n\
-             other info that might help us debug this:\n Possible unsafe locking scenario:\n\n       CPU0\n       ----\n  \
-             {}({name});\n  {}({name});\n\n *** DEADLOCK ***\n\n May be due to missing lock nesting notation\n\n",
+             other info that might help us debug this:\n \
+             Possible unsafe locking scenario:\n\n       CPU0\n       ----\n  \
+             {}({name});\n  {}({name});\n\n *** DEADLOCK ***\n\n \
+             May be due to missing lock nesting notation\n\n",
             task_label(&found.task),
             mode(found.new_read),
             at_frame(&found.new_stack),

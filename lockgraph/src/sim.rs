@@ -3,8 +3,10 @@
 
 use std::collections::HashMap;
 
-use crate::graph::{ClassId, Dependency};
-use crate::model::{Frame, TaskInfo};
+use crate::{
+    graph::{ClassId, Dependency},
+    model::{Frame, TaskInfo},
+};
 
 /// Held locks kept per thread, as lockdep's `MAX_LOCK_DEPTH`.
 pub const MAX_HELD_LOCKS: usize = 48;

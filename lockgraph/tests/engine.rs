@@ -1,6 +1,6 @@
 //! Engine behaviour: cycle detection, guards, recursion, naming, the state machine.
 
-use lockgraph::*;
+use lockgraph::{LockOpKind::*, *};
 
 fn mutex(name: &str) -> ClassInfo {
     ClassInfo::new(name, LockKind::Mutex, NameSource::Given)
@@ -213,7 +213,6 @@ fn run(graph: &mut LockGraph, sim: &mut LockSimulator, ops: Vec<LockOp>) -> Vec<
 
 #[test]
 fn simulator_follows_lockdep_semantics() {
-    use LockOpKind::*;
     let mut graph = LockGraph::new();
     let mut sim = LockSimulator::new();
     let [g, a, b, c] = classes(&mut graph, ["g", "a", "b", "c"]);
@@ -269,7 +268,6 @@ fn simulator_follows_lockdep_semantics() {
 
 #[test]
 fn read_held_outermost_lock_is_no_guard() {
-    use LockOpKind::*;
     let mut graph = LockGraph::new();
     let mut sim = LockSimulator::new();
     let [g, a, b] = classes(&mut graph, ["g", "a", "b"]);
@@ -286,7 +284,6 @@ fn read_held_outermost_lock_is_no_guard() {
 
 #[test]
 fn simulator_limits_depth_to_48() {
-    use LockOpKind::*;
     let mut graph = LockGraph::new();
     let mut sim = LockSimulator::new();
     let ids: Vec<ClassId> = (0..50)
@@ -306,7 +303,6 @@ fn simulator_limits_depth_to_48() {
 
 #[test]
 fn nested_same_class_is_recursive() {
-    use LockOpKind::*;
     let mut graph = LockGraph::new();
     let mut sim = LockSimulator::new();
     let [a] = classes(&mut graph, ["a"]);

@@ -86,7 +86,10 @@ fn several_reports_without_timestamps_among_noise() {
         .map(|l| l.split_once(']').map_or(l, |(_, rest)| rest).trim_start())
         .map(|l| format!("        {l}\n"))
         .collect();
-    let log = format!("usb 1-1: new high-speed USB device\n{SPLAT}\nrandom noise line\n{plain}\n[  200.1] eth0: link up\n");
+    let log = format!(
+        "usb 1-1: new high-speed USB device\n{SPLAT}\nrandom noise line\n{plain}\n\
+         [  200.1] eth0: link up\n"
+    );
     let mut graph = LockGraph::new();
     let cycles = import_lockdep(&mut graph, &log).unwrap();
     assert_eq!(cycles.len(), 1, "the same cycle twice is reported once");

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use lockgraph::*;
-use proptest::prelude::*;
+use proptest::{prelude::*, strategy::ValueTree, test_runner::TestRunner};
 
 const CLASSES: usize = 4;
 const INSTANCES: u64 = 2;
@@ -26,7 +26,9 @@ enum Step {
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         4 => (0..CLASSES, 0..INSTANCES, prop::bool::weighted(0.2), prop::bool::weighted(0.15))
-            .prop_map(|(class, instance, read, try_lock)| Step::Acquire { class, instance, read, try_lock }),
+            .prop_map(|(class, instance, read, try_lock)| {
+                Step::Acquire { class, instance, read, try_lock }
+            }),
         3 => (0..8usize).prop_map(Step::Release),
         1 => Just(Step::FailLast),
     ]
@@ -183,7 +185,10 @@ proptest! {
         // Edges and their guard sets.
         let edges: BTreeMap<(usize, usize), BTreeSet<Option<usize>>> = graph
             .edges()
-            .map(|e| ((index(e.held), index(e.new)), e.guards.iter().map(|g| g.map(index)).collect()))
+            .map(|e| {
+                let guards = e.guards.iter().map(|g| g.map(index)).collect();
+                ((index(e.held), index(e.new)), guards)
+            })
             .collect();
         prop_assert_eq!(&edges, &model.edges);
 
@@ -191,18 +196,28 @@ proptest! {
         let reported: BTreeMap<Vec<usize>, Option<usize>> = graph
             .cycles()
             .iter()
-            .map(|c| (rotated(&c.classes.iter().map(|&id| index(id)).collect::<Vec<_>>()), c.guarded_by.map(index)))
+            .map(|c| {
+                let classes: Vec<usize> = c.classes.iter().map(|&id| index(id)).collect();
+                (rotated(&classes), c.guarded_by.map(index))
+            })
             .collect();
         prop_assert_eq!(reported.len(), graph.cycles().len());
-        let expected: BTreeMap<Vec<usize>, Option<usize>> =
-            model_cycles(&model).into_iter().map(|c| { let g = model_guard(&model, &c); (c, g) }).collect();
+        let expected: BTreeMap<Vec<usize>, Option<usize>> = model_cycles(&model)
+            .into_iter()
+            .map(|c| {
+                let g = model_guard(&model, &c);
+                (c, g)
+            })
+            .collect();
         prop_assert_eq!(&reported, &expected);
 
         // The verdict: an unguarded cycle iff the model has a cycle (self-edges excluded)
         // whose edges are not all guarded by one class.
         let model_unguarded = expected.values().any(Option::is_none);
         prop_assert_eq!(graph.has_unguarded_cycle(), model_unguarded);
-        prop_assert_eq!(graph.report(&Suppressions::default()).has_unguarded_cycle(), model_unguarded);
+        let no_rules = Suppressions::default();
+        let report = graph.report(&no_rules);
+        prop_assert_eq!(report.has_unguarded_cycle(), model_unguarded);
 
         // Self-dependencies are recursive findings, never edges.
         let recursive: BTreeSet<usize> = graph.recursive().iter().map(|r| index(r.class)).collect();
@@ -221,8 +236,6 @@ proptest! {
 /// above proves little.
 #[test]
 fn generated_programs_cover_the_interesting_cases() {
-    use proptest::strategy::ValueTree;
-    use proptest::test_runner::TestRunner;
     let mut runner = TestRunner::deterministic();
     let (mut unguarded, mut guarded, mut recursive, mut clean) = (0, 0, 0, 0);
     for _ in 0..500 {

@@ -128,9 +128,10 @@ pub struct DependencyEvent {
     /// Lock instance addresses, for naming static locks by symbol.
     pub held_lock: u64,
     pub new_lock: u64,
-    /// Return addresses of the functions that called the user lock function (read from
-    /// `[sp]` at the uprobe on its entry; 0 for kernel locks). Frame-pointer walks skip this
-    /// frame when the lock function (glibc) keeps no frame pointer.
+    /// Return addresses into the functions that called the lock function (read from `[sp]`
+    /// at a uprobe or kprobe entry, from the trampoline frame at fentry; 0: unknown, as for
+    /// pseudo-locks). Frame-pointer walks skip this frame when the lock function (glibc)
+    /// keeps no frame pointer, and kprobe stacks on some kernels lose it too.
     pub held_caller: u64,
     pub new_caller: u64,
     pub timestamp_ns: u64,
@@ -192,8 +193,8 @@ pub struct HeldLock {
     pub flags: u32,
     pub kind: u32,
     pub class_source: u32,
-    /// Return address of the user lock function's caller (see
-    /// [`DependencyEvent::held_caller`]); 0 for kernel locks.
+    /// Return address into the lock function's caller (see
+    /// [`DependencyEvent::held_caller`]); 0 when unknown.
     pub caller: u64,
 }
 const _: () = assert!(core::mem::size_of::<HeldLock>() == 48);

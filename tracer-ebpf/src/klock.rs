@@ -1,5 +1,6 @@
 //! Kernel-lock helpers shared by the `mutex` and `rwsem` families: lockdep-style class ids
-//! (learnt at `__mutex_init`/`__init_rwsem`) and the glue from a probe to [`crate::held`].
+//! (learnt at `__mutex_init`/`__init_rwsem`) and the glue from a probe to
+//! [`crate::lock_state`].
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, generated::bpf_get_func_ip},
@@ -9,7 +10,7 @@ use aya_ebpf::{
 use tracer_common::{class_source, counter, record, ClassEvent, CLASS_NAME_LEN};
 
 use crate::{
-    held::{self, current_task, LockRef},
+    lock_state::{self, current_task, LockRef},
     maps::{count, CLASS_NAMES, EVENTS, LOCK_CLASS},
 };
 
@@ -38,7 +39,10 @@ pub fn lock_initialised(lock: u64, name: u64, key: u64, lock_kind: u32) {
         // SAFETY: reading a kernel string into a local buffer.
         let _ = unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, &mut text) };
     }
-    if CLASS_NAMES.insert(class, text, u64::from(BPF_NOEXIST)).is_err() {
+    if CLASS_NAMES
+        .insert(class, text, u64::from(BPF_NOEXIST))
+        .is_err()
+    {
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<ClassEvent>(0) else {
@@ -89,7 +93,7 @@ pub fn lock_ref<C: EbpfContext>(
         class: class.wrapping_add(subclass & 7),
         kind: lock_kind,
         class_source: source,
-        flags: lock_flags | held::module_bit(ctx),
+        flags: lock_flags | lock_state::module_bit(ctx),
         scope: 0,
         caller,
     }
@@ -111,7 +115,7 @@ pub fn acquire<C: StackIdContext>(
         return;
     };
     let new = lock_ref(ctx, lock, lock_kind, lock_flags, subclass, caller);
-    held::acquire(ctx, &task, &new, 0);
+    lock_state::acquire(ctx, &task, &new, 0);
 }
 
 /// The acquire returned; `lock` is `None` from a kretprobe (the innermost waiting entry).
@@ -120,7 +124,7 @@ pub fn returned(lock: Option<u64>, acquired: bool) {
     let Some(task) = current_task() else {
         return;
     };
-    held::acquire_returned(&task, lock, acquired);
+    lock_state::acquire_returned(&task, lock, acquired);
 }
 
 #[inline(always)]
@@ -131,7 +135,7 @@ pub fn release(lock: u64, lock_kind: u32) {
     let Some(task) = current_task() else {
         return;
     };
-    held::release(&task, lock, lock_kind);
+    lock_state::release(&task, lock, lock_kind);
 }
 
 #[inline(always)]
@@ -139,12 +143,12 @@ pub fn downgrade(lock: u64) {
     let Some(task) = current_task() else {
         return;
     };
-    held::downgrade(&task, lock);
+    lock_state::downgrade(&task, lock);
 }
 
 /// The return address at a kprobe on a function's entry, `[sp]` (x86-64), or 0: the call
-/// site, which keys the site's stack (`held::site_stack_id`); the daemon also puts it back
-/// should a stack lack it.
+/// site, which keys the site's stack (`lock_state::stack_ids::site_stack_id`); the daemon
+/// also puts it back should a stack lack it.
 #[inline(always)]
 pub fn kprobe_caller(ctx: &ProbeContext) -> u64 {
     // SAFETY: `regs` is the probe's register context; the kernel read is checked by the helper.
@@ -184,7 +188,7 @@ pub fn pseudo<C: EbpfContext>(ctx: &C, class: u64) -> LockRef {
         class,
         kind: tracer_common::kind::PSEUDO,
         class_source: class_source::PSEUDO,
-        flags: held::module_bit(ctx),
+        flags: lock_state::module_bit(ctx),
         scope: 0,
         caller: 0,
     }

@@ -1,11 +1,11 @@
 //! locktrace's eBPF programs: one probe family per file, all feeding the shared held-lock
-//! bookkeeping in [`held`].
+//! bookkeeping in [`lock_state`].
 #![no_std]
 #![no_main]
 
 mod capability;
-mod held;
 mod klock;
+mod lock_state;
 mod maps;
 mod mmu_notifier;
 mod mutex;

@@ -3,9 +3,9 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
-use tracer_common::{CLASS_NAME_LEN, counter, DependencyKey, HeldStack, COMM_LEN};
+use tracer_common::{counter, DependencyKey, HeldStack, CLASS_NAME_LEN, COMM_LEN};
 
-/// Records for the daemon. Userspace may resize it before load (`--ringbuf-size`).
+/// Records for the daemon. Userspace may resize it before load (`--ringbuf-kib`).
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
@@ -28,7 +28,8 @@ pub const STACK_BUCKETS: u32 = 16384;
 pub static STACKS: StackTrace = StackTrace::with_max_entries(STACK_BUCKETS, 0);
 
 /// The stack id first walked at each acquisition site (by the lock function's return
-/// address), so that a lock taken again from there walks no stack (`held::site_stack_id`).
+/// address), so that a lock taken again from there walks no stack
+/// (`lock_state::stack_ids::site_stack_id`).
 #[map]
 pub static SITE_STACKS: LruHashMap<u64, i32> = LruHashMap::with_max_entries(16384, 0);
 /// Per stack id, the site whose stack it holds (0: none): a bucket taken over by another
@@ -57,7 +58,8 @@ pub static USER_LOCK_CLASS: LruHashMap<UserLock, u64> = LruHashMap::with_max_ent
 #[no_mangle]
 pub static GLIBC_MUTEX_LAYOUT: u32 = 0;
 
-/// Load-time filters and switches, set with `EbpfLoader::override_global`.
+// Load-time filters and switches, set with `EbpfLoader::override_global`.
+
 /// Only trace this thread group (0: all).
 #[no_mangle]
 pub static FILTER_PID: u32 = 0;
@@ -123,12 +125,14 @@ pub static LOCK_CLASS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536
 /// Class id -> lockdep-style name, for classes whose name was already sent
 /// ([`tracer_common::ClassEvent`]); `locktrace held` reads names here from a running trace.
 #[map]
-pub static CLASS_NAMES: LruHashMap<u64, [u8; CLASS_NAME_LEN]> = LruHashMap::with_max_entries(16384, 0);
+pub static CLASS_NAMES: LruHashMap<u64, [u8; CLASS_NAME_LEN]> =
+    LruHashMap::with_max_entries(16384, 0);
 
 /// Frames of the kernel stack looked at by the `--module` filter.
 pub const MODULE_FRAMES: usize = 12;
 #[map]
-pub static MODULE_FRAMES_SCRATCH: PerCpuArray<[u64; MODULE_FRAMES]> = PerCpuArray::with_max_entries(1, 0);
+pub static MODULE_FRAMES_SCRATCH: PerCpuArray<[u64; MODULE_FRAMES]> =
+    PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn global_u64(value: &'static u64) -> u64 {

@@ -1,9 +1,10 @@
 //! The `mmu_notifier_invalidate_range_start` pseudo-lock, as lockdep models it:
 //! - held while `__mmu_notifier_invalidate_range_start` runs (the notifiers' callbacks), so
 //!   locks taken in a callback depend on it;
-//! - at `__mmu_notifier_register`, lockdep primes `fs_reclaim → mmu_notifier_invalidate_range_start`
-//!   (and every held lock, `mmap_lock`, → `fs_reclaim`): a notifier callback must not wait for
-//!   anything that allocates with `__GFP_FS`.
+//! - at `__mmu_notifier_register`, lockdep primes
+//!   `fs_reclaim → mmu_notifier_invalidate_range_start` (and `mmap_lock`, held there,
+//!   `→ fs_reclaim`): a notifier callback must not wait for anything that allocates with
+//!   `__GFP_FS`.
 //!
 //! Gap: lockdep takes the pseudo-lock in the inline `mmu_notifier_invalidate_range_start()`
 //! even when the mm has no notifiers; we only see calls that reach the out-of-line function
@@ -11,25 +12,27 @@
 //! without notifiers are not recorded.
 use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe},
-    programs::{tracing::StackIdContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+    programs::{
+        tracing::StackIdContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext,
+    },
     EbpfContext,
 };
 use tracer_common::pseudo::{FS_RECLAIM, MMU_NOTIFIER_INVALIDATE_RANGE_START as MMU_INVALIDATE};
 
 use crate::{
-    held::{self, current_task},
     klock,
+    lock_state::{self, current_task},
 };
 
 fn range_start<C: StackIdContext + EbpfContext>(ctx: &C) {
     if let Some(task) = current_task() {
-        held::acquire_held(ctx, &task, &klock::pseudo(ctx, MMU_INVALIDATE));
+        lock_state::acquire_held(ctx, &task, &klock::pseudo(ctx, MMU_INVALIDATE));
     }
 }
 
 fn range_end() {
     if let Some(task) = current_task() {
-        held::release_if_held(&task, MMU_INVALIDATE);
+        lock_state::release_if_held(&task, MMU_INVALIDATE);
     }
 }
 
@@ -37,13 +40,15 @@ fn register<C: StackIdContext + EbpfContext>(ctx: &C) {
     let Some(task) = current_task() else {
         return;
     };
-    // Same dependencies as lockdep's acquire(fs_reclaim), acquire+release(mmu), release(fs),
-    // without pushing and popping (which would cost the verifier two stack walks more).
+    // lockdep's acquire(fs_reclaim), acquire+release(mmu), release(fs), without pushing and
+    // popping (which would cost the verifier two stack walks more): `held → fs_reclaim` and
+    // `fs_reclaim → mmu` as lockdep records them, plus `held → mmu` directly (lockdep has it
+    // only through `fs_reclaim`, the innermost lock at its acquire of `mmu`).
     let fs_reclaim = klock::pseudo(ctx, FS_RECLAIM);
     let range_start = klock::pseudo(ctx, MMU_INVALIDATE);
-    held::acquire_release(ctx, &task, &fs_reclaim);
-    held::acquire_release(ctx, &task, &range_start);
-    held::record_pair(ctx, &task, &fs_reclaim, &range_start);
+    lock_state::acquire_release(ctx, &task, &fs_reclaim);
+    lock_state::acquire_release(ctx, &task, &range_start);
+    lock_state::record_pair(ctx, &task, &fs_reclaim, &range_start);
 }
 
 #[fentry]

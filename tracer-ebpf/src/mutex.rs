@@ -37,7 +37,14 @@ macro_rules! fentry_acquire {
         pub fn $prog(ctx: FEntryContext) -> u32 {
             let lock = klock::arg(&ctx, 0);
             let subclass = klock::arg(&ctx, 1);
-            klock::acquire(&ctx, lock, $kind, $flags, subclass, klock::fentry_caller(&ctx, 2));
+            klock::acquire(
+                &ctx,
+                lock,
+                $kind,
+                $flags,
+                subclass,
+                klock::fentry_caller(&ctx, 2),
+            );
             0
         }
     };
@@ -91,7 +98,12 @@ pub(crate) use fentry_release;
 /// `__mutex_init(lock, name, key)`: learn the lock's class and name it.
 #[fentry]
 pub fn fentry_mutex_init(ctx: FEntryContext) -> u32 {
-    klock::lock_initialised(klock::arg(&ctx, 0), klock::arg(&ctx, 1), klock::arg(&ctx, 2), kind::MUTEX);
+    klock::lock_initialised(
+        klock::arg(&ctx, 0),
+        klock::arg(&ctx, 1),
+        klock::arg(&ctx, 2),
+        kind::MUTEX,
+    );
     0
 }
 
@@ -101,7 +113,12 @@ fentry_acquire!(fentry_mutex_lock_killable, kind::MUTEX, 0);
 fentry_acquire!(fentry_mutex_lock_io, kind::MUTEX, 0);
 fentry_acquire!(fentry_mutex_trylock, kind::MUTEX, flags::TRY);
 fentry_acquire!(fentry_mutex_lock_nested, kind::MUTEX, 0, subclass);
-fentry_acquire!(fentry_mutex_lock_interruptible_nested, kind::MUTEX, 0, subclass);
+fentry_acquire!(
+    fentry_mutex_lock_interruptible_nested,
+    kind::MUTEX,
+    0,
+    subclass
+);
 fentry_acquire!(fentry_mutex_lock_killable_nested, kind::MUTEX, 0, subclass);
 fentry_acquire!(fentry_mutex_lock_io_nested, kind::MUTEX, 0, subclass);
 fentry_acquire!(fentry_mutex_lock_nest_lock, kind::MUTEX, 0, nest_lock);
@@ -139,7 +156,14 @@ pub fn kprobe_mutex_acquire(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn kprobe_mutex_acquire_nested(ctx: ProbeContext) -> u32 {
     if let (Some(lock), Some(subclass)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) {
-        klock::acquire(&ctx, lock, kind::MUTEX, 0, subclass, klock::kprobe_caller(&ctx));
+        klock::acquire(
+            &ctx,
+            lock,
+            kind::MUTEX,
+            0,
+            subclass,
+            klock::kprobe_caller(&ctx),
+        );
     }
     0
 }
@@ -147,7 +171,14 @@ pub fn kprobe_mutex_acquire_nested(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn kprobe_mutex_trylock(ctx: ProbeContext) -> u32 {
     if let Some(lock) = ctx.arg::<u64>(0) {
-        klock::acquire(&ctx, lock, kind::MUTEX, flags::TRY, 0, klock::kprobe_caller(&ctx));
+        klock::acquire(
+            &ctx,
+            lock,
+            kind::MUTEX,
+            flags::TRY,
+            0,
+            klock::kprobe_caller(&ctx),
+        );
     }
     0
 }

@@ -11,7 +11,7 @@ use aya_ebpf::{
 use tracer_common::{class_source, flags, kind};
 
 use crate::{
-    held::{self, current_task, LockRef},
+    lock_state::{self, current_task, LockRef},
     maps::{global, UserLock, GLIBC_MUTEX_LAYOUT, USER_LOCK_CLASS},
 };
 
@@ -71,7 +71,11 @@ fn try_acquire(ctx: &ProbeContext, lock_kind: u32, lock_flags: u32) -> Option<()
     {
         return None;
     }
-    let key = UserLock { lock, tgid: task.pid, _pad: 0 };
+    let key = UserLock {
+        lock,
+        tgid: task.pid,
+        _pad: 0,
+    };
     // SAFETY: plain map value.
     let (class, source) = match unsafe { USER_LOCK_CLASS.get(key) } {
         Some(&site) => (site, class_source::INIT_SITE),
@@ -86,7 +90,7 @@ fn try_acquire(ctx: &ProbeContext, lock_kind: u32, lock_flags: u32) -> Option<()
         scope: task.pid,
         caller: caller(ctx),
     };
-    held::acquire(ctx, &task, &new, u64::from(BPF_F_USER_STACK));
+    lock_state::acquire(ctx, &task, &new, u64::from(BPF_F_USER_STACK));
     Some(())
 }
 
@@ -94,7 +98,7 @@ fn try_acquire_returned(ctx: &RetProbeContext) -> Option<()> {
     let task = current_task()?;
     // Every traced pthread lock function returns 0 on success, an error number otherwise.
     let status: i32 = ctx.ret();
-    held::acquire_returned(&task, None, status == 0);
+    lock_state::acquire_returned(&task, None, status == 0);
     Some(())
 }
 
@@ -102,10 +106,11 @@ fn try_release(ctx: &ProbeContext, lock_kind: u32) -> Option<()> {
     let task = current_task()?;
     let lock = lock_arg(ctx)?;
     // An inner unlock of a recursive mutex (the count is read before glibc lowers it).
-    if lock_kind == kind::PTHREAD_MUTEX && recursive_mutex(lock).is_some_and(|head| head.count > 1) {
+    if lock_kind == kind::PTHREAD_MUTEX && recursive_mutex(lock).is_some_and(|head| head.count > 1)
+    {
         return None;
     }
-    held::release(&task, lock, lock_kind);
+    lock_state::release(&task, lock, lock_kind);
     Some(())
 }
 
@@ -116,14 +121,26 @@ fn try_lock_init(ctx: &ProbeContext) -> Option<()> {
     if site == 0 {
         return None;
     }
-    let _ = USER_LOCK_CLASS.insert(UserLock { lock, tgid: task.pid, _pad: 0 }, site, 0);
+    let _ = USER_LOCK_CLASS.insert(
+        UserLock {
+            lock,
+            tgid: task.pid,
+            _pad: 0,
+        },
+        site,
+        0,
+    );
     Some(())
 }
 
 fn try_lock_destroy(ctx: &ProbeContext) -> Option<()> {
     let task = current_task()?;
     let lock = lock_arg(ctx)?;
-    let _ = USER_LOCK_CLASS.remove(UserLock { lock, tgid: task.pid, _pad: 0 });
+    let _ = USER_LOCK_CLASS.remove(UserLock {
+        lock,
+        tgid: task.pid,
+        _pad: 0,
+    });
     Some(())
 }
 

@@ -1,7 +1,8 @@
 //! The `fs_reclaim` pseudo-lock, as lockdep models it:
 //! - an allocation that may enter direct reclaim and recurse into the filesystem
 //!   (`__GFP_DIRECT_RECLAIM` and `__GFP_FS`, outside `memalloc_noreclaim`/`nofs`/`noio`
-//!   scopes) acquires and releases it at once: `held → fs_reclaim` for every held lock.
+//!   scopes) acquires and releases it at once: `held → fs_reclaim` as for a blocking
+//!   acquire, from the innermost held lock (and the trylocks held inside it).
 //!   Seen at the stable `kmem:*` tracepoints: as BTF raw tracepoints (`tp_btf`) where the
 //!   kernel allows, which run the program straight from the tracepoint call — a classic
 //!   tracepoint first builds its trace record, on every allocation, traced or not; else as
@@ -15,21 +16,22 @@ use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_probe_read_kernel},
     macros::{btf_tracepoint, fentry, kprobe, tracepoint},
     programs::{
-        tracing::StackIdContext, BtfTracePointContext, FEntryContext, ProbeContext, TracePointContext,
+        tracing::StackIdContext, BtfTracePointContext, FEntryContext, ProbeContext,
+        TracePointContext,
     },
     EbpfContext,
 };
 use tracer_common::pseudo::FS_RECLAIM;
 
 use crate::{
-    held::{self, current_task},
     klock,
+    lock_state::{self, current_task},
     maps::{
         global, GFP_ARG_KMALLOC, GFP_ARG_KMALLOC_NODE, GFP_ARG_KMEM_CACHE_ALLOC,
         GFP_ARG_KMEM_CACHE_ALLOC_NODE, GFP_ARG_MM_PAGE_ALLOC, GFP_DIRECT_RECLAIM, GFP_FS,
-        GFP_OFFSET_DIRECT_RECLAIM_BEGIN, GFP_OFFSET_KMALLOC,
-        GFP_OFFSET_KMALLOC_NODE, GFP_OFFSET_KMEM_CACHE_ALLOC, GFP_OFFSET_KMEM_CACHE_ALLOC_NODE,
-        GFP_OFFSET_MM_PAGE_ALLOC, PF_MEMALLOC, PF_MEMALLOC_NOFS_NOIO, TASK_FLAGS_OFFSET,
+        GFP_OFFSET_DIRECT_RECLAIM_BEGIN, GFP_OFFSET_KMALLOC, GFP_OFFSET_KMALLOC_NODE,
+        GFP_OFFSET_KMEM_CACHE_ALLOC, GFP_OFFSET_KMEM_CACHE_ALLOC_NODE, GFP_OFFSET_MM_PAGE_ALLOC,
+        PF_MEMALLOC, PF_MEMALLOC_NOFS_NOIO, TASK_FLAGS_OFFSET,
     },
 };
 
@@ -70,7 +72,7 @@ fn reclaim_allowed(pf_memalloc: bool) -> bool {
     current_flags().is_none_or(|flags| flags & mask == 0)
 }
 
-/// An allocation with flags `gfp`: `held → fs_reclaim` for the locks held, if it may
+/// An allocation with flags `gfp`: `held → fs_reclaim` from the locks held, if it may
 /// reclaim. Cheapest tests first: this runs on every allocation in the system.
 #[inline(always)]
 fn allocation<C: StackIdContext + EbpfContext>(ctx: &C, gfp: u32) {
@@ -80,10 +82,10 @@ fn allocation<C: StackIdContext + EbpfContext>(ctx: &C, gfp: u32) {
     let Some(task) = current_task() else {
         return;
     };
-    if !held::holds_locks(&task) || !reclaim_allowed(true) {
+    if !lock_state::holds_locks(&task) || !reclaim_allowed(true) {
         return;
     }
-    held::acquire_release(ctx, &task, &klock::pseudo(ctx, FS_RECLAIM));
+    lock_state::acquire_release(ctx, &task, &klock::pseudo(ctx, FS_RECLAIM));
 }
 
 /// A classic tracepoint's `gfp_flags`, at `offset` in its record (0: unknown).
@@ -176,13 +178,13 @@ fn hold_fs_reclaim<C: StackIdContext + EbpfContext>(ctx: &C, gfp: u32) {
         return;
     }
     if let Some(task) = current_task() {
-        held::acquire_held(ctx, &task, &klock::pseudo(ctx, FS_RECLAIM));
+        lock_state::acquire_held(ctx, &task, &klock::pseudo(ctx, FS_RECLAIM));
     }
 }
 
 fn drop_fs_reclaim() {
     if let Some(task) = current_task() {
-        held::release_if_held(&task, FS_RECLAIM);
+        lock_state::release_if_held(&task, FS_RECLAIM);
     }
 }
 
@@ -190,7 +192,7 @@ fn drop_fs_reclaim() {
 pub fn tp_direct_reclaim_begin(ctx: TracePointContext) -> u32 {
     let offset = global(&GFP_OFFSET_DIRECT_RECLAIM_BEGIN);
     if offset != 0 {
-        // SAFETY: as in `allocation`.
+        // SAFETY: as in `tracepoint_allocation`.
         if let Ok(gfp) = unsafe { ctx.read_at::<u32>(offset as usize) } {
             hold_fs_reclaim(&ctx, gfp);
         }

@@ -1,6 +1,8 @@
 //! Kernel `struct rw_semaphore`: as `mutex`, plus read acquires ([`flags::NEW_READ`]) and
 //! `downgrade_write` (the held write entry becomes a read entry). The kretprobe programs of
 //! `mutex` serve the rwsem functions too (same shapes).
+#[allow(unused_imports, reason = "used by the fexit_returned! expansion")]
+use aya_ebpf::{macros::fexit, programs::FExitContext};
 use aya_ebpf::{
     macros::{fentry, kprobe},
     programs::{FEntryContext, ProbeContext},
@@ -11,15 +13,18 @@ use crate::{
     klock,
     mutex::{fentry_acquire, fentry_release, fexit_returned},
 };
-#[allow(unused_imports, reason = "used by the fexit_returned! expansion")]
-use aya_ebpf::{macros::fexit, programs::FExitContext};
 
 const R: u32 = flags::NEW_READ;
 
 /// `__init_rwsem(sem, name, key)`.
 #[fentry]
 pub fn fentry_init_rwsem(ctx: FEntryContext) -> u32 {
-    klock::lock_initialised(klock::arg(&ctx, 0), klock::arg(&ctx, 1), klock::arg(&ctx, 2), kind::RWSEM);
+    klock::lock_initialised(
+        klock::arg(&ctx, 0),
+        klock::arg(&ctx, 1),
+        klock::arg(&ctx, 2),
+        kind::RWSEM,
+    );
     0
 }
 
@@ -76,7 +81,14 @@ pub fn kprobe_rwsem_read(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn kprobe_rwsem_read_nested(ctx: ProbeContext) -> u32 {
     if let (Some(sem), Some(subclass)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) {
-        klock::acquire(&ctx, sem, kind::RWSEM, R, subclass, klock::kprobe_caller(&ctx));
+        klock::acquire(
+            &ctx,
+            sem,
+            kind::RWSEM,
+            R,
+            subclass,
+            klock::kprobe_caller(&ctx),
+        );
     }
     0
 }
@@ -84,7 +96,14 @@ pub fn kprobe_rwsem_read_nested(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn kprobe_rwsem_read_trylock(ctx: ProbeContext) -> u32 {
     if let Some(sem) = ctx.arg::<u64>(0) {
-        klock::acquire(&ctx, sem, kind::RWSEM, R | flags::TRY, 0, klock::kprobe_caller(&ctx));
+        klock::acquire(
+            &ctx,
+            sem,
+            kind::RWSEM,
+            R | flags::TRY,
+            0,
+            klock::kprobe_caller(&ctx),
+        );
     }
     0
 }
@@ -100,7 +119,14 @@ pub fn kprobe_rwsem_write(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn kprobe_rwsem_write_nested(ctx: ProbeContext) -> u32 {
     if let (Some(sem), Some(subclass)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) {
-        klock::acquire(&ctx, sem, kind::RWSEM, 0, subclass, klock::kprobe_caller(&ctx));
+        klock::acquire(
+            &ctx,
+            sem,
+            kind::RWSEM,
+            0,
+            subclass,
+            klock::kprobe_caller(&ctx),
+        );
     }
     0
 }
@@ -108,7 +134,14 @@ pub fn kprobe_rwsem_write_nested(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn kprobe_rwsem_write_trylock(ctx: ProbeContext) -> u32 {
     if let Some(sem) = ctx.arg::<u64>(0) {
-        klock::acquire(&ctx, sem, kind::RWSEM, flags::TRY, 0, klock::kprobe_caller(&ctx));
+        klock::acquire(
+            &ctx,
+            sem,
+            kind::RWSEM,
+            flags::TRY,
+            0,
+            klock::kprobe_caller(&ctx),
+        );
     }
     0
 }

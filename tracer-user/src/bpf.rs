@@ -3,8 +3,7 @@ use anyhow::{Context as _, Result};
 use aya::{Ebpf, EbpfLoader};
 
 /// The eBPF object built by `build.rs`, embedded so that the binary is self-contained.
-static TRACER_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
+static TRACER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
 
 /// Load-time switches and filters (globals in the object, not config maps).
 #[derive(Debug, Clone, Default)]
@@ -69,7 +68,9 @@ pub fn load(options: &LoadOptions, kernel: &KernelGlobals) -> Result<Ebpf> {
     if let Some(bytes) = options.ringbuf_bytes {
         loader.map_max_entries("EVENTS", bytes);
     }
-    let mut ebpf = loader.load(TRACER_OBJECT).context("loading the eBPF object")?;
+    let mut ebpf = loader
+        .load(TRACER_OBJECT)
+        .context("loading the eBPF object")?;
     match aya_log::EbpfLogger::init(&mut ebpf) {
         Ok(logger) => forward_ebpf_logs(logger),
         // The object logs nothing on hot paths unless built to; no log map is fine.
@@ -88,7 +89,9 @@ fn forward_ebpf_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
     };
     tokio::spawn(async move {
         loop {
-            let Ok(mut guard) = logger.readable_mut().await else { return };
+            let Ok(mut guard) = logger.readable_mut().await else {
+                return;
+            };
             guard.get_inner_mut().flush();
             guard.clear_ready();
         }
@@ -97,9 +100,15 @@ fn forward_ebpf_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
 fn raise_memlock_limit() {
-    let limit = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: plain syscall with a valid pointer.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
-        log::debug!("could not raise RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
+        log::debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }

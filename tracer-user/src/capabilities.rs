@@ -64,15 +64,26 @@ pub fn privileges() -> Capability {
     } else if has(CAP_BPF) && has(CAP_PERFMON) {
         (true, format!("euid {euid}, CAP_BPF + CAP_PERFMON"))
     } else {
-        (false, format!("euid {euid} without CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN): run with sudo"))
+        (
+            false,
+            format!("euid {euid} without CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN): run with sudo"),
+        )
     };
-    Capability { name: "privileges", available, detail }
+    Capability {
+        name: "privileges",
+        available,
+        detail,
+    }
 }
 
 fn path_capability(name: &'static str, path: &str, yes: &str, no: &str) -> Capability {
     let available = Path::new(path).exists();
     let detail = if available { yes } else { no };
-    Capability { name, available, detail: detail.to_string() }
+    Capability {
+        name,
+        available,
+        detail: detail.to_string(),
+    }
 }
 
 /// Probe everything. `ebpf` is the loaded tracer object, used to try an fentry load.
@@ -100,7 +111,11 @@ pub fn probe(ebpf: Option<&mut aya::Ebpf>) -> Capabilities {
                 available: true,
                 detail: "/sys/kernel/btf/vmlinux present".into(),
             },
-            Err(err) => Capability { name: "btf", available: false, detail: err.to_string() },
+            Err(err) => Capability {
+                name: "btf",
+                available: false,
+                detail: err.to_string(),
+            },
         },
         fentry,
         kprobes: path_capability(
@@ -132,7 +147,9 @@ fn fentry_capability(ebpf: &mut aya::Ebpf, btf: &Btf) -> Capability {
             .ok_or("capability_fentry missing from the object")?
             .try_into()
             .map_err(|err| format!("{err}"))?;
-        program.load("do_nanosleep", btf).map_err(|err| error_chain(&err))?;
+        program
+            .load("do_nanosleep", btf)
+            .map_err(|err| error_chain(&err))?;
         program.unload().map_err(|err| error_chain(&err))
     })();
     match result {
@@ -141,7 +158,11 @@ fn fentry_capability(ebpf: &mut aya::Ebpf, btf: &Btf) -> Capability {
             available: true,
             detail: "an fentry program loaded (BPF trampolines work)".into(),
         },
-        Err(err) => Capability { name: "fentry", available: false, detail: format!("load failed: {err}") },
+        Err(err) => Capability {
+            name: "fentry",
+            available: false,
+            detail: format!("load failed: {err}"),
+        },
     }
 }
 
@@ -153,7 +174,13 @@ pub fn ensure_tracefs() {
     }
     // SAFETY: plain mount(2) with valid NUL-terminated strings.
     let rc = unsafe {
-        libc::mount(c"nodev".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            c"nodev".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
         log::debug!("mounting tracefs: {}", std::io::Error::last_os_error());
@@ -161,8 +188,14 @@ pub fn ensure_tracefs() {
 }
 
 fn tracepoint_capability() -> Capability {
-    let roots = ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"];
-    match roots.iter().find(|root| Path::new(root).join("sched").exists()) {
+    let roots = [
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/debug/tracing/events",
+    ];
+    match roots
+        .iter()
+        .find(|root| Path::new(root).join("sched").exists())
+    {
         Some(root) => Capability {
             name: "tracepoints",
             available: true,
@@ -171,7 +204,9 @@ fn tracepoint_capability() -> Capability {
         None => Capability {
             name: "tracepoints",
             available: false,
-            detail: "tracefs not mounted or no tracepoint events (mount -t tracefs nodev /sys/kernel/tracing)".into(),
+            detail: "tracefs not mounted or no tracepoint events \
+                     (mount -t tracefs nodev /sys/kernel/tracing)"
+                .into(),
         },
     }
 }

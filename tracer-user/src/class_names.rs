@@ -25,13 +25,20 @@ pub fn init_key(name: Option<String>, key: u64) -> String {
 /// The class of user locks initialised at `site` (a return address) in process `pid`.
 pub fn init_site(symbols: &mut Symbols, pid: u32, site: u64) -> String {
     let frame = symbols.user_frames(pid, &[site]).pop();
-    let symbol = frame.as_ref().and_then(|frame| Some((frame.symbol.as_deref()?, frame.offset)));
+    let symbol = frame
+        .as_ref()
+        .and_then(|frame| Some((frame.symbol.as_deref()?, frame.offset)));
     naming::init_site(symbol, site)
 }
 
 /// A lock whose initialisation was not seen (`scope` 0: a kernel lock, else the process):
 /// a static lock by its data symbol, any other by the function that acquired it in `stack`.
-pub fn instance(symbols: &mut Symbols, scope: u32, lock: u64, stack: &[Frame]) -> (String, NameSource) {
+pub fn instance(
+    symbols: &mut Symbols,
+    scope: u32,
+    lock: u64,
+    stack: &[Frame],
+) -> (String, NameSource) {
     let symbol = if scope == 0 {
         symbols.kernel_data_symbol(lock)
     } else {
@@ -39,7 +46,10 @@ pub fn instance(symbols: &mut Symbols, scope: u32, lock: u64, stack: &[Frame]) -
     };
     match symbol {
         Some((symbol, offset)) => (naming::data_symbol(&symbol, offset), NameSource::Symbol),
-        None => (naming::acquired_at(naming::acquisition_site(stack), lock), NameSource::AcquireSite),
+        None => (
+            naming::acquired_at(naming::acquisition_site(stack), lock),
+            NameSource::AcquireSite,
+        ),
     }
 }
 
@@ -60,10 +70,16 @@ mod tests {
     #[test]
     fn an_unseen_instance_is_named_by_the_function_that_took_it() {
         let mut symbols = Symbols::new();
-        let stack = [Frame::symbol("mutex_lock", 5), Frame::symbol("nvkm_uvmm_mthd", 0x4d5)];
+        let stack = [
+            Frame::symbol("mutex_lock", 5),
+            Frame::symbol("nvkm_uvmm_mthd", 0x4d5),
+        ];
         // No kernel data symbol at a user-space-looking address on this host.
         let (name, source) = instance(&mut symbols, 0, 0x10, &stack);
-        assert_eq!((name.as_str(), source), ("lock@nvkm_uvmm_mthd", NameSource::AcquireSite));
+        assert_eq!(
+            (name.as_str(), source),
+            ("lock@nvkm_uvmm_mthd", NameSource::AcquireSite)
+        );
         let (name, _) = instance(&mut symbols, 0, 0x10, &[Frame::addr(1)]);
         assert_eq!(name, "lock@0x10");
         assert_eq!(init_key(None, 0xff), "class@0xff");

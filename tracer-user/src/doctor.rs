@@ -84,24 +84,39 @@ fn load_all() -> Result<ExitCode> {
             Program::TracePoint(program) => ("tracepoint", program.load()),
             Program::FEntry(program) => match (target, &btf) {
                 (Some(target), Some(btf)) => ("fentry", program.load(target, btf)),
-                _ => ("fentry", Err(aya::programs::ProgramError::UnexpectedProgramType)),
+                _ => (
+                    "fentry",
+                    Err(aya::programs::ProgramError::UnexpectedProgramType),
+                ),
             },
             Program::FExit(program) => match (target, &btf) {
                 (Some(target), Some(btf)) => ("fexit", program.load(target, btf)),
-                _ => ("fexit", Err(aya::programs::ProgramError::UnexpectedProgramType)),
+                _ => (
+                    "fexit",
+                    Err(aya::programs::ProgramError::UnexpectedProgramType),
+                ),
             },
             Program::BtfTracePoint(program) => match (target, &btf) {
                 (Some(target), Some(btf)) => ("tp_btf", program.load(target, btf)),
-                _ => ("tp_btf", Err(aya::programs::ProgramError::UnexpectedProgramType)),
+                _ => (
+                    "tp_btf",
+                    Err(aya::programs::ProgramError::UnexpectedProgramType),
+                ),
             },
             _ => ("other", Ok(())),
         };
         match result {
-            Ok(()) => println!("load ok {kind} {name} ({} ms)", started.elapsed().as_millis()),
+            Ok(()) => println!(
+                "load ok {kind} {name} ({} ms)",
+                started.elapsed().as_millis()
+            ),
             Err(err) => {
                 failed += 1;
                 let detail = capabilities::error_chain(&err).replace('\n', " | ");
-                println!("load FAILED {kind} {name} target={} : {detail}", target.unwrap_or("-"));
+                println!(
+                    "load FAILED {kind} {name} target={} : {detail}",
+                    target.unwrap_or("-")
+                );
             }
         }
     }

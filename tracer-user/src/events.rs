@@ -1,4 +1,5 @@
 //! Decoding ring-buffer records from their `#[repr(C)]` wire form (`tracer-common`).
+use lockgraph::LockKind;
 use tracer_common::{kind, op, record, ClassEvent, DependencyEvent, LockOpEvent, COMM_LEN};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,8 +75,7 @@ impl LockOp {
 }
 
 /// A [`tracer_common::kind`] value as the graph engine's lock kind.
-pub fn lock_kind(value: u32) -> Result<lockgraph::LockKind, u32> {
-    use lockgraph::LockKind;
+pub fn lock_kind(value: u32) -> Result<LockKind, u32> {
     match value {
         kind::MUTEX => Ok(LockKind::Mutex),
         kind::RWSEM => Ok(LockKind::Rwsem),
@@ -123,10 +123,16 @@ mod tests {
             std::slice::from_raw_parts((&raw const event).cast::<u8>(), size_of::<LockOpEvent>())
         };
         assert_eq!(Record::try_from(bytes).unwrap(), Record::LockOp(event));
-        assert!(matches!(Record::try_from(&bytes[..20]), Err(DecodeError::Short { len: 20 })));
+        assert!(matches!(
+            Record::try_from(&bytes[..20]),
+            Err(DecodeError::Short { len: 20 })
+        ));
         let mut unknown = bytes.to_vec();
         unknown[0] = 99;
-        assert!(matches!(Record::try_from(&unknown[..]), Err(DecodeError::UnknownRecord(99))));
+        assert!(matches!(
+            Record::try_from(&unknown[..]),
+            Err(DecodeError::UnknownRecord(99))
+        ));
         assert_eq!(LockOp::try_from(op::RELEASE), Ok(LockOp::Release));
         assert_eq!(LockOp::try_from(42), Err(42));
         assert_eq!(comm_str(&event.comm), "worker");

@@ -15,7 +15,6 @@ use crate::{
     symbols::Symbols,
 };
 
-
 /// Where the raw frames of a stack id come from (the BPF stack-trace map when live).
 pub trait StackSource {
     fn frames(&self, stack_id: i32) -> Vec<u64>;
@@ -63,12 +62,21 @@ impl Ingest {
     }
 
     pub fn on_class(&mut self, event: &ClassEvent) {
-        self.init_names.insert(event.class, (c_str(&event.name), event.kind));
+        self.init_names
+            .insert(event.class, (c_str(&event.name), event.kind));
     }
 
-    pub fn on_dependency(&mut self, event: &DependencyEvent, stacks: &impl StackSource) -> Vec<Cycle> {
+    pub fn on_dependency(
+        &mut self,
+        event: &DependencyEvent,
+        stacks: &impl StackSource,
+    ) -> Vec<Cycle> {
         self.dependency_records += 1;
-        let scope = if is_user_kind(event.new_kind) { event.pid } else { 0 };
+        let scope = if is_user_kind(event.new_kind) {
+            event.pid
+        } else {
+            0
+        };
         let held_stack = self.frames(scope, stacks.frames(event.held_stack_id), event.held_caller);
         let new_stack = self.frames(scope, stacks.frames(event.new_stack_id), event.new_caller);
         let held_raw = RawLock {
@@ -100,7 +108,11 @@ impl Ingest {
         let task = if self.graph.edge(held, new).is_some() {
             TaskInfo::default()
         } else {
-            TaskInfo { comm: comm_str(&event.comm), pid: event.pid, tid: event.tid }
+            TaskInfo {
+                comm: comm_str(&event.comm),
+                pid: event.pid,
+                tid: event.tid,
+            }
         };
         self.graph.add_dependency(Dependency {
             held,
@@ -125,7 +137,10 @@ impl Ingest {
         if self.graph.edge(held, new).is_some() {
             return false;
         }
-        let guard = self.by_raw_class.get(&(key.scope, key.guard_class)).copied();
+        let guard = self
+            .by_raw_class
+            .get(&(key.scope, key.guard_class))
+            .copied();
         let cycles = self.graph.add_dependency(Dependency {
             held,
             new,
@@ -141,16 +156,25 @@ impl Ingest {
     /// What the kernel's key alone says about a class (its source is not in the key).
     fn raw_from_key(&self, scope: u32, class: u64) -> RawLock {
         let user = scope != 0;
-        let (source, kind) = if let Some((_, kind)) = self.init_names.get(&class).filter(|_| !user) {
+        let (source, kind) = if let Some((_, kind)) = self.init_names.get(&class).filter(|_| !user)
+        {
             (class_source::INIT_KEY, *kind)
-        } else if !user && (class == pseudo::FS_RECLAIM || class == pseudo::MMU_NOTIFIER_INVALIDATE_RANGE_START) {
+        } else if !user
+            && (class == pseudo::FS_RECLAIM || class == pseudo::MMU_NOTIFIER_INVALIDATE_RANGE_START)
+        {
             (class_source::PSEUDO, tracer_common::kind::PSEUDO)
         } else if user {
             (class_source::INSTANCE, tracer_common::kind::PTHREAD_MUTEX)
         } else {
             (class_source::INSTANCE, tracer_common::kind::MUTEX)
         };
-        RawLock { scope, class, lock: class, kind, source }
+        RawLock {
+            scope,
+            class,
+            lock: class,
+            kind,
+            source,
+        }
     }
 
     fn frames(&mut self, scope: u32, addrs: Vec<u64>, caller: u64) -> Vec<Frame> {
@@ -159,7 +183,11 @@ impl Ingest {
 
     fn resolve(&mut self, raw: &RawLock, stack: &[Frame]) -> ClassId {
         // Instance-named classes are keyed by instance; the others by their class id.
-        let identity = if raw.source == class_source::INSTANCE { raw.lock } else { raw.class };
+        let identity = if raw.source == class_source::INSTANCE {
+            raw.lock
+        } else {
+            raw.class
+        };
         if let Some(&id) = self.resolved.get(&(raw.scope, identity, raw.source)) {
             return id;
         }
@@ -168,15 +196,24 @@ impl Ingest {
             class_source::PSEUDO => {
                 let name = class_names::pseudo_lock(raw.class);
                 (
-                    ClassKey::Id { source: class_source::PSEUDO, id: raw.class },
+                    ClassKey::Id {
+                        source: class_source::PSEUDO,
+                        id: raw.class,
+                    },
                     ClassInfo::new(name, LockKind::Pseudo, NameSource::Pseudo),
                 )
             }
             class_source::INIT_KEY => {
-                let name = self.init_names.get(&raw.class).map(|(name, _)| name.clone());
+                let name = self
+                    .init_names
+                    .get(&raw.class)
+                    .map(|(name, _)| name.clone());
                 let name = class_names::init_key(name, raw.class);
                 (
-                    ClassKey::Id { source: class_source::INIT_KEY, id: raw.class },
+                    ClassKey::Id {
+                        source: class_source::INIT_KEY,
+                        id: raw.class,
+                    },
                     ClassInfo::new(name, kind, NameSource::InitName),
                 )
             }
@@ -192,7 +229,10 @@ impl Ingest {
     /// A user lock initialised while tracing: the class of its `pthread_*_init` call site,
     /// named `init@FUNCTION+OFFSET` (the return address of that call, in the process).
     fn init_site_class(&mut self, raw: &RawLock, kind: LockKind) -> (ClassKey, ClassInfo) {
-        let key = ClassKey::Id { source: class_source::INIT_SITE, id: raw.class ^ (u64::from(raw.scope) << 48) };
+        let key = ClassKey::Id {
+            source: class_source::INIT_SITE,
+            id: raw.class ^ (u64::from(raw.scope) << 48),
+        };
         let name = class_names::init_site(&mut self.symbols, raw.scope, raw.class);
         (key, ClassInfo::new(name, kind, NameSource::InitSite))
     }
@@ -200,8 +240,16 @@ impl Ingest {
     /// A lock whose initialisation was not seen: a static lock by its symbol, any other by
     /// the function that acquired it first. Each instance stays its own class: merging the
     /// instances a function takes could invent cycles that no lock order has.
-    fn instance_class(&mut self, raw: &RawLock, kind: LockKind, stack: &[Frame]) -> (ClassKey, ClassInfo) {
-        let key = ClassKey::Id { source: class_source::INSTANCE, id: raw.lock ^ (u64::from(raw.scope) << 48) };
+    fn instance_class(
+        &mut self,
+        raw: &RawLock,
+        kind: LockKind,
+        stack: &[Frame],
+    ) -> (ClassKey, ClassInfo) {
+        let key = ClassKey::Id {
+            source: class_source::INSTANCE,
+            id: raw.lock ^ (u64::from(raw.scope) << 48),
+        };
         let (name, naming) = class_names::instance(&mut self.symbols, raw.scope, raw.lock, stack);
         (key, ClassInfo::new(name, kind, naming))
     }
@@ -232,7 +280,12 @@ mod tests {
     fn class_event(class: u64, name: &str) -> ClassEvent {
         let mut bytes = [0u8; tracer_common::CLASS_NAME_LEN];
         bytes[..name.len()].copy_from_slice(name.as_bytes());
-        ClassEvent { record: record::CLASS, kind: kind::MUTEX, class, name: bytes }
+        ClassEvent {
+            record: record::CLASS,
+            kind: kind::MUTEX,
+            class,
+            name: bytes,
+        }
     }
 
     fn dep(held: u64, new: u64, held_source: u32, new_source: u32) -> DependencyEvent {
@@ -247,8 +300,16 @@ mod tests {
             held_caller: 0,
             new_caller: 0,
             timestamp_ns: 1,
-            held_kind: if held_source == class_source::PSEUDO { kind::PSEUDO } else { kind::MUTEX },
-            new_kind: if new_source == class_source::PSEUDO { kind::PSEUDO } else { kind::MUTEX },
+            held_kind: if held_source == class_source::PSEUDO {
+                kind::PSEUDO
+            } else {
+                kind::MUTEX
+            },
+            new_kind: if new_source == class_source::PSEUDO {
+                kind::PSEUDO
+            } else {
+                kind::MUTEX
+            },
             held_class_source: held_source,
             new_class_source: new_source,
             held_stack_id: -1,
@@ -268,18 +329,34 @@ mod tests {
         let pseudo_source = class_source::PSEUDO;
         let reclaim = pseudo::FS_RECLAIM;
         let notifier = pseudo::MMU_NOTIFIER_INVALIDATE_RANGE_START;
-        assert!(ingest.on_dependency(&dep(0x10, reclaim, key, pseudo_source), &NoStacks).is_empty());
         assert!(ingest
-            .on_dependency(&dep(reclaim, notifier, pseudo_source, pseudo_source), &NoStacks)
+            .on_dependency(&dep(0x10, reclaim, key, pseudo_source), &NoStacks)
             .is_empty());
-        assert!(ingest.on_dependency(&dep(notifier, 0x20, pseudo_source, key), &NoStacks).is_empty());
+        assert!(ingest
+            .on_dependency(
+                &dep(reclaim, notifier, pseudo_source, pseudo_source),
+                &NoStacks
+            )
+            .is_empty());
+        assert!(ingest
+            .on_dependency(&dep(notifier, 0x20, pseudo_source, key), &NoStacks)
+            .is_empty());
         let cycles = ingest.on_dependency(&dep(0x20, 0x10, key, key), &NoStacks);
         assert_eq!(cycles.len(), 1);
-        let mut names: Vec<&str> = cycles[0].classes.iter().map(|&id| ingest.graph.name(id)).collect();
+        let mut names: Vec<&str> = cycles[0]
+            .classes
+            .iter()
+            .map(|&id| ingest.graph.name(id))
+            .collect();
         names.sort_unstable();
         assert_eq!(
             names,
-            ["&svmm->mutex", "&vmm->mutex", "fs_reclaim", "mmu_notifier_invalidate_range_start"]
+            [
+                "&svmm->mutex",
+                "&vmm->mutex",
+                "fs_reclaim",
+                "mmu_notifier_invalidate_range_start"
+            ]
         );
         assert_eq!(ingest.dependency_records, 4);
     }
@@ -301,11 +378,29 @@ mod tests {
         resent.flags |= flags::RESENT;
         resent.new_stack_id = 5;
         ingest.on_dependency(&resent, &ByStackId);
-        let (held, new) = (ingest.graph.class_by_key(&ClassKey::Id { source: key, id: 0x10 }).unwrap(),
-                           ingest.graph.class_by_key(&ClassKey::Id { source: key, id: 0x20 }).unwrap());
+        let (held, new) = (
+            ingest
+                .graph
+                .class_by_key(&ClassKey::Id {
+                    source: key,
+                    id: 0x10,
+                })
+                .unwrap(),
+            ingest
+                .graph
+                .class_by_key(&ClassKey::Id {
+                    source: key,
+                    id: 0x20,
+                })
+                .unwrap(),
+        );
         let edge = ingest.graph.edge(held, new).unwrap();
         assert_eq!(edge.count, 1, "a re-send is not another occurrence");
-        assert_eq!(edge.new_stack.len(), 5, "the longer stack replaced the short one");
+        assert_eq!(
+            edge.new_stack.len(),
+            5,
+            "the longer stack replaced the short one"
+        );
         // A shorter one later does not replace it.
         resent.new_stack_id = 3;
         ingest.on_dependency(&resent, &ByStackId);

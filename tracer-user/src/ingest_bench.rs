@@ -60,7 +60,10 @@ pub fn run(events: u64, classes: u64) -> Result<ExitCode> {
         };
         // SAFETY: viewing a repr(C) integer-only value as bytes, as the ring buffer hands them.
         bytes.copy_from_slice(unsafe {
-            std::slice::from_raw_parts((&raw const event).cast::<u8>(), size_of::<DependencyEvent>())
+            std::slice::from_raw_parts(
+                (&raw const event).cast::<u8>(),
+                size_of::<DependencyEvent>(),
+            )
         });
         if let Ok(Record::Dependency(event)) = Record::try_from(&bytes[..]) {
             ingest.on_dependency(&event, &NoStacks);
@@ -68,7 +71,8 @@ pub fn run(events: u64, classes: u64) -> Result<ExitCode> {
     }
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "ingest: events={events} seconds={seconds:.3} events_per_s={:.0} classes={} dependencies={} peak_rss_kib={}",
+        "ingest: events={events} seconds={seconds:.3} events_per_s={:.0} classes={} \
+         dependencies={} peak_rss_kib={}",
         events as f64 / seconds,
         ingest.graph.class_count(),
         ingest.graph.edge_count(),

@@ -23,9 +23,11 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "locktrace",
     version,
-    about = "Live lock-order tracer: finds possible deadlocks (lockdep-style) on production kernels and in pthread programs",
-    long_about = "locktrace attaches eBPF probes to lock acquire/release paths, builds the lock-order \
-graph live and reports every possible deadlock in lockdep's familiar form, without a debug kernel."
+    about = "Live lock-order tracer: finds possible deadlocks (lockdep-style) on production \
+             kernels and in pthread programs",
+    long_about = "locktrace attaches eBPF probes to lock acquire/release paths, builds the \
+                  lock-order graph live and reports every possible deadlock in lockdep's \
+                  familiar form, without a debug kernel."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -38,7 +40,8 @@ enum Command {
     Trace(trace::TraceArgs),
     /// Show which task holds which traced lock and who waits for whom (deadlocks in progress).
     Held(held::HeldArgs),
-    /// Print what this kernel allows (BTF, fentry, kprobes, uprobes, tracepoints, lockdep, privileges).
+    /// Print what this kernel allows (BTF, fentry, kprobes, uprobes, tracepoints, lockdep,
+    /// privileges).
     Doctor,
     /// Rebuild the graph from a recording (--record) or snapshot and print the report.
     Report {
@@ -93,7 +96,11 @@ fn main() -> ExitCode {
         Command::Held(args) => held::run(&args),
         Command::Report { file, report } => offline::report(&file, &report),
         Command::ImportLockdep { file, report } => offline::import_lockdep(&file, &report),
-        Command::Export { file, format, output } => offline::export(&file, format, output.as_deref()),
+        Command::Export {
+            file,
+            format,
+            output,
+        } => offline::export(&file, format, output.as_deref()),
         Command::Merge { files, output } => offline::merge(&files, &output),
         Command::Diff { old, new } => offline::diff(&old, &new),
         Command::BenchIngest { events, classes } => ingest_bench::run(events, classes),

@@ -2,7 +2,7 @@
 //! exports out. No BPF here; these run anywhere, without privileges.
 use std::{
     fs,
-    io::{BufRead as _, BufReader, Read as _},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
     path::{Path, PathBuf},
     process::{Command, ExitCode, Stdio},
 };
@@ -35,7 +35,11 @@ pub fn load_graph(path: &Path) -> Result<LockGraph> {
     let mut reader = BufReader::new(reader);
     let mut head = String::new();
     while head.trim().is_empty() {
-        if reader.read_line(&mut head).with_context(|| format!("reading {}", path.display()))? == 0 {
+        if reader
+            .read_line(&mut head)
+            .with_context(|| format!("reading {}", path.display()))?
+            == 0
+        {
             bail!("{}: empty input", path.display());
         }
     }
@@ -45,7 +49,9 @@ pub fn load_graph(path: &Path) -> Result<LockGraph> {
         lockgraph::replay(head.as_bytes().chain(reader))
     } else {
         let mut text = head;
-        reader.read_to_string(&mut text).with_context(|| format!("reading {}", path.display()))?;
+        reader
+            .read_to_string(&mut text)
+            .with_context(|| format!("reading {}", path.display()))?;
         LockGraph::from_snapshot_json(&text)
     };
     graph.with_context(|| format!("{}", path.display()))
@@ -88,7 +94,9 @@ pub fn import_lockdep(file: &Path, args: &ReportArgs) -> Result<ExitCode> {
 pub fn export(file: &Path, format: ExportFormat, out: Option<&Path>) -> Result<ExitCode> {
     let graph = load_graph(file)?;
     let bytes = match format {
-        ExportFormat::Json => serde_json::to_vec_pretty(&graph.report(&Suppressions::default()).json())?,
+        ExportFormat::Json => {
+            serde_json::to_vec_pretty(&graph.report(&Suppressions::default()).json())?
+        }
         ExportFormat::Dot => lockgraph::to_dot(&graph).into_bytes(),
         ExportFormat::Graphml => lockgraph::to_graphml(&graph).into_bytes(),
         ExportFormat::Svg => dot_to_svg(&lockgraph::to_dot(&graph))?,
@@ -96,7 +104,6 @@ pub fn export(file: &Path, format: ExportFormat, out: Option<&Path>) -> Result<E
     match out {
         Some(path) => write_atomic(path, &bytes)?,
         None => {
-            use std::io::Write as _;
             std::io::stdout().write_all(&bytes)?;
         }
     }
@@ -104,7 +111,6 @@ pub fn export(file: &Path, format: ExportFormat, out: Option<&Path>) -> Result<E
 }
 
 fn dot_to_svg(dot: &str) -> Result<Vec<u8>> {
-    use std::io::Write as _;
     let mut child = match Command::new("dot")
         .arg("-Tsvg")
         .stdin(Stdio::piped())
@@ -112,23 +118,39 @@ fn dot_to_svg(dot: &str) -> Result<Vec<u8>> {
         .spawn()
     {
         Ok(child) => child,
-        Err(_) => bail!("svg needs Graphviz's `dot` (apt-get install graphviz); --format dot works without it"),
+        Err(_) => bail!(
+            "svg needs Graphviz's `dot` (apt-get install graphviz); --format dot works without it"
+        ),
     };
-    child.stdin.take().context("dot stdin")?.write_all(dot.as_bytes())?;
+    child
+        .stdin
+        .take()
+        .context("dot stdin")?
+        .write_all(dot.as_bytes())?;
     let output = child.wait_with_output()?;
     if !output.status.success() {
-        bail!("Graphviz dot failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+        bail!(
+            "Graphviz dot failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
     Ok(output.stdout)
 }
 
 /// `locktrace merge A B ... -o OUT`.
 pub fn merge(files: &[PathBuf], out: &Path) -> Result<ExitCode> {
-    let graphs = files.iter().map(|file| load_graph(file)).collect::<Result<Vec<_>>>()?;
+    let graphs = files
+        .iter()
+        .map(|file| load_graph(file))
+        .collect::<Result<Vec<_>>>()?;
     let merged = lockgraph::merge(&graphs).context("merging snapshots")?;
     let json = serde_json::to_vec_pretty(&merged.report(&Suppressions::default()).json())?;
     write_atomic(out, &json)?;
-    eprintln!("locktrace: merged {} snapshots: {}", files.len(), merged.report(&Suppressions::default()).summary());
+    eprintln!(
+        "locktrace: merged {} snapshots: {}",
+        files.len(),
+        merged.report(&Suppressions::default()).summary()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -13,9 +13,18 @@ use crate::held::{push_stack, render_deadlock, Deadlock};
 
 /// Writes `contents` to `path` atomically (same directory, then rename).
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().with_context(|| format!("{} is not a file path", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} is not a file path", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| -> Result<()> {
         let mut file = fs::File::create(&tmp)?;
         file.write_all(contents)?;
@@ -31,7 +40,10 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
 
 /// Checks up front that `path` can be written, so a bad path fails before tracing starts.
 pub fn check_writable(path: &Path) -> Result<()> {
-    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let probe = dir.join(format!(".locktrace-probe-{}", std::process::id()));
     fs::File::create(&probe)
         .and_then(|_| fs::remove_file(&probe))
@@ -97,7 +109,15 @@ pub struct Outputs {
 
 impl Outputs {
     pub fn check(&self) -> Result<()> {
-        for path in [&self.report_json, &self.report_text, &self.dot, &self.record].into_iter().flatten() {
+        for path in [
+            &self.report_json,
+            &self.report_text,
+            &self.dot,
+            &self.record,
+        ]
+        .into_iter()
+        .flatten()
+        {
             check_writable(path)?;
         }
         if let Some(dir) = &self.snapshot_dir {
@@ -108,7 +128,12 @@ impl Outputs {
     }
 
     /// Writes every requested output for the graph as it is now.
-    pub fn write(&self, graph: &LockGraph, suppressions: &Suppressions, live: &LiveFindings) -> Result<()> {
+    pub fn write(
+        &self,
+        graph: &LockGraph,
+        suppressions: &Suppressions,
+        live: &LiveFindings,
+    ) -> Result<()> {
         let report = graph.report(suppressions);
         if let Some(path) = &self.report_json {
             let json = live.add_to_json(&report.json())?;
@@ -134,12 +159,26 @@ impl Outputs {
 }
 
 /// `DIR/snapshot.json` (loadable by `locktrace export/merge/diff`) and `DIR/snapshot.dot`.
-pub fn write_snapshot(dir: &Path, graph: &LockGraph, suppressions: &Suppressions, graphml: bool) -> Result<()> {
+pub fn write_snapshot(
+    dir: &Path,
+    graph: &LockGraph,
+    suppressions: &Suppressions,
+    graphml: bool,
+) -> Result<()> {
     let report = graph.report(suppressions);
-    write_atomic(&dir.join("snapshot.json"), serde_json::to_string_pretty(&report.json())?.as_bytes())?;
-    write_atomic(&dir.join("snapshot.dot"), lockgraph::to_dot(graph).as_bytes())?;
+    write_atomic(
+        &dir.join("snapshot.json"),
+        serde_json::to_string_pretty(&report.json())?.as_bytes(),
+    )?;
+    write_atomic(
+        &dir.join("snapshot.dot"),
+        lockgraph::to_dot(graph).as_bytes(),
+    )?;
     if graphml {
-        write_atomic(&dir.join("snapshot.graphml"), lockgraph::to_graphml(graph).as_bytes())?;
+        write_atomic(
+            &dir.join("snapshot.graphml"),
+            lockgraph::to_graphml(graph).as_bytes(),
+        )?;
     }
     Ok(())
 }

@@ -35,7 +35,9 @@ pub struct ReportArgs {
 pub fn read_input(path: &Path) -> Result<String> {
     if path == Path::new("-") {
         let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).context("reading standard input")?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading standard input")?;
         return Ok(text);
     }
     let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -43,7 +45,9 @@ pub fn read_input(path: &Path) -> Result<String> {
 }
 
 pub fn load_suppressions(path: Option<&Path>) -> Result<Suppressions> {
-    let Some(path) = path else { return Ok(Suppressions::default()) };
+    let Some(path) = path else {
+        return Ok(Suppressions::default());
+    };
     let text = read_input(path)?;
     Suppressions::parse(&text).with_context(|| format!("{}", path.display()))
 }

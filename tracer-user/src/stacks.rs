@@ -40,9 +40,15 @@ pub fn stack_frames(symbols: &mut Symbols, scope: u32, addrs: Vec<u64>, caller: 
 /// starts at the lock function as lockdep's do.
 fn without_tracer_frames(frames: Vec<Frame>) -> Vec<Frame> {
     let is_tracer = |frame: &Frame| frame.symbol.as_deref().is_some_and(naming::is_tracer_frame);
-    let first_real = frames.iter().position(|frame| frame.symbol.is_some() && !is_tracer(frame));
+    let first_real = frames
+        .iter()
+        .position(|frame| frame.symbol.is_some() && !is_tracer(frame));
     match first_real {
-        Some(start) => frames.into_iter().skip(start).filter(|frame| !is_tracer(frame)).collect(),
+        Some(start) => frames
+            .into_iter()
+            .skip(start)
+            .filter(|frame| !is_tracer(frame))
+            .collect(),
         None => frames,
     }
 }
@@ -60,7 +66,10 @@ mod tests {
             Frame::symbol("mutex_lock", 0x5),
             Frame::symbol("nvkm_uvmm_mthd", 0x4d5),
         ];
-        let kept: Vec<_> = without_tracer_frames(frames).into_iter().filter_map(|f| f.symbol).collect();
+        let kept: Vec<_> = without_tracer_frames(frames)
+            .into_iter()
+            .filter_map(|f| f.symbol)
+            .collect();
         assert_eq!(kept, ["mutex_lock", "nvkm_uvmm_mthd"]);
         // An allocation seen at a BTF raw tracepoint starts at the allocator.
         let frames = vec![
@@ -69,14 +78,20 @@ mod tests {
             Frame::symbol("__kmalloc_cache_noprof", 0x244),
             Frame::symbol("nvkm_vma_tail", 0x35),
         ];
-        let kept: Vec<_> = without_tracer_frames(frames).into_iter().filter_map(|f| f.symbol).collect();
+        let kept: Vec<_> = without_tracer_frames(frames)
+            .into_iter()
+            .filter_map(|f| f.symbol)
+            .collect();
         assert_eq!(kept, ["__kmalloc_cache_noprof", "nvkm_vma_tail"]);
     }
 
     #[test]
     fn the_caller_becomes_the_second_frame_once() {
         assert_eq!(with_caller(vec![0x10, 0x30], 0x20), [0x10, 0x20, 0x30]);
-        assert_eq!(with_caller(vec![0x10, 0x20, 0x30], 0x20), [0x10, 0x20, 0x30]);
+        assert_eq!(
+            with_caller(vec![0x10, 0x20, 0x30], 0x20),
+            [0x10, 0x20, 0x30]
+        );
         assert_eq!(with_caller(vec![0x10], 0x20), [0x10, 0x20]);
         assert_eq!(with_caller(vec![0x10, 0x30], 0), [0x10, 0x30]);
         assert!(with_caller(Vec::new(), 0x20).is_empty());

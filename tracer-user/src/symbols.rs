@@ -7,7 +7,9 @@
 //! to whichever older symbol precedes it in the module area — often one of our own BPF
 //! programs, whose frames are then dropped as tracing machinery. So the kernel symbolizer
 //! is rebuilt whenever the set of loaded modules changes.
-use std::{collections::HashMap, fs, num::NonZeroU32, ops::ControlFlow, os::unix::fs::FileExt as _, rc::Rc};
+use std::{
+    collections::HashMap, fs, num::NonZeroU32, ops::ControlFlow, os::unix::fs::FileExt as _, rc::Rc,
+};
 
 use blazesym::{
     inspect::{self, Inspector},
@@ -106,7 +108,9 @@ impl Symbols {
     pub fn load_kernel_symbols(&mut self) {
         let source = Self::kernel_source();
         // Any address will do; the answer does not matter.
-        let _ = self.kernel.symbolize(&source, Input::AbsAddr(&[KERNEL_MODULE_AREA]));
+        let _ = self
+            .kernel
+            .symbolize(&source, Input::AbsAddr(&[KERNEL_MODULE_AREA]));
     }
 
     /// Re-reads /proc/modules; when modules came or went, kallsyms is read again at the next
@@ -137,7 +141,10 @@ impl Symbols {
     /// The module `addr` lies in, as of the last /proc/modules read (`kernel_frames` reads
     /// it again first whenever a stack reaches the module area).
     fn module_of(&self, addr: u64) -> Option<String> {
-        self.modules.iter().find(|m| m.start <= addr && addr < m.end).map(|m| m.name.clone())
+        self.modules
+            .iter()
+            .find(|m| m.start <= addr && addr < m.end)
+            .map(|m| m.name.clone())
     }
 
     pub fn kernel_frames(&mut self, addrs: &[u64]) -> Vec<Frame> {
@@ -179,20 +186,22 @@ impl Symbols {
         addrs
             .iter()
             .enumerate()
-            .map(|(index, &addr)| match symbolized.as_ref().and_then(|all| all.get(index)) {
-                Some(Symbolized::Sym(sym)) => Frame {
-                    addr,
-                    symbol: Some(sym.name.to_string()),
-                    offset: sym.offset as u64,
-                    size: sym.size.map(|size| size as u64),
-                    module: sym
-                        .module
-                        .as_ref()
-                        .and_then(|path| std::path::Path::new(path).file_name())
-                        .map(|name| name.to_string_lossy().into_owned()),
+            .map(
+                |(index, &addr)| match symbolized.as_ref().and_then(|all| all.get(index)) {
+                    Some(Symbolized::Sym(sym)) => Frame {
+                        addr,
+                        symbol: Some(sym.name.to_string()),
+                        offset: sym.offset as u64,
+                        size: sym.size.map(|size| size as u64),
+                        module: sym
+                            .module
+                            .as_ref()
+                            .and_then(|path| std::path::Path::new(path).file_name())
+                            .map(|name| name.to_string_lossy().into_owned()),
+                    },
+                    _ => Frame::addr(addr),
                 },
-                _ => Frame::addr(addr),
-            })
+            )
             .collect()
     }
 
@@ -233,7 +242,9 @@ impl Symbols {
 /// The file mapping `addr` (an anonymous mapping right after a file mapping is that file's
 /// `.bss`), and the file's first mapping.
 fn file_of(mappings: &[Mapping], addr: u64) -> Option<(&ElfIdentity, &Mapping)> {
-    let index = mappings.iter().position(|m| m.start <= addr && addr < m.end)?;
+    let index = mappings
+        .iter()
+        .position(|m| m.start <= addr && addr < m.end)?;
     let file = match &mappings[index].file {
         Some(file) => file,
         None => {
@@ -244,7 +255,10 @@ fn file_of(mappings: &[Mapping], addr: u64) -> Option<(&ElfIdentity, &Mapping)> 
             previous.file.as_ref()?
         }
     };
-    let first = mappings.iter().filter(|m| m.file.as_ref() == Some(file)).min_by_key(|m| m.start)?;
+    let first = mappings
+        .iter()
+        .filter(|m| m.file.as_ref() == Some(file))
+        .min_by_key(|m| m.start)?;
     Some((file, first))
 }
 
@@ -256,7 +270,10 @@ fn elf_vaddr(first: &Mapping, loads: &[LoadSegment], addr: u64) -> Option<u64> {
         return None;
     }
     let vaddr = addr.wrapping_sub(first.start.wrapping_sub(first_load.vaddr & !0xfff));
-    loads.iter().any(|load| load.vaddr <= vaddr && vaddr - load.vaddr < load.memsz).then_some(vaddr)
+    loads
+        .iter()
+        .any(|load| load.vaddr <= vaddr && vaddr - load.vaddr < load.memsz)
+        .then_some(vaddr)
 }
 
 /// `start-end perms offset dev inode path` lines.
@@ -270,8 +287,14 @@ fn parse_maps(text: &str) -> Vec<Mapping> {
             let dev = fields.next()?.to_string();
             let inode: u64 = fields.next()?.parse().ok()?;
             let path = fields.next().unwrap_or("").trim_start();
-            let file = (inode != 0 && path.starts_with('/') && !path.ends_with(" (deleted)"))
-                .then(|| ElfIdentity { dev, inode, path: path.to_string() });
+            let file =
+                (inode != 0 && path.starts_with('/') && !path.ends_with(" (deleted)")).then(|| {
+                    ElfIdentity {
+                        dev,
+                        inode,
+                        path: path.to_string(),
+                    }
+                });
             Some(Mapping {
                 start: u64::from_str_radix(start, 16).ok()?,
                 end: u64::from_str_radix(end, 16).ok()?,
@@ -291,9 +314,12 @@ fn read_load_segments(file: &fs::File) -> Option<Vec<LoadSegment>> {
     if header[..4] != *b"\x7fELF" || header[4] != 2 || header[5] != 1 {
         return None;
     }
-    let u16_at = |bytes: &[u8], at: usize| u16::from_le_bytes(bytes[at..at + 2].try_into().unwrap());
-    let u32_at = |bytes: &[u8], at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
-    let u64_at = |bytes: &[u8], at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+    let u16_at =
+        |bytes: &[u8], at: usize| u16::from_le_bytes(bytes[at..at + 2].try_into().unwrap());
+    let u32_at =
+        |bytes: &[u8], at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    let u64_at =
+        |bytes: &[u8], at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
     let phoff = u64_at(&header, 0x20);
     let entsize = usize::from(u16_at(&header, 0x36));
     let count = usize::from(u16_at(&header, 0x38));
@@ -305,7 +331,11 @@ fn read_load_segments(file: &fs::File) -> Option<Vec<LoadSegment>> {
     let loads: Vec<LoadSegment> = table
         .chunks_exact(entsize)
         .filter(|entry| u32_at(entry, 0) == PT_LOAD)
-        .map(|entry| LoadSegment { offset: u64_at(entry, 8), vaddr: u64_at(entry, 16), memsz: u64_at(entry, 40) })
+        .map(|entry| LoadSegment {
+            offset: u64_at(entry, 8),
+            vaddr: u64_at(entry, 16),
+            memsz: u64_at(entry, 40),
+        })
         .collect();
     (!loads.is_empty()).then_some(loads)
 }
@@ -320,7 +350,11 @@ fn read_elf_data(inspector: &Inspector, path: &str) -> Option<ElfData> {
         .for_each(&inspect::source::Source::Elf(elf), |info| {
             let size = info.size.unwrap_or(0) as u64;
             if info.sym_type == SymType::Variable && size > 0 {
-                symbols.push(DataSymbol { addr: info.addr, size, name: info.name.to_string() });
+                symbols.push(DataSymbol {
+                    addr: info.addr,
+                    size,
+                    name: info.name.to_string(),
+                });
             }
             ControlFlow::Continue(())
         })
@@ -328,8 +362,18 @@ fn read_elf_data(inspector: &Inspector, path: &str) -> Option<ElfData> {
     // .symtab and .dynsym both list exported variables, and aliases share an address: keep
     // the largest, preferring a name without a leading underscore (`environ`, not `__environ`).
     symbols.sort_by(|a, b| {
-        (a.addr, std::cmp::Reverse(a.size), a.name.starts_with('_'), &a.name)
-            .cmp(&(b.addr, std::cmp::Reverse(b.size), b.name.starts_with('_'), &b.name))
+        (
+            a.addr,
+            std::cmp::Reverse(a.size),
+            a.name.starts_with('_'),
+            &a.name,
+        )
+            .cmp(&(
+                b.addr,
+                std::cmp::Reverse(b.size),
+                b.name.starts_with('_'),
+                &b.name,
+            ))
     });
     symbols.dedup_by_key(|symbol| symbol.addr);
     Some(ElfData { loads, symbols })
@@ -352,7 +396,11 @@ fn parse_modules(text: &str) -> Vec<ModuleRange> {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let size: u64 = fields.get(1)?.parse().ok()?;
             let start = u64::from_str_radix(fields.get(5)?.trim_start_matches("0x"), 16).ok()?;
-            (start != 0).then(|| ModuleRange { name: fields[0].to_string(), start, end: start + size })
+            (start != 0).then(|| ModuleRange {
+                name: fields[0].to_string(),
+                start,
+                end: start + size,
+            })
         })
         .collect()
 }
@@ -378,33 +426,50 @@ mod tests {
         let before = parse_modules("nouveau 2760704 0 - Live 0xffffffffc0a00000\n");
         symbols.sync_modules(before);
         // Reference counts and states change all the time; the symbols do not.
-        assert!(!symbols.sync_modules(parse_modules("nouveau 2760704 3 - Live 0xffffffffc0a00000\n")));
+        assert!(!symbols.sync_modules(parse_modules(
+            "nouveau 2760704 3 - Live 0xffffffffc0a00000\n"
+        )));
         assert!(symbols.sync_modules(parse_modules(
-            "nouveau_svmm 20480 0 - Loading 0xffffffffc02f3000\nnouveau 2760704 3 - Live 0xffffffffc0a00000\n"
+            "nouveau_svmm 20480 0 - Loading 0xffffffffc02f3000\n\
+             nouveau 2760704 3 - Live 0xffffffffc0a00000\n"
         )));
         // Unloaded and loaded again elsewhere: different symbols.
         assert!(symbols.sync_modules(parse_modules(
-            "nouveau_svmm 20480 0 - Live 0xffffffffc04fd000\nnouveau 2760704 3 - Live 0xffffffffc0a00000\n"
+            "nouveau_svmm 20480 0 - Live 0xffffffffc04fd000\n\
+             nouveau 2760704 3 - Live 0xffffffffc0a00000\n"
         )));
-        assert_eq!(symbols.module_of(0xffff_ffff_c04f_d010).as_deref(), Some("nouveau_svmm"));
+        assert_eq!(
+            symbols.module_of(0xffff_ffff_c04f_d010).as_deref(),
+            Some("nouveau_svmm")
+        );
     }
 
     /// A variable of this test binary, in `.bss`, under an unmangled name.
     #[no_mangle]
-    static LOCKTRACE_DATA_SYMBOL_PROBE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static LOCKTRACE_DATA_SYMBOL_PROBE: std::sync::atomic::AtomicU64 =
+        std::sync::atomic::AtomicU64::new(0);
 
     #[test]
     fn names_a_variable_of_this_process_by_its_elf_symbol() {
         let mut symbols = Symbols::new();
         let addr = std::hint::black_box(&raw const LOCKTRACE_DATA_SYMBOL_PROBE) as u64;
         let pid = std::process::id();
-        assert_eq!(symbols.user_data_symbol(pid, addr), Some(("LOCKTRACE_DATA_SYMBOL_PROBE".into(), 0)));
-        assert_eq!(symbols.user_data_symbol(pid, addr + 4), Some(("LOCKTRACE_DATA_SYMBOL_PROBE".into(), 4)));
+        assert_eq!(
+            symbols.user_data_symbol(pid, addr),
+            Some(("LOCKTRACE_DATA_SYMBOL_PROBE".into(), 0))
+        );
+        assert_eq!(
+            symbols.user_data_symbol(pid, addr + 4),
+            Some(("LOCKTRACE_DATA_SYMBOL_PROBE".into(), 4))
+        );
         // Heap and stack addresses are no variable's.
         let heap = Box::new(0u64);
         assert_eq!(symbols.user_data_symbol(pid, &raw const *heap as u64), None);
         let local = 0u64;
-        assert_eq!(symbols.user_data_symbol(pid, std::hint::black_box(&raw const local) as u64), None);
+        assert_eq!(
+            symbols.user_data_symbol(pid, std::hint::black_box(&raw const local) as u64),
+            None
+        );
     }
 
     #[test]
@@ -417,13 +482,28 @@ mod tests {
                     7f0000000000-7f0000001000 r--p 00000000 08:01 99      /tmp/gone (deleted)\n";
         let maps = parse_maps(text);
         assert_eq!(maps.len(), 6);
-        assert_eq!(maps[0].file.as_ref().map(|f| f.path.as_str()), Some("/usr/bin/prog"));
+        assert_eq!(
+            maps[0].file.as_ref().map(|f| f.path.as_str()),
+            Some("/usr/bin/prog")
+        );
         assert!(maps[3].file.is_none() && maps[4].file.is_none() && maps[5].file.is_none());
         // PIE: text at vaddr 0x1000, data at 0x3000 (file offset 0x2000), bss up to 0x5800.
         let loads = [
-            LoadSegment { offset: 0, vaddr: 0, memsz: 0x800 },
-            LoadSegment { offset: 0x1000, vaddr: 0x1000, memsz: 0x800 },
-            LoadSegment { offset: 0x2000, vaddr: 0x3000, memsz: 0x2800 },
+            LoadSegment {
+                offset: 0,
+                vaddr: 0,
+                memsz: 0x800,
+            },
+            LoadSegment {
+                offset: 0x1000,
+                vaddr: 0x1000,
+                memsz: 0x800,
+            },
+            LoadSegment {
+                offset: 0x2000,
+                vaddr: 0x3000,
+                memsz: 0x2800,
+            },
         ];
         let (file, first) = file_of(&maps, 0x55d0_a120_5010).unwrap();
         assert_eq!(file.inode, 1234);
@@ -438,7 +518,11 @@ mod tests {
         let addr = parses_module_ranges_and_skips_hidden_addresses as *const () as u64;
         let frames = symbols.user_frames(std::process::id(), &[addr]);
         let symbol = frames[0].symbol.clone().unwrap_or_default();
-        assert!(symbol.contains("parses_module_ranges"), "got {:?}", frames[0]);
+        assert!(
+            symbol.contains("parses_module_ranges"),
+            "got {:?}",
+            frames[0]
+        );
         assert_eq!(frames[0].offset, 0);
     }
 }

@@ -3,7 +3,7 @@
 use std::{
     collections::HashSet,
     io::{IsTerminal as _, Write as _},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitCode,
     time::{Duration, Instant},
 };
@@ -14,7 +14,7 @@ use aya::{
     Ebpf,
 };
 use clap::Args;
-use lockgraph::Cycle;
+use lockgraph::{Cycle, Suppressions};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -68,7 +68,12 @@ pub struct TraceArgs {
     #[arg(long, value_name = "DIR")]
     pub snapshot_dir: Option<PathBuf>,
     /// Seconds between snapshots.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
     pub snapshot_interval: u64,
     /// Also write snapshot.graphml.
     #[arg(long, requires = "snapshot_dir")]
@@ -88,9 +93,13 @@ pub struct TraceArgs {
 }
 
 fn parse_ringbuf_kib(text: &str) -> Result<u32, String> {
-    let kib: u32 = text.parse().map_err(|_| format!("'{text}' is not a number of KiB"))?;
+    let kib: u32 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number of KiB"))?;
     if kib < 4 || !kib.is_power_of_two() || kib > 1 << 20 {
-        return Err(format!("{kib} KiB: the ring buffer must be a power of two from 4 to 1048576 KiB"));
+        return Err(format!(
+            "{kib} KiB: the ring buffer must be a power of two from 4 to 1048576 KiB"
+        ));
     }
     Ok(kib)
 }
@@ -98,7 +107,10 @@ fn parse_ringbuf_kib(text: &str) -> Result<u32, String> {
 pub fn run(args: TraceArgs) -> Result<ExitCode> {
     let privileges = capabilities::privileges();
     if !privileges.available {
-        bail!("tracing needs root or CAP_BPF + CAP_PERFMON ({})", privileges.detail);
+        bail!(
+            "tracing needs root or CAP_BPF + CAP_PERFMON ({})",
+            privileges.detail
+        );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -188,13 +200,13 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
             _ = snapshot_timer.tick() => {
                 if let Some(dir) = &outputs.snapshot_dir {
                     session.resync(&ebpf);
-                    output::write_snapshot(dir, &session.ingest.graph, &suppressions, outputs.graphml)?;
+                    session.write_snapshot(dir, &suppressions, outputs.graphml)?;
                 }
             }
             _ = sigusr1.recv() => {
                 session.resync(&ebpf);
                 if let Some(dir) = &outputs.snapshot_dir {
-                    output::write_snapshot(dir, &session.ingest.graph, &suppressions, outputs.graphml)?;
+                    session.write_snapshot(dir, &suppressions, outputs.graphml)?;
                     eprintln!("locktrace: snapshot written to {}", dir.display());
                 }
             }
@@ -227,7 +239,8 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     let graph = &session.ingest.graph;
     let final_report = graph.report(&suppressions);
     eprintln!(
-        "locktrace: detached; {} (lock ops {}, dependency checks {}, sent {}, dropped {}, resynced {})",
+        "locktrace: detached; {} (lock ops {}, dependency checks {}, sent {}, dropped {}, \
+         resynced {})",
         final_report.summary(),
         counters[counter::LOCK_OPS as usize],
         counters[counter::DEPENDENCY_CHECKS as usize],
@@ -266,7 +279,8 @@ impl Session {
         if held_maps.is_none() {
             eprintln!("locktrace: held-lock maps unavailable: no deadlock-in-progress detection");
         }
-        let stacks = StackTraceMap::try_from(ebpf.take_map("STACKS").context("STACKS map missing")?)?;
+        let stacks =
+            StackTraceMap::try_from(ebpf.take_map("STACKS").context("STACKS map missing")?)?;
         Ok(Self {
             ingest: Ingest::new(),
             stacks: BpfStacks(stacks),
@@ -284,6 +298,10 @@ impl Session {
         })
     }
 
+    fn write_snapshot(&self, dir: &Path, suppressions: &Suppressions, graphml: bool) -> Result<()> {
+        output::write_snapshot(dir, &self.ingest.graph, suppressions, graphml)
+    }
+
     fn held_table(&mut self) -> Option<HeldTable> {
         let maps = self.held_maps.as_ref()?;
         Some(held::snapshot(maps, &mut self.held_symbols))
@@ -291,7 +309,9 @@ impl Session {
 
     /// Deadlocks in progress (reported at once, each once) and long holds.
     fn check_held(&mut self) {
-        let Some(current) = self.held_table() else { return };
+        let Some(current) = self.held_table() else {
+            return;
+        };
         let table = held::confirmed(&self.previous_held, current.clone());
         self.previous_held = current;
         for deadlock in table.deadlocks {
@@ -299,12 +319,19 @@ impl Session {
             if self.reported_deadlocks.insert(key.clone()) {
                 self.console.note(&held::render_deadlock(&deadlock));
                 self.live.deadlocks.push(deadlock);
-            } else if let Some(known) = self.live.deadlocks.iter_mut().find(|known| known.key() == key) {
+            } else if let Some(known) = self
+                .live
+                .deadlocks
+                .iter_mut()
+                .find(|known| known.key() == key)
+            {
                 // Still there: keep the latest picture (more tasks may have queued behind it).
                 *known = deadlock;
             }
         }
-        let Some(threshold) = self.hold_threshold else { return };
+        let Some(threshold) = self.hold_threshold else {
+            return;
+        };
         for task in &table.tasks {
             for held in &task.holding {
                 if held.for_ns < threshold.as_nanos() as u64 {
@@ -336,7 +363,9 @@ impl Session {
         let mut stdout = std::io::stdout().lock();
         while let Some(item) = ring.next() {
             match Record::try_from(&*item) {
-                Ok(Record::LockOp(event)) if self.print_events => print_lock_op(&mut stdout, &event)?,
+                Ok(Record::LockOp(event)) if self.print_events => {
+                    print_lock_op(&mut stdout, &event)?
+                }
                 Ok(Record::LockOp(_)) => {}
                 Ok(Record::Class(event)) => self.ingest.on_class(&event),
                 Ok(Record::Dependency(event)) => {
@@ -358,7 +387,12 @@ impl Session {
                 Some(guard) => format!("guarded by {}", graph.name(guard)),
                 None => "possible deadlock".to_string(),
             };
-            self.console.note(&format!("locktrace: {verdict} {}: {} -> {}", cycle.id, names.join(" -> "), names[0]));
+            self.console.note(&format!(
+                "locktrace: {verdict} {}: {} -> {}",
+                cycle.id,
+                names.join(" -> "),
+                names[0]
+            ));
         }
     }
 
@@ -370,8 +404,12 @@ impl Session {
             return;
         }
         self.last_dropped = dropped;
-        let Some(map) = ebpf.map("DEPENDENCIES") else { return };
-        let Ok(deps) = BpfHashMap::<_, DependencyKey, u64>::try_from(map) else { return };
+        let Some(map) = ebpf.map("DEPENDENCIES") else {
+            return;
+        };
+        let Ok(deps) = BpfHashMap::<_, DependencyKey, u64>::try_from(map) else {
+            return;
+        };
         let keys: Vec<DependencyKey> = deps.keys().filter_map(Result::ok).collect();
         for key in keys {
             if self.ingest.add_resynced(&key) {
@@ -384,8 +422,12 @@ impl Session {
 /// Sums the per-CPU counters.
 fn read_counters(ebpf: &Ebpf) -> Vec<u64> {
     let mut totals = vec![0u64; counter::COUNT as usize];
-    let Some(map) = ebpf.map("COUNTERS") else { return totals };
-    let Ok(counters) = PerCpuArray::<_, u64>::try_from(map) else { return totals };
+    let Some(map) = ebpf.map("COUNTERS") else {
+        return totals;
+    };
+    let Ok(counters) = PerCpuArray::<_, u64>::try_from(map) else {
+        return totals;
+    };
     for (index, total) in totals.iter_mut().enumerate() {
         if let Ok(values) = counters.get(&(index as u32), 0) {
             *total = values.iter().sum();
@@ -405,10 +447,16 @@ impl StatusLine {
     fn new() -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new_spinner();
-            bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {msg}")
+                    .expect("static template"),
+            );
             bar
         });
-        Self { bar, started: Instant::now() }
+        Self {
+            bar,
+            started: Instant::now(),
+        }
     }
 
     /// A finding: printed above the status line.

@@ -3,7 +3,10 @@
 //! non-zero exit status — never a panic or a hang.
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::{
+    io::Write as _,
+    process::{Command, Output, Stdio},
+};
 
 use common::scratch_dir;
 
@@ -16,7 +19,6 @@ fn locktrace(args: &[&str], stdin: Option<&[u8]>) -> Output {
         .spawn()
         .unwrap();
     {
-        use std::io::Write as _;
         let mut input = child.stdin.take().unwrap();
         input.write_all(stdin.unwrap_or_default()).unwrap();
     }
@@ -29,7 +31,10 @@ fn assert_clean_failure(output: &Output, code: i32, needle: &str) {
     assert_eq!(output.status.code(), Some(code), "stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
     let first = stderr.lines().next().unwrap_or_default();
-    assert!(first.contains(needle), "expected '{needle}' in the first line of: {stderr}");
+    assert!(
+        first.contains(needle),
+        "expected '{needle}' in the first line of: {stderr}"
+    );
 }
 
 #[test]
@@ -40,7 +45,16 @@ fn bad_cli_values_are_rejected_with_the_value_named() {
         (&["trace", "--pid", "0"], "0"),
         (&["trace", "--pid", "-5"], "-5"),
         (&["trace", "--attach", "magic"], "magic"),
-        (&["trace", "--snapshot-interval", "0", "--snapshot-dir", "/tmp"], "0"),
+        (
+            &[
+                "trace",
+                "--snapshot-interval",
+                "0",
+                "--snapshot-dir",
+                "/tmp",
+            ],
+            "0",
+        ),
         (&["export", "x.json", "--format", "png"], "png"),
         (&["no-such-command"], "no-such-command"),
     ];
@@ -54,7 +68,11 @@ fn bad_cli_values_are_rejected_with_the_value_named() {
 fn corrupt_and_truncated_recordings_name_the_line() {
     let dir = scratch_dir("bad-recordings");
     let cases: &[(&str, &[u8], &str)] = &[
-        ("truncated.jsonl", b"{\"type\":\"dep\",\"held\":\"a\",\"new\":\"b\"}\n{\"type\":\"dep\",\"held\":\"a\"", "line 2"),
+        (
+            "truncated.jsonl",
+            b"{\"type\":\"dep\",\"held\":\"a\",\"new\":\"b\"}\n{\"type\":\"dep\",\"held\":\"a\"",
+            "line 2",
+        ),
         ("unknown.jsonl", b"{\"type\":\"teleport\"}\n", "line 1"),
         ("binary.jsonl", b"{\"type\":\x00\xff\xfe garbage\n", "UTF-8"),
         ("empty.jsonl", b"", "empty"),
@@ -78,11 +96,19 @@ fn malformed_lockdep_logs_get_a_line_numbered_error() {
         "/../lockgraph/tests/data/nouveau-lockdep-splat.txt"
     ))
     .unwrap();
-    let cut: String = truncated.lines().take(25).map(|line| format!("{line}\n")).collect();
+    let cut: String = truncated
+        .lines()
+        .take(25)
+        .map(|line| format!("{line}\n"))
+        .collect();
     let output = locktrace(&["import-lockdep", "-"], Some(cut.as_bytes()));
     assert_clean_failure(&output, 1, "line");
     let output = locktrace(&["import-lockdep", "-"], Some(b"just some dmesg noise\n"));
-    assert_clean_failure(&output, 1, "no \"WARNING: possible circular locking dependency detected\"");
+    assert_clean_failure(
+        &output,
+        1,
+        "no \"WARNING: possible circular locking dependency detected\"",
+    );
 }
 
 #[test]
@@ -90,9 +116,27 @@ fn unwritable_output_paths_fail_before_any_work() {
     let dir = scratch_dir("bad-outputs");
     let trace = dir.join("t.jsonl");
     std::fs::write(&trace, "{\"type\":\"dep\",\"held\":\"a\",\"new\":\"b\"}\n").unwrap();
-    let output = locktrace(&["report", trace.to_str().unwrap(), "--report-json", "/proc/locktrace/r.json"], None);
+    let output = locktrace(
+        &[
+            "report",
+            trace.to_str().unwrap(),
+            "--report-json",
+            "/proc/locktrace/r.json",
+        ],
+        None,
+    );
     assert_clean_failure(&output, 1, "/proc/locktrace/r.json");
-    let output = locktrace(&["export", trace.to_str().unwrap(), "--format", "dot", "-o", "/proc/locktrace/g.dot"], None);
+    let output = locktrace(
+        &[
+            "export",
+            trace.to_str().unwrap(),
+            "--format",
+            "dot",
+            "-o",
+            "/proc/locktrace/g.dot",
+        ],
+        None,
+    );
     assert_clean_failure(&output, 1, "/proc/locktrace/g.dot");
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -101,7 +145,13 @@ fn unwritable_output_paths_fail_before_any_work() {
 fn tracing_without_privileges_is_one_line_and_non_zero() {
     // Drop to nobody with no capabilities (setpriv from util-linux).
     let output = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
         .arg(env!("CARGO_BIN_EXE_locktrace"))
         .args(["trace", "--user"])
         .output()
@@ -109,5 +159,8 @@ fn tracing_without_privileges_is_one_line_and_non_zero() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("needs root or CAP_BPF + CAP_PERFMON"), "{stderr}");
+    assert!(
+        stderr.contains("needs root or CAP_BPF + CAP_PERFMON"),
+        "{stderr}"
+    );
 }

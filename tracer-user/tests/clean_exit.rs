@@ -30,7 +30,10 @@ fn program_ids_held_by(pid: u32) -> BTreeSet<u32> {
 
 /// Ids of every loaded program.
 fn loaded_program_ids() -> BTreeSet<u32> {
-    aya::programs::loaded_programs().filter_map(Result::ok).map(|program| program.id()).collect()
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .map(|program| program.id())
+        .collect()
 }
 
 /// Starts a tracer, stops it with `signal`, returns the ids of its programs still loaded.
@@ -43,7 +46,10 @@ fn programs_left_after(signal: i32) -> BTreeSet<u32> {
         .unwrap();
     let stderr = wait_for_stderr(&mut child, "locktrace: attached");
     let its_programs = program_ids_held_by(child.id());
-    assert!(!its_programs.is_empty(), "the tracer's programs should be loaded while it runs");
+    assert!(
+        !its_programs.is_empty(),
+        "the tracer's programs should be loaded while it runs"
+    );
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, signal) };
     let status = child.wait().unwrap();
@@ -55,7 +61,10 @@ fn programs_left_after(signal: i32) -> BTreeSet<u32> {
     // Program release after the last fd closes is immediate, but give the kernel a moment.
     thread::sleep(Duration::from_millis(200));
     // Program ids are never reused: one still loaded is one of the tracer's.
-    loaded_program_ids().intersection(&its_programs).copied().collect()
+    loaded_program_ids()
+        .intersection(&its_programs)
+        .copied()
+        .collect()
 }
 
 #[test]
@@ -63,6 +72,9 @@ fn every_program_is_gone_after_sigint_sigterm_and_sigkill() {
     assert_root();
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGKILL] {
         let left = programs_left_after(signal);
-        assert!(left.is_empty(), "programs {left:?} left after signal {signal}");
+        assert!(
+            left.is_empty(),
+            "programs {left:?} left after signal {signal}"
+        );
     }
 }

@@ -21,21 +21,46 @@ fn a_real_pthread_deadlock_is_reported_in_progress() {
     let binary = compile(&dir, "real_deadlock", None);
     let mut target = Target::start(&binary, &[]);
     let json_path = dir.join("report.json");
-    let tracer = Tracer::start(&["--user", "--pid", &target.pid, "--report-json", json_path.to_str().unwrap()]);
-    target.child.stdin.as_mut().unwrap().write_all(b"g").unwrap();
+    let tracer = Tracer::start(&[
+        "--user",
+        "--pid",
+        &target.pid,
+        "--report-json",
+        json_path.to_str().unwrap(),
+    ]);
+    target
+        .child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"g")
+        .unwrap();
 
     // `locktrace held` reads the running trace's state; poll until the deadlock shows.
     let started = Instant::now();
     let held = loop {
         thread::sleep(Duration::from_millis(500));
-        let output = Command::new(env!("CARGO_BIN_EXE_locktrace")).args(["held", "--json"]).output().unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let output = Command::new(env!("CARGO_BIN_EXE_locktrace"))
+            .args(["held", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let held: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         // Wait until the audit thread has queued behind the cycle too.
-        if held["deadlocks"][0]["blocked"].as_array().is_some_and(|b| !b.is_empty()) {
+        if held["deadlocks"][0]["blocked"]
+            .as_array()
+            .is_some_and(|b| !b.is_empty())
+        {
             break held;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "no deadlock seen by `held`: {held}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no deadlock seen by `held`: {held}"
+        );
     };
     // The daemon checks about once a second.
     thread::sleep(Duration::from_millis(1500));
@@ -43,10 +68,18 @@ fn a_real_pthread_deadlock_is_reported_in_progress() {
     target.child.kill().unwrap();
     target.child.wait().unwrap();
     assert!(output.status.success(), "{}", output.stderr);
-    assert!(output.stderr.contains("DEADLOCK IN PROGRESS"), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("DEADLOCK IN PROGRESS"),
+        "{}",
+        output.stderr
+    );
 
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
-    for (source, deadlocks) in [("report", &report["deadlocks"]), ("held", &held["deadlocks"])] {
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    for (source, deadlocks) in [
+        ("report", &report["deadlocks"]),
+        ("held", &held["deadlocks"]),
+    ] {
         let deadlocks = deadlocks.as_array().unwrap();
         assert_eq!(deadlocks.len(), 1, "{source}: {deadlocks:?}");
         let tasks = deadlocks[0]["tasks"].as_array().unwrap();
@@ -56,23 +89,48 @@ fn a_real_pthread_deadlock_is_reported_in_progress() {
             .map(|task| {
                 let holding = task["holding"].as_array().unwrap();
                 assert_eq!(holding.len(), 1, "{source}: {task}");
-                (holding[0].as_str().unwrap().to_string(), task["waiting_for"].as_str().unwrap().to_string())
+                (
+                    holding[0].as_str().unwrap().to_string(),
+                    task["waiting_for"].as_str().unwrap().to_string(),
+                )
             })
             .collect();
         held_and_wanted.sort();
         // Each holds what the other wants.
-        assert_eq!(held_and_wanted[0].0, held_and_wanted[1].1, "{source}: {held_and_wanted:?}");
-        assert_eq!(held_and_wanted[1].0, held_and_wanted[0].1, "{source}: {held_and_wanted:?}");
+        assert_eq!(
+            held_and_wanted[0].0, held_and_wanted[1].1,
+            "{source}: {held_and_wanted:?}"
+        );
+        assert_eq!(
+            held_and_wanted[1].0, held_and_wanted[0].1,
+            "{source}: {held_and_wanted:?}"
+        );
         for task in tasks {
-            let stack: Vec<&str> = task["stack"].as_array().unwrap().iter().filter_map(|f| f.as_str()).collect();
-            assert!(stack.iter().any(|frame| frame.contains("pthread_mutex_lock")), "{source}: {stack:?}");
+            let stack: Vec<&str> = task["stack"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|f| f.as_str())
+                .collect();
             assert!(
-                stack.iter().any(|frame| frame.starts_with("first") || frame.starts_with("second")),
+                stack
+                    .iter()
+                    .any(|frame| frame.contains("pthread_mutex_lock")),
+                "{source}: {stack:?}"
+            );
+            assert!(
+                stack
+                    .iter()
+                    .any(|frame| frame.starts_with("first") || frame.starts_with("second")),
                 "{source}: unsymbolized program frames: {stack:?}"
             );
         }
         let blocked = deadlocks[0]["blocked"].as_array().unwrap();
-        assert_eq!(blocked.len(), 1, "{source}: the audit thread is blocked behind the cycle: {blocked:?}");
+        assert_eq!(
+            blocked.len(),
+            1,
+            "{source}: the audit thread is blocked behind the cycle: {blocked:?}"
+        );
         let in_cycle: Vec<&serde_json::Value> = tasks.iter().map(|t| &t["tid"]).collect();
         assert!(!in_cycle.contains(&&blocked[0]["tid"]), "{source}");
     }

@@ -25,16 +25,25 @@ fn a_tiny_ring_buffer_drops_records_but_no_dependency() {
     target.go();
     let output = tracer.stop();
     assert!(output.status.success(), "{}", output.stderr);
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     let stats = &report["stats"];
-    assert!(stats["dropped"].as_u64().unwrap() > 0, "the burst should overflow 4 KiB: {stats}");
+    assert!(
+        stats["dropped"].as_u64().unwrap() > 0,
+        "the burst should overflow 4 KiB: {stats}"
+    );
     assert!(stats["resynced"].as_u64().unwrap() > 0, "{stats}");
     // 48 locks, every ordered pair: 48 * 47 / 2 dependencies, all present.
     let edges: BTreeSet<(String, String)> = report["edges"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["from"].as_str().unwrap().to_string(), e["to"].as_str().unwrap().to_string()))
+        .map(|e| {
+            (
+                e["from"].as_str().unwrap().to_string(),
+                e["to"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     assert_eq!(edges.len(), 48 * 47 / 2, "{stats}");
     assert_eq!(stats["dependencies"].as_u64(), Some(48 * 47 / 2));

@@ -33,7 +33,11 @@ fn trace_program(program: &str, mode: &str) -> Traced {
     ]);
     target.go();
     let output = tracer.stop();
-    assert!(output.status.success(), "locktrace failed:\n{}", output.stderr);
+    assert!(
+        output.status.success(),
+        "locktrace failed:\n{}",
+        output.stderr
+    );
     let report = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     let text = std::fs::read_to_string(&text_path).unwrap();
     std::fs::remove_dir_all(&dir).ok();
@@ -64,8 +68,12 @@ fn opposite_orders_are_a_cycle_with_symbolized_stacks() {
     let cycles = unguarded_cycles(&traced.report);
     assert_eq!(cycles.len(), 1, "{}", traced.report);
     // Static mutexes are named by their ELF symbol.
-    let mut classes: Vec<&str> =
-        cycles[0]["classes"].as_array().unwrap().iter().map(|class| class.as_str().unwrap()).collect();
+    let mut classes: Vec<&str> = cycles[0]["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|class| class.as_str().unwrap())
+        .collect();
     classes.sort_unstable();
     assert_eq!(classes, ["lock_a", "lock_b"], "{}", traced.report);
     let edges = traced.report["edges"].as_array().unwrap();
@@ -75,12 +83,16 @@ fn opposite_orders_are_a_cycle_with_symbolized_stacks() {
         for side in ["new_stack", "held_stack"] {
             let symbols = stack_symbols(edge, side);
             assert!(
-                symbols.iter().any(|symbol| symbol.contains("pthread_mutex_lock")),
+                symbols
+                    .iter()
+                    .any(|symbol| symbol.contains("pthread_mutex_lock")),
                 "{side} of {edge} lacks the libc frame: {symbols:?}"
             );
             // Frame pointers give the caller of the function that took the lock.
             assert!(
-                symbols.iter().any(|symbol| symbol == "first" || symbol == "second"),
+                symbols
+                    .iter()
+                    .any(|symbol| symbol == "first" || symbol == "second"),
                 "{side} of {edge} lacks the program's frames: {symbols:?}"
             );
         }
@@ -88,35 +100,66 @@ fn opposite_orders_are_a_cycle_with_symbolized_stacks() {
         // the return address the probe reads at its entry gives it.
         let symbols = stack_symbols(edge, "new_stack");
         assert!(
-            symbols.iter().any(|symbol| symbol == "take_a_then_b" || symbol == "take_b_then_a"),
+            symbols
+                .iter()
+                .any(|symbol| symbol == "take_a_then_b" || symbol == "take_b_then_a"),
             "new_stack of {edge} lacks the immediate caller: {symbols:?}"
         );
     }
-    assert!(traced.text.contains("WARNING: possible circular locking dependency detected"));
+    assert!(traced
+        .text
+        .contains("WARNING: possible circular locking dependency detected"));
     assert!(traced.text.contains("*** DEADLOCK ***"));
 }
 
 #[test]
 fn a_consistent_order_is_not_a_cycle() {
     let traced = trace_two_locks("ordered");
-    assert!(unguarded_cycles(&traced.report).is_empty(), "{}", traced.report);
-    assert_eq!(traced.report["edges"].as_array().unwrap().len(), 1, "{}", traced.report);
+    assert!(
+        unguarded_cycles(&traced.report).is_empty(),
+        "{}",
+        traced.report
+    );
+    assert_eq!(
+        traced.report["edges"].as_array().unwrap().len(),
+        1,
+        "{}",
+        traced.report
+    );
 }
 
 #[test]
 fn a_trylock_inversion_is_not_a_cycle() {
     let traced = trace_two_locks("trylock");
-    assert!(unguarded_cycles(&traced.report).is_empty(), "{}", traced.report);
+    assert!(
+        unguarded_cycles(&traced.report).is_empty(),
+        "{}",
+        traced.report
+    );
     // Only A -> B: the trylock of A under B creates no dependency.
-    assert_eq!(traced.report["edges"].as_array().unwrap().len(), 1, "{}", traced.report);
+    assert_eq!(
+        traced.report["edges"].as_array().unwrap().len(),
+        1,
+        "{}",
+        traced.report
+    );
 }
 
 #[test]
 fn nesting_adds_only_the_innermost_dependency_like_lockdep() {
     // A, B, C nested: lockdep records A -> B and B -> C; A -> C is implied, not recorded.
     let traced = trace_two_locks("nested3");
-    assert!(unguarded_cycles(&traced.report).is_empty(), "{}", traced.report);
-    assert_eq!(traced.report["edges"].as_array().unwrap().len(), 2, "{}", traced.report);
+    assert!(
+        unguarded_cycles(&traced.report).is_empty(),
+        "{}",
+        traced.report
+    );
+    assert_eq!(
+        traced.report["edges"].as_array().unwrap().len(),
+        2,
+        "{}",
+        traced.report
+    );
 }
 
 #[test]
@@ -124,15 +167,26 @@ fn a_recursive_mutex_taken_again_by_its_owner_is_no_dependency() {
     // R, R, B, unlock B, unlock R (inner), C, unlock C, unlock R, D: R -> B and R -> C (R
     // stays held until its outermost unlock), nothing for the re-entry, nothing for D.
     let traced = trace_two_locks("recursive");
-    assert_eq!(traced.report["recursive"].as_array().map(Vec::len), Some(0), "{}", traced.report);
+    assert_eq!(
+        traced.report["recursive"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        traced.report
+    );
     let mut edges: Vec<(String, String)> = traced.report["edges"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|edge| (edge["from"].as_str().unwrap().to_string(), edge["to"].as_str().unwrap().to_string()))
+        .map(|edge| {
+            (
+                edge["from"].as_str().unwrap().to_string(),
+                edge["to"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     edges.sort();
-    let expected = [("lock_r", "lock_b"), ("lock_r", "lock_c")].map(|(a, b)| (a.to_string(), b.to_string()));
+    let expected =
+        [("lock_r", "lock_b"), ("lock_r", "lock_c")].map(|(a, b)| (a.to_string(), b.to_string()));
     assert_eq!(edges, expected, "{}", traced.report);
 }
 
@@ -142,23 +196,52 @@ fn locks_initialised_at_one_site_are_one_class_like_lockdep() {
     let traced = trace_program("instances", "inverted");
     let cycles = unguarded_cycles(&traced.report);
     assert_eq!(cycles.len(), 1, "{}", traced.report);
-    let mut classes: Vec<&str> = cycles[0]["classes"].as_array().unwrap().iter().filter_map(|c| c.as_str()).collect();
+    let mut classes: Vec<&str> = cycles[0]["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
     classes.sort();
     assert_eq!(classes.len(), 2, "{}", traced.report);
-    assert!(classes.iter().all(|name| name.starts_with("init@make_pair+0x")), "{classes:?}");
+    assert!(
+        classes
+            .iter()
+            .all(|name| name.starts_with("init@make_pair+0x")),
+        "{classes:?}"
+    );
     assert_ne!(classes[0], classes[1]);
-    let naming: Vec<&str> = traced.report["classes"].as_array().unwrap().iter().filter_map(|c| c["naming"].as_str()).collect();
+    let naming: Vec<&str> = traced.report["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["naming"].as_str())
+        .collect();
     assert!(naming.iter().all(|n| *n == "init_site"), "{naming:?}");
     assert!(traced.text.contains("init@make_pair+0x"), "{}", traced.text);
     // The same order for both pairs: one class-level dependency, no cycle.
     let traced = trace_program("instances", "same");
-    assert!(unguarded_cycles(&traced.report).is_empty(), "{}", traced.report);
-    assert_eq!(traced.report["edges"].as_array().unwrap().len(), 1, "{}", traced.report);
+    assert!(
+        unguarded_cycles(&traced.report).is_empty(),
+        "{}",
+        traced.report
+    );
+    assert_eq!(
+        traced.report["edges"].as_array().unwrap().len(),
+        1,
+        "{}",
+        traced.report
+    );
 }
 
 #[test]
 fn no_deadlock_reports_none() {
     // Both threads run to completion: no deadlock in progress may be reported.
     let traced = trace_two_locks("ordered");
-    assert_eq!(traced.report["deadlocks"].as_array().map(Vec::len), Some(0), "{}", traced.report);
+    assert_eq!(
+        traced.report["deadlocks"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        traced.report
+    );
 }

@@ -39,7 +39,9 @@ fn pthread_mutex_lock_and_unlock_reach_the_daemon() {
         .spawn()
         .unwrap();
     let mut first_line = String::new();
-    BufReader::new(program.stdout.as_mut().unwrap()).read_line(&mut first_line).unwrap();
+    BufReader::new(program.stdout.as_mut().unwrap())
+        .read_line(&mut first_line)
+        .unwrap();
     let fields: Vec<&str> = first_line.split_whitespace().collect();
     let (pid, tid, lock) = (fields[0], fields[1], fields[2].to_string());
 
@@ -55,8 +57,16 @@ fn pthread_mutex_lock_and_unlock_reach_the_daemon() {
         .map(|line| serde_json::from_str(line).unwrap())
         .filter(|event: &serde_json::Value| event["lock"] == lock.as_str())
         .collect();
-    let names: Vec<&str> = ops.iter().map(|event| event["op"].as_str().unwrap()).collect();
-    assert_eq!(names, ["acquire", "acquired", "release"], "events for {lock}: {}", output.stdout);
+    let names: Vec<&str> = ops
+        .iter()
+        .map(|event| event["op"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["acquire", "acquired", "release"],
+        "events for {lock}: {}",
+        output.stdout
+    );
     for event in &ops {
         assert_eq!(event["tid"].to_string(), tid);
         assert_eq!(event["pid"].to_string(), pid);

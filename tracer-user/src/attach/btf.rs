@@ -59,19 +59,26 @@ impl KernelBtf {
                     _ => 0,
                 };
         }
-        Some(Self { data, strings, strings_len, types })
+        Some(Self {
+            data,
+            strings,
+            strings_len,
+            types,
+        })
     }
 
     fn u32_at(&self, off: usize) -> u32 {
-        self.data
-            .get(off..off + 4)
-            .map_or(0, |bytes| u32::from_le_bytes(bytes.try_into().unwrap_or_default()))
+        self.data.get(off..off + 4).map_or(0, |bytes| {
+            u32::from_le_bytes(bytes.try_into().unwrap_or_default())
+        })
     }
 
     fn name(&self, name_off: u32) -> &str {
         let start = self.strings + name_off as usize;
         let end = self.strings + self.strings_len;
-        let Some(bytes) = self.data.get(start..end) else { return "" };
+        let Some(bytes) = self.data.get(start..end) else {
+            return "";
+        };
         let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
         std::str::from_utf8(&bytes[..len]).unwrap_or("")
     }
@@ -88,7 +95,11 @@ impl KernelBtf {
                 let m = off + 12 + 12 * i;
                 if self.name(self.u32_at(m)) == member {
                     let bits = self.u32_at(m + 8);
-                    let bits = if bitfield_encoded { bits & 0xff_ffff } else { bits };
+                    let bits = if bitfield_encoded {
+                        bits & 0xff_ffff
+                    } else {
+                        bits
+                    };
                     return (bits % 8 == 0).then_some(bits / 8);
                 }
             }
@@ -103,11 +114,10 @@ impl KernelBtf {
     pub fn tracepoint_arg_index(&self, name: &str, type_name: &str) -> Option<u32> {
         let kind = |off: usize| (self.u32_at(off + 4) >> 24) & 0x1f;
         let typedef = format!("btf_trace_{name}");
-        let &off = self
-            .types
-            .iter()
-            .skip(1)
-            .find(|&&off| kind(off) == KIND_TYPEDEF && self.name(self.u32_at(off)) == typedef)?;
+        let &off =
+            self.types.iter().skip(1).find(|&&off| {
+                kind(off) == KIND_TYPEDEF && self.name(self.u32_at(off)) == typedef
+            })?;
         let ptr = *self.types.get(self.u32_at(off + 8) as usize)?;
         if kind(ptr) != KIND_PTR {
             return None;
@@ -150,20 +160,28 @@ impl KernelBtf {
 mod tests {
     #[test]
     fn host_btf_gives_the_gfp_argument_of_kmem_tracepoints() {
-        let btf = super::KernelBtf::from_sys_fs().expect("this host has kernel BTF (../shared/ENVIRONMENT.md)");
+        let btf = super::KernelBtf::from_sys_fs()
+            .expect("this host has kernel BTF (../shared/ENVIRONMENT.md)");
         // (call_site, ptr, s, gfp_flags, node) since 6.1; kmalloc has bytes_req/alloc before.
         let cache = btf.tracepoint_arg_index("kmem_cache_alloc", "gfp_t");
         let kmalloc = btf.tracepoint_arg_index("kmalloc", "gfp_t");
         assert!(cache.is_some_and(|i| (2..=5).contains(&i)), "{cache:?}");
         assert!(kmalloc.is_some_and(|i| (2..=5).contains(&i)), "{kmalloc:?}");
         assert_ne!(cache, kmalloc);
-        assert_eq!(btf.tracepoint_arg_index("kmem_cache_alloc", "no_such_type_t"), None);
-        assert_eq!(btf.tracepoint_arg_index("no_such_tracepoint", "gfp_t"), None);
+        assert_eq!(
+            btf.tracepoint_arg_index("kmem_cache_alloc", "no_such_type_t"),
+            None
+        );
+        assert_eq!(
+            btf.tracepoint_arg_index("no_such_tracepoint", "gfp_t"),
+            None
+        );
     }
 
     #[test]
     fn host_btf_has_task_flags() {
-        let btf = super::KernelBtf::from_sys_fs().expect("this host has kernel BTF (../shared/ENVIRONMENT.md)");
+        let btf = super::KernelBtf::from_sys_fs()
+            .expect("this host has kernel BTF (../shared/ENVIRONMENT.md)");
         let offset = btf.member_offset("task_struct", "flags");
         assert!(offset.is_some_and(|off| off > 0 && off < 256), "{offset:?}");
     }

@@ -11,12 +11,42 @@ use crate::bpf::KernelGlobals;
 /// Tracepoints whose `gfp_flags` the programs need: the global with its offset in the
 /// classic record, and the global with its argument index for the BTF raw tracepoint.
 const GFP_FIELDS: &[(&str, &str, &str, Option<&str>)] = &[
-    ("kmem", "kmalloc", "GFP_OFFSET_KMALLOC", Some("GFP_ARG_KMALLOC")),
-    ("kmem", "kmalloc_node", "GFP_OFFSET_KMALLOC_NODE", Some("GFP_ARG_KMALLOC_NODE")),
-    ("kmem", "kmem_cache_alloc", "GFP_OFFSET_KMEM_CACHE_ALLOC", Some("GFP_ARG_KMEM_CACHE_ALLOC")),
-    ("kmem", "kmem_cache_alloc_node", "GFP_OFFSET_KMEM_CACHE_ALLOC_NODE", Some("GFP_ARG_KMEM_CACHE_ALLOC_NODE")),
-    ("kmem", "mm_page_alloc", "GFP_OFFSET_MM_PAGE_ALLOC", Some("GFP_ARG_MM_PAGE_ALLOC")),
-    ("vmscan", "mm_vmscan_direct_reclaim_begin", "GFP_OFFSET_DIRECT_RECLAIM_BEGIN", None),
+    (
+        "kmem",
+        "kmalloc",
+        "GFP_OFFSET_KMALLOC",
+        Some("GFP_ARG_KMALLOC"),
+    ),
+    (
+        "kmem",
+        "kmalloc_node",
+        "GFP_OFFSET_KMALLOC_NODE",
+        Some("GFP_ARG_KMALLOC_NODE"),
+    ),
+    (
+        "kmem",
+        "kmem_cache_alloc",
+        "GFP_OFFSET_KMEM_CACHE_ALLOC",
+        Some("GFP_ARG_KMEM_CACHE_ALLOC"),
+    ),
+    (
+        "kmem",
+        "kmem_cache_alloc_node",
+        "GFP_OFFSET_KMEM_CACHE_ALLOC_NODE",
+        Some("GFP_ARG_KMEM_CACHE_ALLOC_NODE"),
+    ),
+    (
+        "kmem",
+        "mm_page_alloc",
+        "GFP_OFFSET_MM_PAGE_ALLOC",
+        Some("GFP_ARG_MM_PAGE_ALLOC"),
+    ),
+    (
+        "vmscan",
+        "mm_vmscan_direct_reclaim_begin",
+        "GFP_OFFSET_DIRECT_RECLAIM_BEGIN",
+        None,
+    ),
 ];
 
 /// The record field, and the argument type, of a tracepoint's allocation flags.
@@ -40,7 +70,9 @@ pub fn format_field_offset(format: &str, field: &str) -> Option<u32> {
         if name != field {
             return None;
         }
-        let offset = line.split(';').find_map(|part| part.trim().strip_prefix("offset:"))?;
+        let offset = line
+            .split(';')
+            .find_map(|part| part.trim().strip_prefix("offset:"))?;
         offset.trim().parse().ok()
     })
 }
@@ -49,33 +81,47 @@ pub fn format_field_offset(format: &str, field: &str) -> Option<u32> {
 pub fn kernel_globals(module: Option<&str>) -> Result<KernelGlobals> {
     let mut globals = KernelGlobals::default();
     if let Some(name) = module {
-        globals.module_text = module_text_range(name).with_context(|| format!("--module {name}"))?;
+        globals.module_text =
+            module_text_range(name).with_context(|| format!("--module {name}"))?;
     }
     let events = tracefs_events();
     for &(category, name, global, _) in GFP_FIELDS {
         let path = format!("{events}/{category}/{name}/format");
-        match fs::read_to_string(&path).ok().and_then(|format| format_field_offset(&format, GFP_FIELD)) {
+        match fs::read_to_string(&path)
+            .ok()
+            .and_then(|format| format_field_offset(&format, GFP_FIELD))
+        {
             Some(offset) => globals.u32s.push((global, offset)),
-            None => globals.notes.push(format!("{category}:{name}: no gfp_flags field in {path}")),
+            None => globals
+                .notes
+                .push(format!("{category}:{name}: no gfp_flags field in {path}")),
         }
     }
     let Some(btf) = KernelBtf::from_sys_fs() else {
-        globals.notes.push("no kernel BTF: memalloc_nofs/noreclaim scopes not checked for fs_reclaim".into());
+        globals.notes.push(
+            "no kernel BTF: memalloc_nofs/noreclaim scopes not checked for fs_reclaim".into(),
+        );
         return Ok(globals);
     };
     for &(_, name, _, arg_global) in GFP_FIELDS {
-        if let (Some(global), Some(index)) = (arg_global, btf.tracepoint_arg_index(name, GFP_TYPE)) {
+        if let (Some(global), Some(index)) = (arg_global, btf.tracepoint_arg_index(name, GFP_TYPE))
+        {
             globals.u32s.push((global, index));
         }
     }
     match btf.member_offset("task_struct", "flags") {
         Some(offset) => globals.u32s.push(("TASK_FLAGS_OFFSET", offset)),
-        None => globals.notes.push("task_struct.flags not in BTF: memalloc scopes not checked".into()),
+        None => globals
+            .notes
+            .push("task_struct.flags not in BTF: memalloc scopes not checked".into()),
     }
     // 6.x generates the ___GFP_*_BIT numbering from an enum (in BTF); older kernels use
     // #defines with the historical values, which the object's defaults hold (0x80, 0x400).
     let bits = btf.enumerators("___GFP_");
-    for (enumerator, global) in [("___GFP_DIRECT_RECLAIM_BIT", "GFP_DIRECT_RECLAIM"), ("___GFP_FS_BIT", "GFP_FS")] {
+    for (enumerator, global) in [
+        ("___GFP_DIRECT_RECLAIM_BIT", "GFP_DIRECT_RECLAIM"),
+        ("___GFP_FS_BIT", "GFP_FS"),
+    ] {
         if let Some(&bit) = bits.get(enumerator) {
             if (0..32).contains(&bit) {
                 globals.u32s.push((global, 1u32 << bit));
@@ -122,7 +168,10 @@ mod tests {
 
     #[test]
     fn gfp_offset_from_format() {
-        let format = "name: kmalloc\nID: 1\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\tfield:unsigned long call_site;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:unsigned long gfp_flags;\toffset:40;\tsize:8;\tsigned:0;\n";
+        let format = "name: kmalloc\nID: 1\nformat:\n\
+            \tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+            \tfield:unsigned long call_site;\toffset:8;\tsize:8;\tsigned:0;\n\
+            \tfield:unsigned long gfp_flags;\toffset:40;\tsize:8;\tsigned:0;\n";
         assert_eq!(format_field_offset(format, "gfp_flags"), Some(40));
         assert_eq!(format_field_offset(format, "bytes_req"), None);
     }

@@ -99,9 +99,15 @@ pub fn attach_pthread_probes(
             .with_context(|| format!("program {program_name} missing from the object"))?
             .try_into()?;
         if loaded.insert(program_name) {
-            program.load().with_context(|| format!("loading {program_name}"))?;
+            program
+                .load()
+                .with_context(|| format!("loading {program_name}"))?;
         }
-        let what = format!("{} {symbol} in {}", probe_kind(program_name), target.display());
+        let what = format!(
+            "{} {symbol} in {}",
+            probe_kind(program_name),
+            target.display()
+        );
         match program.attach(symbol, target, scope) {
             Ok(_) => report.attached(what),
             Err(err) if optional => report.skipped(what, err),

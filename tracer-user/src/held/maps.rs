@@ -4,7 +4,9 @@ use std::collections::HashMap;
 
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, StackTraceMap};
 use lockgraph::Frame;
-use tracer_common::{class_source, flags, held_state, HeldLock, HeldStack, CLASS_NAME_LEN, MAX_HELD_LOCKS};
+use tracer_common::{
+    class_source, flags, held_state, HeldLock, HeldStack, CLASS_NAME_LEN, MAX_HELD_LOCKS,
+};
 
 use super::wait_for::{find_deadlocks, HeldLockInfo, HeldTable, TaskLocks};
 use crate::{
@@ -30,7 +32,11 @@ impl HeldMaps {
         names: Option<BpfHashMap<MapData, u64, [u8; CLASS_NAME_LEN]>>,
         stacks: Option<StackTraceMap<MapData>>,
     ) -> Self {
-        Self { held, names, stacks }
+        Self {
+            held,
+            names,
+            stacks,
+        }
     }
 
     /// The maps of the most recently started `locktrace trace` on this machine, if any.
@@ -44,7 +50,11 @@ impl HeldMaps {
                 }
             }
         }
-        Self::open(newest.get("HELD").copied()?, newest.get("CLASS_NAMES").copied(), newest.get("STACKS").copied())
+        Self::open(
+            newest.get("HELD").copied()?,
+            newest.get("CLASS_NAMES").copied(),
+            newest.get("STACKS").copied(),
+        )
     }
 
     /// Second handles on the maps of our own loaded object (the event loop owns the first).
@@ -62,8 +72,12 @@ impl HeldMaps {
     fn open(held: u32, names: Option<u32>, stacks: Option<u32>) -> Option<Self> {
         let open = |id: u32| -> Option<Map> { Map::from_map_data(MapData::from_id(id).ok()?).ok() };
         let held = BpfHashMap::try_from(open(held)?).ok()?;
-        let names = names.and_then(open).and_then(|map| BpfHashMap::try_from(map).ok());
-        let stacks = stacks.and_then(open).and_then(|map| StackTraceMap::try_from(map).ok());
+        let names = names
+            .and_then(open)
+            .and_then(|map| BpfHashMap::try_from(map).ok());
+        let stacks = stacks
+            .and_then(open)
+            .and_then(|map| StackTraceMap::try_from(map).ok());
         Some(Self::new(held, names, stacks))
     }
 
@@ -71,7 +85,10 @@ impl HeldMaps {
         let (Some(stacks), Ok(id)) = (&self.stacks, u32::try_from(stack_id)) else {
             return Vec::new();
         };
-        stacks.get(&id, 0).map(|trace| trace.frames().iter().map(|frame| frame.ip).collect()).unwrap_or_default()
+        stacks
+            .get(&id, 0)
+            .map(|trace| trace.frames().iter().map(|frame| frame.ip).collect())
+            .unwrap_or_default()
     }
 
     fn class_name(&self, class: u64) -> Option<String> {
@@ -81,7 +98,10 @@ impl HeldMaps {
 }
 
 fn monotonic_ns() -> u64 {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime fills the struct we pass.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
@@ -118,7 +138,8 @@ pub fn snapshot(maps: &HeldMaps, symbols: &mut Symbols) -> HeldTable {
             }
             let user = is_user_kind(held.kind);
             let scope = if user { stack.pid } else { 0 };
-            let frames = stacks::stack_frames(symbols, scope, maps.frames(held.stack_id), held.caller);
+            let frames =
+                stacks::stack_frames(symbols, scope, maps.frames(held.stack_id), held.caller);
             let info = HeldLockInfo {
                 class: class_name(maps, symbols, held, user.then_some(stack.pid), &frames),
                 kind: lock_kind_name(held.kind),
@@ -150,7 +171,9 @@ pub fn snapshot(maps: &HeldMaps, symbols: &mut Symbols) -> HeldTable {
     let mut held_names: HashMap<u64, String> = HashMap::new();
     for task in &tasks {
         for held in &task.holding {
-            held_names.entry(held.lock).or_insert_with(|| held.class.clone());
+            held_names
+                .entry(held.lock)
+                .or_insert_with(|| held.class.clone());
         }
     }
     for task in &mut tasks {
@@ -177,7 +200,9 @@ fn class_name(
     match (held.class_source, user_pid) {
         (class_source::INIT_SITE, Some(pid)) => class_names::init_site(symbols, pid, held.class),
         (class_source::PSEUDO, _) => class_names::pseudo_lock(held.class),
-        (class_source::INIT_KEY, _) => class_names::init_key(maps.class_name(held.class), held.class),
+        (class_source::INIT_KEY, _) => {
+            class_names::init_key(maps.class_name(held.class), held.class)
+        }
         _ => class_names::instance(symbols, user_pid.unwrap_or(0), held.lock, frames).0,
     }
 }

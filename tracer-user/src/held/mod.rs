@@ -36,14 +36,22 @@ pub struct HeldArgs {
     pub user: bool,
     /// Without a running `locktrace trace`: seconds to trace before the first table (locks
     /// taken before locktrace attached are not known).
-    #[arg(long, default_value_t = 2, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(
+        long,
+        default_value_t = 2,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
     pub settle: u64,
 }
 
 pub fn run(args: &HeldArgs) -> Result<ExitCode> {
     let privileges = capabilities::privileges();
     if !privileges.available {
-        bail!("reading held locks needs root or CAP_BPF + CAP_PERFMON ({})", privileges.detail);
+        bail!(
+            "reading held locks needs root or CAP_BPF + CAP_PERFMON ({})",
+            privileges.detail
+        );
     }
     // Our own probes, if we have to attach: kept alive for as long as we print.
     let mut own = None;
@@ -64,7 +72,8 @@ pub fn run(args: &HeldArgs) -> Result<ExitCode> {
             let (ebpf, attached) = attach::load_and_attach(&LoadOptions::default(), &probes)?;
             eprintln!("locktrace: attached {attached} probes");
             eprintln!(
-                "locktrace held: no running trace; traced for {} s (locks taken before that are not shown)",
+                "locktrace held: no running trace; traced for {} s (locks taken before that \
+                 are not shown)",
                 args.settle
             );
             std::thread::sleep(Duration::from_secs(args.settle));
@@ -81,7 +90,11 @@ pub fn run(args: &HeldArgs) -> Result<ExitCode> {
         let current = snapshot(&maps, &mut symbols);
         let table = confirmed(&previous, current.clone());
         previous = current;
-        let text = if args.json { serde_json::to_string_pretty(&table)? + "\n" } else { render(&table) };
+        let text = if args.json {
+            serde_json::to_string_pretty(&table)? + "\n"
+        } else {
+            render(&table)
+        };
         if args.watch {
             // Home and clear, then the table: a refresh in place, like top.
             print!("\x1b[H\x1b[2J{text}");

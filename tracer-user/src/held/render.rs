@@ -1,7 +1,5 @@
 //! The held-lock table and deadlocks in progress, as text.
-use std::fmt::Write as _;
-
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use super::wait_for::{Deadlock, HeldTable, TaskLocks};
 
@@ -19,8 +17,13 @@ fn duration(ns: u64) -> String {
 /// The human table, in the spirit of lockdep's "Showing all locks held in the system".
 pub fn render(table: &HeldTable) -> String {
     let mut out = String::new();
-    let by_tid: BTreeMap<u32, &TaskLocks> = table.tasks.iter().map(|task| (task.tid, task)).collect();
-    let _ = writeln!(out, "Showing all locks held or waited for ({} tasks):", table.tasks.len());
+    let by_tid: BTreeMap<u32, &TaskLocks> =
+        table.tasks.iter().map(|task| (task.tid, task)).collect();
+    let _ = writeln!(
+        out,
+        "Showing all locks held or waited for ({} tasks):",
+        table.tasks.len()
+    );
     for task in &table.tasks {
         let _ = writeln!(out, "\n{}/{} (tid {}):", task.comm, task.pid, task.tid);
         for (index, held) in task.holding.iter().enumerate() {
@@ -38,9 +41,17 @@ pub fn render(table: &HeldTable) -> String {
             let holders: Vec<String> = task
                 .waiting_on
                 .iter()
-                .map(|tid| by_tid.get(tid).map_or(format!("tid {tid}"), |h| format!("{}/{} (tid {tid})", h.comm, h.pid)))
+                .map(|tid| {
+                    by_tid.get(tid).map_or(format!("tid {tid}"), |h| {
+                        format!("{}/{} (tid {tid})", h.comm, h.pid)
+                    })
+                })
                 .collect();
-            let held_by = if holders.is_empty() { "a holder not traced".to_string() } else { holders.join(", ") };
+            let held_by = if holders.is_empty() {
+                "a holder not traced".to_string()
+            } else {
+                holders.join(", ")
+            };
             let _ = writeln!(
                 out,
                 " waiting for {} ({}) for {}, held by {held_by}; waiting at:",
@@ -62,9 +73,19 @@ pub fn render(table: &HeldTable) -> String {
 
 pub fn render_deadlock(deadlock: &Deadlock) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "\n======================================================");
-    let _ = writeln!(out, "DEADLOCK IN PROGRESS: {} tasks wait for each other", deadlock.tasks.len());
-    let _ = writeln!(out, "------------------------------------------------------");
+    let _ = writeln!(
+        out,
+        "\n======================================================"
+    );
+    let _ = writeln!(
+        out,
+        "DEADLOCK IN PROGRESS: {} tasks wait for each other",
+        deadlock.tasks.len()
+    );
+    let _ = writeln!(
+        out,
+        "------------------------------------------------------"
+    );
     for task in &deadlock.tasks {
         let _ = writeln!(
             out,

@@ -56,15 +56,22 @@ pub struct Deadlock {
 impl Deadlock {
     /// Identity for "already reported": the tids and the classes they wait for.
     pub fn key(&self) -> String {
-        let mut parts: Vec<String> = self.tasks.iter().map(|t| format!("{}:{}", t.tid, t.waiting_for)).collect();
+        let mut parts: Vec<String> = self
+            .tasks
+            .iter()
+            .map(|t| format!("{}:{}", t.tid, t.waiting_for))
+            .collect();
         parts.sort();
         parts.join(",")
     }
 
     /// Identity of the very same waits: a real deadlock keeps every one of them forever.
     fn waits_key(&self) -> String {
-        let mut parts: Vec<String> =
-            self.tasks.iter().map(|t| format!("{}:{}@{}", t.tid, t.waiting_for, t.wait_started_ns)).collect();
+        let mut parts: Vec<String> = self
+            .tasks
+            .iter()
+            .map(|t| format!("{}:{}@{}", t.tid, t.waiting_for, t.wait_started_ns))
+            .collect();
         parts.sort();
         parts.join(",")
     }
@@ -76,7 +83,9 @@ impl Deadlock {
 /// between its entry and return probes); a deadlock does not go away.
 pub fn confirmed(previous: &HeldTable, mut current: HeldTable) -> HeldTable {
     let seen: BTreeSet<String> = previous.deadlocks.iter().map(Deadlock::waits_key).collect();
-    current.deadlocks.retain(|deadlock| seen.contains(&deadlock.waits_key()));
+    current
+        .deadlocks
+        .retain(|deadlock| seen.contains(&deadlock.waits_key()));
     current
 }
 
@@ -113,7 +122,11 @@ pub fn find_deadlocks(tasks: &[TaskLocks]) -> Vec<Deadlock> {
                 if members.contains(&task.tid) || blocked.contains(&task.tid) {
                     continue;
                 }
-                if task.waiting_on.iter().any(|holder| members.contains(holder) || blocked.contains(holder)) {
+                if task
+                    .waiting_on
+                    .iter()
+                    .any(|holder| members.contains(holder) || blocked.contains(holder))
+                {
                     blocked.insert(task.tid);
                     changed = true;
                 }
@@ -149,7 +162,15 @@ mod tests {
     use crate::held::render;
 
     fn lock(class: &str, lock: u64) -> HeldLockInfo {
-        HeldLockInfo { class: class.into(), kind: "mutex", lock, read: false, for_ns: 1, since_ns: lock, stack: vec![] }
+        HeldLockInfo {
+            class: class.into(),
+            kind: "mutex",
+            lock,
+            read: false,
+            for_ns: 1,
+            since_ns: lock,
+            stack: vec![],
+        }
     }
 
     fn task(tid: u32, holding: &[(&str, u64)], waiting: Option<(&str, u64)>) -> TaskLocks {
@@ -157,7 +178,10 @@ mod tests {
             pid: tid,
             tid,
             comm: format!("t{tid}"),
-            holding: holding.iter().map(|&(class, addr)| lock(class, addr)).collect(),
+            holding: holding
+                .iter()
+                .map(|&(class, addr)| lock(class, addr))
+                .collect(),
             waiting_for: waiting.map(|(class, addr)| lock(class, addr)),
             waiting_on: Vec::new(),
         }
@@ -190,7 +214,14 @@ mod tests {
         assert_eq!(deadlocks.len(), 1);
         let tids: Vec<u32> = deadlocks[0].tasks.iter().map(|t| t.tid).collect();
         assert_eq!(tids, [1, 2]);
-        assert_eq!(deadlocks[0].blocked.iter().map(|t| t.tid).collect::<Vec<_>>(), [3]);
+        assert_eq!(
+            deadlocks[0]
+                .blocked
+                .iter()
+                .map(|t| t.tid)
+                .collect::<Vec<_>>(),
+            [3]
+        );
         assert_eq!(deadlocks[0].tasks[0].holding, ["a"]);
         assert_eq!(deadlocks[0].tasks[0].waiting_for, "b");
         assert!(render(&HeldTable { tasks, deadlocks }).contains("DEADLOCK IN PROGRESS"));
@@ -198,21 +229,46 @@ mod tests {
 
     #[test]
     fn only_a_cycle_of_the_same_waits_seen_twice_is_confirmed() {
-        let abba = || link(vec![task(1, &[("a", 0xa)], Some(("b", 0xb))), task(2, &[("b", 0xb)], Some(("a", 0xa)))]);
-        let first = HeldTable { deadlocks: find_deadlocks(&abba()), tasks: abba() };
-        let second = HeldTable { deadlocks: find_deadlocks(&abba()), tasks: abba() };
+        let abba = || {
+            link(vec![
+                task(1, &[("a", 0xa)], Some(("b", 0xb))),
+                task(2, &[("b", 0xb)], Some(("a", 0xa))),
+            ])
+        };
+        let first = HeldTable {
+            deadlocks: find_deadlocks(&abba()),
+            tasks: abba(),
+        };
+        let second = HeldTable {
+            deadlocks: find_deadlocks(&abba()),
+            tasks: abba(),
+        };
         assert_eq!(confirmed(&first, second).deadlocks.len(), 1);
         // A wait that started anew (different start) is not the same deadlock.
         let mut later = abba();
         later[0].waiting_for.as_mut().unwrap().since_ns = 99;
-        let third = HeldTable { deadlocks: find_deadlocks(&later), tasks: later };
+        let third = HeldTable {
+            deadlocks: find_deadlocks(&later),
+            tasks: later,
+        };
         assert!(confirmed(&first, third).deadlocks.is_empty());
-        assert!(confirmed(&HeldTable::default(), HeldTable { deadlocks: find_deadlocks(&abba()), tasks: abba() }).deadlocks.is_empty());
+        assert!(confirmed(
+            &HeldTable::default(),
+            HeldTable {
+                deadlocks: find_deadlocks(&abba()),
+                tasks: abba()
+            }
+        )
+        .deadlocks
+        .is_empty());
     }
 
     #[test]
     fn plain_waiting_is_not_a_deadlock() {
-        let tasks = link(vec![task(1, &[("a", 0xa)], None), task(2, &[], Some(("a", 0xa)))]);
+        let tasks = link(vec![
+            task(1, &[("a", 0xa)], None),
+            task(2, &[], Some(("a", 0xa))),
+        ]);
         assert!(find_deadlocks(&tasks).is_empty());
     }
 }

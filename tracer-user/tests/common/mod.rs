@@ -11,7 +11,11 @@ use std::{
 
 pub fn assert_root() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "this test loads eBPF programs: run it as root");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test loads eBPF programs: run it as root"
+    );
 }
 
 /// A fresh scratch directory for one test.
@@ -86,7 +90,9 @@ impl Target {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let pid = line.split_whitespace().next().unwrap().to_string();
         Self { child, pid }
     }
@@ -129,8 +135,17 @@ impl Tracer {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let mut stdout = String::new();
-        self.child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
         let status = self.child.wait().unwrap();
-        TracerOutput { status, stdout, stderr: self.stderr.join().unwrap() }
+        TracerOutput {
+            status,
+            stdout,
+            stderr: self.stderr.join().unwrap(),
+        }
     }
 }

@@ -1,0 +1,331 @@
+//! The per-thread held-lock stack (`HELD`): the lock operations the probes report, and the
+//! lock-op records streamed with `locktrace --events` (`EMIT_LOCK_OPS`).
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_ktime_get_ns, generated::bpf_get_current_comm as raw_get_current_comm},
+    programs::tracing::StackIdContext,
+};
+use tracer_common::{
+    counter, flags, held_state, op, record, DependencyKey, HeldLock, HeldStack, LockOpEvent,
+    COMM_LEN, MAX_HELD_LOCKS,
+};
+
+use super::{
+    dependencies::{emit_dependency, record_dependencies, record_dependencies_lazily},
+    filters::{module_keeps, Task},
+    stack_ids::{site_stack_id, stack_id},
+    LockRef,
+};
+use crate::maps::{count, global, DEPENDENCIES, EMIT_LOCK_OPS, EVENTS, HELD, HELD_INIT};
+
+fn held_stack(task: &Task) -> Option<*mut HeldStack> {
+    if let Some(stack) = HELD.get_ptr_mut(task.tid) {
+        return Some(stack);
+    }
+    let init = HELD_INIT.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch value; zero it and stamp the owner before inserting a copy.
+    unsafe {
+        (*init).depth = 0;
+        (*init).pid = task.pid;
+        #[expect(
+            clippy::needless_borrows_for_generic_args,
+            reason = "by value would copy the 2 KiB stack onto the 512-byte BPF stack"
+        )]
+        HELD.insert(task.tid, &*init, u64::from(BPF_NOEXIST)).ok();
+    }
+    HELD.get_ptr_mut(task.tid)
+}
+
+/// Forget a thread's held locks (it exited).
+pub fn forget_task(tid: u32) {
+    let _ = HELD.remove(tid);
+}
+
+fn emit_lock_op(task: &Task, lock: u64, kind: u32, lock_flags: u32, operation: u32) {
+    if global(&EMIT_LOCK_OPS) == 0 {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<LockOpEvent>(0) else {
+        count(counter::RINGBUF_DROPPED);
+        return;
+    };
+    // Field by field into the reservation (no event-sized temporary on the 512-byte stack,
+    // which the deepest call chains share).
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` is a reserved, writable record of the right size.
+    unsafe {
+        (*event).record = record::LOCK_OP;
+        (*event).op = operation;
+        (*event).kind = kind;
+        (*event).flags = lock_flags & (flags::NEW_READ | flags::TRY);
+        (*event).timestamp_ns = bpf_ktime_get_ns();
+        (*event).lock = lock;
+        (*event).pid = task.pid;
+        (*event).tid = task.tid;
+        raw_get_current_comm((&raw mut (*event).comm).cast(), COMM_LEN as u32);
+    }
+    entry.submit(0);
+}
+
+/// A lock acquire has started. `stack_flags` is passed to `bpf_get_stackid`
+/// (`BPF_F_USER_STACK` for user locks).
+///
+/// Kernel locks: the held entry takes its call site's stack ([`site_stack_id`]) and the
+/// stack of this very acquisition is walked only when a dependency is new, so in steady
+/// state an acquire walks no stack — the walk is most of what a per-acquire tracer costs.
+pub fn acquire<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef, stack_flags: u64) {
+    count(counter::LOCK_OPS);
+    emit_lock_op(task, new.lock, new.kind, new.flags, op::ACQUIRE);
+    let Some(stack) = held_stack(task) else {
+        return;
+    };
+    // SAFETY: pointer into this thread's map value; only this thread writes it.
+    let stack = unsafe { &mut *stack };
+    let stack_id = if stack_flags == 0 {
+        let site = site_stack_id(ctx, new.caller);
+        if new.flags & flags::TRY == 0 {
+            record_dependencies_lazily(ctx, task, stack, new);
+        }
+        site
+    } else {
+        let id = stack_id(ctx, stack_flags);
+        if new.flags & flags::TRY == 0 {
+            record_dependencies(task, stack, new, id);
+        }
+        id
+    };
+    let depth = stack.depth as usize;
+    let Some(slot) = stack.locks.get_mut(depth) else {
+        count(counter::HELD_OVERFLOW);
+        return;
+    };
+    *slot = HeldLock {
+        lock: new.lock,
+        class: new.class,
+        acquired_ns: unsafe { bpf_ktime_get_ns() },
+        stack_id,
+        flags: (new.flags & (flags::NEW_READ | flags::TRY | held_state::FROM_MODULE))
+            | held_state::WAITING,
+        kind: new.kind,
+        class_source: new.class_source,
+        caller: new.caller,
+    };
+    stack.depth = depth as u32 + 1;
+}
+
+/// The innermost pending acquire returned. `lock` is `None` when the return probe cannot
+/// see the lock argument (uretprobe), in which case the innermost waiting entry is meant.
+pub fn acquire_returned(task: &Task, lock: Option<u64>, acquired: bool) {
+    let Some(stack) = HELD.get_ptr_mut(task.tid) else {
+        return;
+    };
+    // SAFETY: see `acquire`.
+    let stack = unsafe { &mut *stack };
+    let mut found: Option<HeldLock> = None;
+    let matched = update_innermost(
+        stack,
+        |held| held.flags & held_state::WAITING != 0 && lock.is_none_or(|lock| held.lock == lock),
+        |entry| {
+            found = Some(*entry);
+            if acquired {
+                entry.flags &= !held_state::WAITING;
+            } else {
+                tombstone(entry);
+            }
+        },
+    );
+    if !matched {
+        return;
+    }
+    let Some(held) = found else {
+        return;
+    };
+    if acquired {
+        emit_lock_op(task, held.lock, held.kind, held.flags, op::ACQUIRED);
+    } else {
+        pop_tombstones(stack);
+        emit_lock_op(task, held.lock, held.kind, held.flags, op::ACQUIRE_FAILED);
+    }
+}
+
+/// A lock was released (possibly out of order).
+pub fn release(task: &Task, lock: u64, kind: u32) {
+    count(counter::LOCK_OPS);
+    emit_lock_op(task, lock, kind, 0, op::RELEASE);
+    let Some(stack) = HELD.get_ptr_mut(task.tid) else {
+        count(counter::UNMATCHED_RELEASE);
+        return;
+    };
+    // SAFETY: see `acquire`.
+    let stack = unsafe { &mut *stack };
+    if update_innermost(stack, |held| held.lock == lock, tombstone) {
+        pop_tombstones(stack);
+    } else {
+        count(counter::UNMATCHED_RELEASE);
+    }
+}
+
+/// Apply `action` to the innermost entry that `matches`; whether there was one. The action
+/// runs inside the scan so that no index outlives it: an index returned from a 48-way loop
+/// made the verifier check everything after it once per possible value.
+fn update_innermost(
+    stack: &mut HeldStack,
+    matches: impl Fn(&HeldLock) -> bool,
+    action: impl FnOnce(&mut HeldLock),
+) -> bool {
+    // Loop over constant bounds (not `depth`) so that the verifier sees every index in range.
+    let depth = stack.depth as usize;
+    for index in (0..MAX_HELD_LOCKS).rev() {
+        if index >= depth {
+            continue;
+        }
+        // `get_mut`, not indexing: a bounds-check panic path is code the verifier rejects.
+        let Some(entry) = stack.locks.get_mut(index) else {
+            return false;
+        };
+        if entry.lock != 0 && matches(entry) {
+            action(entry);
+            return true;
+        }
+    }
+    false
+}
+
+/// A removed entry becomes a tombstone (`lock == 0`, skipped by every scan) until the
+/// entries above it are gone ([`pop_tombstones`]). No shifting: moving 48-byte entries at an
+/// unknown index made every release program take ~1 s to verify.
+fn tombstone(entry: &mut HeldLock) {
+    entry.lock = 0;
+    entry.class = 0;
+    entry.flags = 0;
+}
+
+fn pop_tombstones(stack: &mut HeldStack) {
+    for _ in 0..MAX_HELD_LOCKS {
+        let depth = stack.depth as usize;
+        // Bound `depth` itself (not only `depth - 1`): the verifier must see the address
+        // `depth * 48 - 48` in range, and LLVM indexes with `depth`.
+        if depth == 0 || depth > MAX_HELD_LOCKS {
+            break;
+        }
+        match stack.locks.get(depth - 1) {
+            Some(top) if top.lock == 0 => stack.depth = depth as u32 - 1,
+            _ => break,
+        }
+    }
+}
+
+/// Whether the task holds (or waits for) any lock: most allocations happen with none.
+#[inline(always)]
+pub fn holds_locks(task: &Task) -> bool {
+    // SAFETY: map value pointer, read only.
+    HELD.get_ptr(task.tid)
+        .is_some_and(|stack| unsafe { (*stack).depth } > 0)
+}
+
+/// A lockdep-style "acquire and release at once" of a pseudo-lock (`fs_reclaim` at an
+/// allocation that may recurse into the filesystem): the dependencies of a blocking acquire
+/// (from the innermost held lock and the trylocks inside it, [`record_dependencies`]), no
+/// held state left behind. Cheap when the task holds nothing (no map insert).
+pub fn acquire_release<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef) {
+    count(counter::LOCK_OPS);
+    let Some(stack) = HELD.get_ptr_mut(task.tid) else {
+        return;
+    };
+    // SAFETY: see `acquire`.
+    let stack = unsafe { &*stack };
+    if stack.depth == 0 {
+        return;
+    }
+    emit_lock_op(task, new.lock, new.kind, new.flags, op::ACQUIRE);
+    record_dependencies_lazily(ctx, task, stack, new);
+    emit_lock_op(task, new.lock, new.kind, new.flags, op::RELEASE);
+}
+
+/// A dependency `held → new` between two locks of which `held` is not on the task's stack:
+/// lockdep's priming sequences (`__mmu_notifier_register` takes `fs_reclaim` then the
+/// notifier pseudo-lock). The guard is the class of the task's outermost held-stack entry,
+/// if any.
+pub fn record_pair<C: StackIdContext>(ctx: &C, task: &Task, held: &LockRef, new: &LockRef) {
+    if !module_keeps(held.flags, new.flags) {
+        return;
+    }
+    let mut guard = 0;
+    if let Some(stack) = HELD.get_ptr(task.tid) {
+        // SAFETY: see `acquire`.
+        let stack = unsafe { &*stack };
+        if stack.depth > 0 {
+            if let Some(outer) = stack.locks.first() {
+                guard = outer.class;
+            }
+        }
+    }
+    let key = DependencyKey {
+        held_class: held.class,
+        new_class: new.class,
+        guard_class: guard,
+        flags: 0,
+        scope: new.scope,
+    };
+    if let Some(seen) = DEPENDENCIES.get_ptr_mut(key) {
+        // SAFETY: map value pointer, a lower-bound count (as in the dependency scan).
+        unsafe { *seen += 1 };
+        return;
+    }
+    if DEPENDENCIES.insert(key, 1, u64::from(BPF_NOEXIST)).is_err() {
+        if DEPENDENCIES.get_ptr(key).is_some() {
+            return;
+        }
+        count(counter::DEPENDENCY_MAP_FULL);
+    }
+    let stack_id = stack_id(ctx, 0);
+    let held_entry = HeldLock {
+        lock: held.lock,
+        class: held.class,
+        acquired_ns: 0,
+        stack_id,
+        flags: held.flags,
+        kind: held.kind,
+        class_source: held.class_source,
+        caller: held.caller,
+    };
+    emit_dependency(task, &key, &held_entry, new, stack_id);
+}
+
+/// An acquire that cannot fail or block from the tracer's point of view (a pseudo-lock
+/// taken for the duration of a call): dependencies now, held at once.
+pub fn acquire_held<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef) {
+    acquire(ctx, task, new, 0);
+    acquire_returned(task, Some(new.lock), true);
+}
+
+/// Release `lock` if the task holds it; unlike [`release`] a miss is not counted (pseudo-lock
+/// scopes whose start was filtered out, such as reclaim without `__GFP_FS`).
+pub fn release_if_held(task: &Task, lock: u64) {
+    let Some(stack) = HELD.get_ptr_mut(task.tid) else {
+        return;
+    };
+    // SAFETY: see `acquire`.
+    let stack = unsafe { &mut *stack };
+    if update_innermost(stack, |held| held.lock == lock, tombstone) {
+        pop_tombstones(stack);
+        count(counter::LOCK_OPS);
+        emit_lock_op(task, lock, tracer_common::kind::PSEUDO, 0, op::RELEASE);
+    }
+}
+
+/// `downgrade_write`: the innermost held write entry of `lock` becomes a read entry.
+pub fn downgrade(task: &Task, lock: u64) {
+    let Some(stack) = HELD.get_ptr_mut(task.tid) else {
+        return;
+    };
+    // SAFETY: see `acquire`.
+    let stack = unsafe { &mut *stack };
+    if !update_innermost(
+        stack,
+        |held| held.lock == lock,
+        |entry| entry.flags |= flags::NEW_READ,
+    ) {
+        count(counter::UNMATCHED_RELEASE);
+    }
+}
