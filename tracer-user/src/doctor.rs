@@ -70,7 +70,7 @@ fn load_all() -> Result<ExitCode> {
     let mut ebpf = attach::load_object(&bpf::LoadOptions::default())?;
     let btf = aya::Btf::from_sys_fs().ok();
     let targets: std::collections::HashMap<&str, Option<&str>> =
-        attach::kernel::table_programs().into_iter().collect();
+        attach::kernel_table::table_programs().into_iter().collect();
     let mut failed = 0;
     for (name, program) in ebpf.programs_mut() {
         let target = targets.get(name).copied().flatten().or(match name {

@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: ratios measured side by side in one run, medians of alternating runs.
 use std::{
+    io::{BufRead as _, BufReader, Write as _},
     path::Path,
     process::{Command, Stdio},
 };
@@ -18,7 +19,11 @@ fn median(values: &mut [f64]) -> f64 {
 
 /// One `locktrace bench-ingest` run: (events/s, peak RSS KiB).
 fn ingest_once(binary: &std::path::Path, events: u64) -> Result<(f64, f64)> {
-    let output = command_output(Command::new(binary).args(["bench-ingest", "--events", &events.to_string()]))?;
+    let output = command_output(Command::new(binary).args([
+        "bench-ingest",
+        "--events",
+        &events.to_string(),
+    ]))?;
     let field = |name: &str| -> Result<f64> {
         output
             .split_whitespace()
@@ -34,7 +39,8 @@ pub fn bench(host_only: bool) -> Result<()> {
     let binary = build()?;
     // Daemon ingest: 10^6 and 10^7 records alternating; equal peak RSS shows memory follows
     // classes and edges, not events.
-    let (mut small_rate, mut small_rss, mut large_rate, mut large_rss) = (vec![], vec![], vec![], vec![]);
+    let (mut small_rate, mut small_rss, mut large_rate, mut large_rss) =
+        (vec![], vec![], vec![], vec![]);
     for _ in 0..ROUNDS {
         let (rate, rss) = ingest_once(&binary, 1_000_000)?;
         small_rate.push(rate);
@@ -43,15 +49,25 @@ pub fn bench(host_only: bool) -> Result<()> {
         large_rate.push(rate);
         large_rss.push(rss);
     }
-    let (large_rate, large_rss, small_rss) = (median(&mut large_rate), median(&mut large_rss), median(&mut small_rss));
-    println!("bench: daemon ingest, 10^7 records: {:.2e} events/s (median of {ROUNDS}; target >= 5e6)", large_rate);
+    let (large_rate, large_rss, small_rss) = (
+        median(&mut large_rate),
+        median(&mut large_rss),
+        median(&mut small_rss),
+    );
+    println!(
+        "bench: daemon ingest, 10^7 records: {:.2e} events/s (median of {ROUNDS}; target >= 5e6)",
+        large_rate
+    );
     println!(
         "bench: daemon peak RSS: {:.1} MiB at 10^7 records vs {:.1} MiB at 10^6 (ratio {:.2})",
         large_rss / 1024.0,
         small_rss / 1024.0,
         large_rss / small_rss
     );
-    println!("bench: 10^6-record ingest rate {:.2e} events/s", median(&mut small_rate));
+    println!(
+        "bench: 10^6-record ingest rate {:.2e} events/s",
+        median(&mut small_rate)
+    );
     user_overhead(&binary)?;
     if host_only {
         println!("bench: --host-only: kernel overhead (VM) and fuzzing NOT run");
@@ -91,8 +107,9 @@ fn user_overhead(binary: &Path) -> Result<()> {
     }
     let (none, traced) = (median(&mut none), median(&mut traced));
     println!(
-        "bench: host user space (pthread_loop {} threads, nested mutex pair): lock pairs/s median of {ROUNDS} \
-         alternating rounds: none {none:.0}, locktrace --user {traced:.0}; locktrace/none = {:.3}",
+        "bench: host user space (pthread_loop {} threads, nested mutex pair): \
+         lock pairs/s median of {ROUNDS} alternating rounds: none {none:.0}, \
+         locktrace --user {traced:.0}; locktrace/none = {:.3}",
         USER_LOOP_ARGS[0],
         traced / none
     );
@@ -102,7 +119,6 @@ fn user_overhead(binary: &Path) -> Result<()> {
 
 /// One run of the loop, under `tracer` if given: (lock pairs/s, the tracer's summary line).
 fn user_loop_once(program: &Path, tracer: Option<&Path>) -> Result<(f64, String)> {
-    use std::io::{BufRead as _, BufReader, Write as _};
     let mut child = Command::new(program)
         .args(USER_LOOP_ARGS)
         .stdin(Stdio::piped())
@@ -129,7 +145,11 @@ fn user_loop_once(program: &Path, tracer: Option<&Path>) -> Result<(f64, String)
         }
         tracer_child = Some((traced, stderr));
     }
-    child.stdin.take().context("pthread_loop stdin")?.write_all(b"g")?;
+    child
+        .stdin
+        .take()
+        .context("pthread_loop stdin")?
+        .write_all(b"g")?;
     let ops: f64 = lines
         .find_map(|line| line.ok()?.strip_prefix("ops_per_s=")?.trim().parse().ok())
         .context("pthread_loop printed no ops_per_s")?;
@@ -142,7 +162,11 @@ fn user_loop_once(program: &Path, tracer: Option<&Path>) -> Result<(f64, String)
         std::io::Read::read_to_string(&mut stderr, &mut rest)?;
         let mut traced = traced;
         traced.wait()?;
-        summary = rest.lines().find(|line| line.contains("detached")).unwrap_or("").to_string();
+        summary = rest
+            .lines()
+            .find(|line| line.contains("detached"))
+            .unwrap_or("")
+            .to_string();
     }
     Ok((ops, summary))
 }
@@ -160,27 +184,42 @@ fn kernel_overhead(binary: &std::path::Path, kernel: &str) -> Result<()> {
         timeout: std::time::Duration::from_secs(900),
         locktrace_bin: binary.to_path_buf(),
     })?;
-    anyhow::ensure!(outcome.run_status == 0, "bench run.sh failed; see {}/console.log", out.display());
+    anyhow::ensure!(
+        outcome.run_status == 0,
+        "bench run.sh failed; see {}/console.log",
+        out.display()
+    );
     let lines = std::fs::read_to_string(out.join("bench.txt")).context("bench.txt")?;
     let mut rates: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     for line in lines.lines().filter(|line| line.starts_with("round=")) {
         let field = |name: &str| line.split_whitespace().find_map(|f| f.strip_prefix(name));
         if let (Some(mode), Some(ops)) = (field("mode="), field("ops_per_s=")) {
-            rates.entry(mode.to_string()).or_default().push(ops.parse().context("ops_per_s")?);
+            rates
+                .entry(mode.to_string())
+                .or_default()
+                .push(ops.parse().context("ops_per_s")?);
         }
     }
     let mut median_of = |mode: &str| -> Result<f64> {
-        let values = rates.get_mut(mode).with_context(|| format!("no {mode} runs in bench.txt"))?;
+        let values = rates
+            .get_mut(mode)
+            .with_context(|| format!("no {mode} runs in bench.txt"))?;
         Ok(median(values))
     };
-    let (none, locktrace, klockstat) = (median_of("none")?, median_of("locktrace")?, median_of("klockstat")?);
+    let (none, locktrace, klockstat) = (
+        median_of("none")?,
+        median_of("locktrace")?,
+        median_of("klockstat")?,
+    );
     println!(
-        "bench: kernel {}: ops/s median of {} alternating rounds: none {none:.0}, locktrace {locktrace:.0}, klockstat {klockstat:.0}",
+        "bench: kernel {}: ops/s median of {} alternating rounds: none {none:.0}, \
+         locktrace {locktrace:.0}, klockstat {klockstat:.0}",
         outcome.kernel_release,
         rates.get("none").map_or(0, Vec::len)
     );
     println!(
-        "bench: kernel {}: locktrace/none = {:.3} (target >= 0.95), locktrace/klockstat = {:.3} (target >= 1.0)",
+        "bench: kernel {}: locktrace/none = {:.3} (target >= 0.95), \
+         locktrace/klockstat = {:.3} (target >= 1.0)",
         outcome.kernel_release,
         locktrace / none,
         locktrace / klockstat
@@ -192,10 +231,15 @@ fn kernel_overhead(binary: &std::path::Path, kernel: &str) -> Result<()> {
         if !(name.starts_with("locktrace-round") && name.ends_with(".json")) {
             continue;
         }
-        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(entry.path())?)?;
-        let (events, records) = (report["stats"]["events"].as_u64().unwrap_or(0), report["stats"]["records"].as_u64().unwrap_or(0));
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(entry.path())?)?;
+        let (events, records) = (
+            report["stats"]["events"].as_u64().unwrap_or(0),
+            report["stats"]["records"].as_u64().unwrap_or(0),
+        );
         println!(
-            "bench: kernel {}: {name}: {events} lock operations seen in eBPF, {records} records delivered (1 per {:.0})",
+            "bench: kernel {}: {name}: {events} lock operations seen in eBPF, \
+             {records} records delivered (1 per {:.0})",
             outcome.kernel_release,
             events as f64 / records.max(1) as f64
         );
@@ -216,17 +260,27 @@ fn print_profile(out: &std::path::Path, kernel: &str) -> Result<()> {
             .lines()
             .filter_map(|line| {
                 let field = |name: &str| line.split_whitespace().find_map(|f| f.strip_prefix(name));
-                Some((field("prog=")?.to_string(), field("run_cnt=")?.parse().ok()?, field("run_time_ns=")?.parse().ok()?))
+                Some((
+                    field("prog=")?.to_string(),
+                    field("run_cnt=")?.parse().ok()?,
+                    field("run_time_ns=")?.parse().ok()?,
+                ))
             })
             .collect();
         programs.sort_by_key(|&(_, _, time)| std::cmp::Reverse(time));
-        let (calls, time): (u64, u64) = programs.iter().fold((0, 0), |(c, t), p| (c + p.1, t + p.2));
+        let (calls, time): (u64, u64) =
+            programs.iter().fold((0, 0), |(c, t), p| (c + p.1, t + p.2));
         println!(
-            "bench: kernel {kernel}: profile {tracer}: {calls} program runs, {:.0} ns each on average; by total time:",
+            "bench: kernel {kernel}: profile {tracer}: {calls} program runs, \
+             {:.0} ns each on average; by total time:",
             time as f64 / calls.max(1) as f64
         );
         for (name, count, ns) in programs.iter().take(6) {
-            println!("bench:     {name:<16} {count:>9} runs {:>8.0} ns/run {:>5.1}%", *ns as f64 / (*count).max(1) as f64, 100.0 * *ns as f64 / time.max(1) as f64);
+            println!(
+                "bench:     {name:<16} {count:>9} runs {:>8.0} ns/run {:>5.1}%",
+                *ns as f64 / (*count).max(1) as f64,
+                100.0 * *ns as f64 / time.max(1) as f64
+            );
         }
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! Project automation: `cargo xtask setup|build|run|test|vm|demo|bench`.
 mod bench;
 mod expect;
+mod layering;
 mod readme;
 mod setup;
 mod vm;
@@ -32,7 +33,7 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run every test: unit and host e2e tests, clippy, then the VM scenarios.
+    /// Run every test: rustfmt check, unit and host e2e tests, clippy, then the VM scenarios.
     Test {
         /// Skip the VM scenarios (for a quick local loop; CI never passes this).
         #[arg(long)]
@@ -98,11 +99,21 @@ fn dispatch(cli: Cli) -> Result<()> {
         Task::Demo => demo(),
         Task::Check { scenario, out } => {
             expect::check(&scenario.join("expect"), &out)?;
-            println!("check: {} holds for {}", scenario.join("expect").display(), out.display());
+            println!(
+                "check: {} holds for {}",
+                scenario.join("expect").display(),
+                out.display()
+            );
             Ok(())
         }
         Task::Bench { host_only } => bench::bench(host_only),
-        Task::Vm { kernel, scenario, out, tracer_args, timeout } => {
+        Task::Vm {
+            kernel,
+            scenario,
+            out,
+            tracer_args,
+            timeout,
+        } => {
             let locktrace_bin = build()?;
             let outcome = vm::run_vm(&vm::VmOptions {
                 kernel,
@@ -124,7 +135,10 @@ fn dispatch(cli: Cli) -> Result<()> {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn ensure_setup() -> Result<()> {
@@ -140,7 +154,8 @@ pub fn build() -> Result<PathBuf> {
     ensure_setup()?;
     run_checked(cargo().args(["build", "--release", "--package", "tracer-user"]))?;
     // Where cargo put it: CARGO_TARGET_DIR moves the build (relative to the workspace).
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
     let binary = workspace_root().join(target).join("release/locktrace");
     if !binary.exists() {
         bail!("build finished but {} is missing", binary.display());
@@ -153,7 +168,9 @@ fn demo() -> Result<()> {
     let binary = build()?;
     let root = workspace_root();
     let out = root.join("target/vm-out/demo");
-    println!("demo: booting Debian 6.12 (production config, no lockdep) under qemu; loading a module");
+    println!(
+        "demo: booting Debian 6.12 (production config, no lockdep) under qemu; loading a module"
+    );
     println!("demo: that locks like nouveau's SVM code, and tracing it with locktrace...");
     std::env::set_var("LOCKTRACE_VM_QUIET", "1");
     let outcome = vm::run_vm(&vm::VmOptions {
@@ -164,10 +181,17 @@ fn demo() -> Result<()> {
         timeout: Duration::from_secs(300),
         locktrace_bin: binary,
     })?;
-    let report = std::fs::read_to_string(out.join("report.txt")).context("reading the demo's report.txt")?;
-    println!("demo: kernel {} — locktrace's report:\n", outcome.kernel_release);
+    let report =
+        std::fs::read_to_string(out.join("report.txt")).context("reading the demo's report.txt")?;
+    println!(
+        "demo: kernel {} — locktrace's report:\n",
+        outcome.kernel_release
+    );
     println!("{}", report.trim_end());
-    println!("\ndemo: full results (report.json, report.txt, graph.dot, console.log) in {}", out.display());
+    println!(
+        "\ndemo: full results (report.json, report.txt, graph.dot, console.log) in {}",
+        out.display()
+    );
     Ok(())
 }
 
@@ -179,7 +203,12 @@ pub fn fuzz(seconds: u64) -> Result<()> {
     ensure_setup()?;
     if command_output(Command::new("cargo").args(["fuzz", "--version"])).is_err() {
         println!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
-        run_checked(Command::new("cargo").args(["install", "cargo-fuzz", "--version", CARGO_FUZZ_VERSION]))?;
+        run_checked(Command::new("cargo").args([
+            "install",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+        ]))?;
     }
     for target in FUZZ_TARGETS {
         println!("xtask: fuzzing {target} for {seconds} s");
@@ -189,7 +218,9 @@ pub fn fuzz(seconds: u64) -> Result<()> {
                 .args(["+nightly", "fuzz", "run", target, "--"])
                 .arg(format!("-max_total_time={seconds}")),
         )
-        .with_context(|| format!("fuzz target {target} found a crash (see fuzz/artifacts/{target})"))?;
+        .with_context(|| {
+            format!("fuzz target {target} found a crash (see fuzz/artifacts/{target})")
+        })?;
     }
     Ok(())
 }
@@ -214,8 +245,20 @@ fn run(args: &[String]) -> Result<()> {
 fn test(host_only: bool) -> Result<()> {
     ensure_setup()?;
     let mut results = TestResults::default();
+    // First, so a formatting slip shows at once; rustfmt.toml's options need nightly.
+    results.record(
+        "rustfmt",
+        run_checked(
+            Command::new("rustup")
+                .current_dir(workspace_root())
+                .args(["run", "nightly", "cargo", "fmt", "--all", "--check"]),
+        ),
+    );
     // Default members: everything but tracer-ebpf, which only builds for the BPF target.
-    results.record("cargo test (unit + host e2e)", run_checked(cargo().arg("test")));
+    results.record(
+        "cargo test (unit + host e2e)",
+        run_checked(cargo().arg("test")),
+    );
     results.record(
         "clippy",
         run_checked(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"])),
@@ -225,7 +268,15 @@ fn test(host_only: bool) -> Result<()> {
         run_checked(
             Command::new("rustup")
                 .current_dir(workspace_root())
-                .args(["run", "nightly", "cargo", "clippy", "--package", "tracer-ebpf", "--release"])
+                .args([
+                    "run",
+                    "nightly",
+                    "cargo",
+                    "clippy",
+                    "--package",
+                    "tracer-ebpf",
+                    "--release",
+                ])
                 .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
                 .args(["--", "-D", "warnings"]),
         ),
@@ -244,7 +295,10 @@ fn test(host_only: bool) -> Result<()> {
 fn vm_tests(binary: &Path, results: &mut TestResults) {
     let root = workspace_root();
     let mut scenarios: Vec<PathBuf> = std::fs::read_dir(root.join("tests/scenarios"))
-        .map(|dir| dir.filter_map(|entry| entry.ok().map(|entry| entry.path())).collect())
+        .map(|dir| {
+            dir.filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .collect()
+        })
         .unwrap_or_default();
     scenarios.retain(|dir| dir.join("expect").is_file());
     scenarios.sort();
@@ -257,7 +311,10 @@ fn vm_tests(binary: &Path, results: &mut TestResults) {
         }
     }
     if runs.is_empty() {
-        results.record("VM scenarios", Err(anyhow::anyhow!("no scenario with an `expect` file found")));
+        results.record(
+            "VM scenarios",
+            Err(anyhow::anyhow!("no scenario with an `expect` file found")),
+        );
         return;
     }
     // Fetch each kernel once, before the parallel runs race for the cache.
@@ -272,8 +329,14 @@ fn vm_tests(binary: &Path, results: &mut TestResults) {
     std::thread::scope(|scope| {
         for _ in 0..VM_PARALLEL {
             scope.spawn(|| loop {
-                let Some((scenario, kernel, mode)) = queue.lock().unwrap().next() else { break };
-                let name = scenario.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                let Some((scenario, kernel, mode)) = queue.lock().unwrap().next() else {
+                    break;
+                };
+                let name = scenario
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
                 let label = format!("vm {name} on {kernel} ({mode})");
                 let out = root.join(format!("target/vm-out/{name}-{kernel}-{mode}"));
                 let started = std::time::Instant::now();
@@ -286,8 +349,9 @@ fn vm_tests(binary: &Path, results: &mut TestResults) {
                     locktrace_bin: binary.to_path_buf(),
                 })
                 .and_then(|outcome| {
-                    expect::check(&scenario.join("expect"), &out)
-                        .with_context(|| format!("expectations of {name} (results in {})", out.display()))?;
+                    expect::check(&scenario.join("expect"), &out).with_context(|| {
+                        format!("expectations of {name} (results in {})", out.display())
+                    })?;
                     Ok(outcome)
                 });
                 let outcome = outcome.map(|outcome| {
@@ -303,20 +367,28 @@ fn vm_tests(binary: &Path, results: &mut TestResults) {
     });
     let mut outcomes = outcomes.into_inner().unwrap();
     outcomes.sort_by(|a, b| a.0.cmp(&b.0));
-    let demo_ran = outcomes.iter().any(|(label, outcome)| label == DEMO_RUN && outcome.is_ok());
+    let demo_ran = outcomes
+        .iter()
+        .any(|(label, outcome)| label == DEMO_RUN && outcome.is_ok());
     for (label, outcome) in outcomes {
         results.record(&label, outcome);
     }
     // The demo is this run (same scenario, kernel series and, by default, fentry).
     let check = if demo_ran {
         let readme = std::fs::read_to_string(root.join("README.md")).context("reading README.md");
-        let report = std::fs::read_to_string(root.join("target/vm-out/nouveau-svmm-6.12-fentry/report.txt"))
-            .context("reading the nouveau-svmm 6.12 report");
+        let report =
+            std::fs::read_to_string(root.join("target/vm-out/nouveau-svmm-6.12-fentry/report.txt"))
+                .context("reading the nouveau-svmm 6.12 report");
         readme.and_then(|readme| readme::check_demo_report(&readme, &report?))
     } else {
-        Err(anyhow::anyhow!("`{DEMO_RUN}` did not pass, so there is no report to compare with"))
+        Err(anyhow::anyhow!(
+            "`{DEMO_RUN}` did not pass, so there is no report to compare with"
+        ))
     };
-    results.record("README demo output agrees with today's nouveau-svmm run on 6.12", check);
+    results.record(
+        "README demo output agrees with today's nouveau-svmm run on 6.12",
+        check,
+    );
 }
 
 /// The VM run whose report the README's demo output shows.
@@ -350,7 +422,11 @@ impl TestResults {
         for (name, err) in &self.failed {
             println!("xtask: failed: {name}: {err}");
         }
-        println!("xtask: {} passed, {} failed", self.passed.len(), self.failed.len());
+        println!(
+            "xtask: {} passed, {} failed",
+            self.passed.len(),
+            self.failed.len()
+        );
         if self.failed.is_empty() {
             Ok(())
         } else {
@@ -371,7 +447,9 @@ pub fn is_root() -> bool {
 }
 
 pub fn run_checked(command: &mut Command) -> Result<()> {
-    let status = command.status().with_context(|| format!("starting {command:?}"))?;
+    let status = command
+        .status()
+        .with_context(|| format!("starting {command:?}"))?;
     if !status.success() {
         bail!("{command:?} failed with {status}");
     }
@@ -379,7 +457,9 @@ pub fn run_checked(command: &mut Command) -> Result<()> {
 }
 
 pub fn command_output(command: &mut Command) -> Result<String> {
-    let output = command.output().with_context(|| format!("starting {command:?}"))?;
+    let output = command
+        .output()
+        .with_context(|| format!("starting {command:?}"))?;
     if !output.status.success() {
         bail!("{command:?} failed with {}", output.status);
     }

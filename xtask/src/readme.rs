@@ -34,7 +34,8 @@ fn comparable(line: &str) -> Option<String> {
     let trimmed = line.trim_end();
     let token = trimmed.trim_start();
     // `       unmap_vmas+0x183`; a module frame has ` [module]` after it.
-    let is_kernel_frame = line.starts_with("       ") && !token.contains(' ') && token.contains("+0x");
+    let is_kernel_frame =
+        line.starts_with("       ") && !token.contains(' ') && token.contains("+0x");
     if is_kernel_frame || trimmed.is_empty() {
         return None;
     }
@@ -55,13 +56,18 @@ fn comparable(line: &str) -> Option<String> {
 
 /// Checks that the README's demo report is `report` (a report.txt of nouveau-svmm on 6.12).
 pub fn check_demo_report(readme: &str, report: &str) -> Result<()> {
-    let pasted: Vec<String> = readme_demo_report(readme)?.into_iter().filter_map(comparable).collect();
+    let pasted: Vec<String> = readme_demo_report(readme)?
+        .into_iter()
+        .filter_map(comparable)
+        .collect();
     let actual: Vec<String> = first_cycle(report.lines())
         .context("the run's report.txt has no complete cycle report")?
         .into_iter()
         .filter_map(comparable)
         .collect();
-    if let Some(index) = (0..pasted.len().max(actual.len())).find(|&i| pasted.get(i) != actual.get(i)) {
+    if let Some(index) =
+        (0..pasted.len().max(actual.len())).find(|&i| pasted.get(i) != actual.get(i))
+    {
         bail!(
             "README's demo output is out of date: line {} (offsets, pids and kernel frames masked) \
              reads `{}`, today's run gives `{}` — paste a fresh `cargo xtask demo`",
@@ -90,7 +96,10 @@ mod tests {
         \n *** DEADLOCK ***\n\nsummary: 97 classes\n";
 
     fn readme_with(report: &str) -> String {
-        format!("# x\n```\n$ cargo xtask demo\ndemo: kernel 6.12.117+deb12-amd64 — locktrace's report:\n{report}```\n")
+        format!(
+            "# x\n```\n$ cargo xtask demo\n\
+             demo: kernel 6.12.117+deb12-amd64 — locktrace's report:\n{report}```\n"
+        )
     }
 
     #[test]
@@ -98,14 +107,20 @@ mod tests {
         let rerun = REPORT
             .replace("workload/403", "workload/77")
             .replace("+0x44 [", "+0x48 [")
-            .replace("unmap_vmas+0x183", "unmap_vmas+0x190\n       vms_clear_ptes+0x10b");
+            .replace(
+                "unmap_vmas+0x183",
+                "unmap_vmas+0x190\n       vms_clear_ptes+0x10b",
+            );
         check_demo_report(&readme_with(REPORT), &rerun).unwrap();
     }
 
     #[test]
     fn a_lost_module_frame_or_another_cycle_is_out_of_date() {
         let readme = readme_with(REPORT);
-        let short = REPORT.replace("       nvkm_uvmm_mthd.constprop.0+0x44 [nouveau_svmm]\n", "");
+        let short = REPORT.replace(
+            "       nvkm_uvmm_mthd.constprop.0+0x44 [nouveau_svmm]\n",
+            "",
+        );
         let err = check_demo_report(&readme, &short).unwrap_err().to_string();
         assert!(err.contains("nvkm_uvmm_mthd"), "{err}");
         let other = REPORT.replace("cyc-bf422fb61f56b9d1", "cyc-0000000000000001");

@@ -7,7 +7,13 @@ use anyhow::{bail, Context as _, Result};
 use crate::{command_output, run_checked};
 
 /// Packages for building the eBPF object and the C test programs.
-const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "gcc", "make"];
+const BUILD_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "gcc",
+    "make",
+];
 /// bpf-linker pinned to the release that builds with rustc 1.95 against LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -36,7 +42,10 @@ fn missing_packages<'a>(packages: &[&'a str]) -> Vec<&'a str> {
             let status = Command::new("dpkg-query")
                 .args(["-W", "-f=${Status}", package])
                 .output();
-            !matches!(status, Ok(out) if String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
+            !matches!(
+                status,
+                Ok(out) if String::from_utf8_lossy(&out.stdout).contains("install ok installed")
+            )
         })
         .collect()
 }
@@ -63,8 +72,14 @@ fn install_packages(packages: &[&str]) -> Result<()> {
 }
 
 fn has_rust_src() -> bool {
-    command_output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
-        .is_ok_and(|out| out.lines().any(|line| line.starts_with("rust-src")))
+    command_output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .is_ok_and(|out| out.lines().any(|line| line.starts_with("rust-src")))
 }
 
 fn install_rust_src() -> Result<()> {
@@ -73,7 +88,13 @@ fn install_rust_src() -> Result<()> {
         return Ok(());
     }
     println!("setup: adding rust-src to the nightly toolchain (for -Z build-std=core)");
-    run_checked(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+    run_checked(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))
 }
 
 pub fn bpf_linker_path() -> Option<PathBuf> {
@@ -90,7 +111,10 @@ fn install_bpf_linker() -> Result<()> {
         return Ok(());
     }
     println!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
-    let path = format!("/usr/lib/llvm-22/bin:{}", std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "/usr/lib/llvm-22/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
     run_checked(
         Command::new("cargo")
             .env("PATH", path)

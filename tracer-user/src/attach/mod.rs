@@ -3,6 +3,7 @@
 pub mod btf;
 pub mod kernel;
 mod kernel_globals;
+pub mod kernel_table;
 pub mod pthread;
 pub mod task;
 

@@ -1,5 +1,5 @@
 #!/bin/busybox sh
-# /init of the locktrace VM test bed (see xtask/src/vm.rs and tests/scenarios/README.md).
+# /init of the locktrace VM test bed (see xtask/src/vm/mod.rs and tests/scenarios/README.md).
 # Console protocol (ttyS0): every harness line starts with "lt-init: ".
 #   lt-init: uname-r <release>
 #   lt-init: FAIL <reason>          the harness could not do its job (tracer did not start, ...)

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * lt_sem: exercises the lockdep semantics locktrace must reproduce, one ioctl per case
- * (see ../expected-deps.txt for the exact dependencies each one creates):
+ * (see ../expect for the exact dependencies each one creates):
  * trylock success (held, but no dependency into it) and failure (not held afterwards),
  * a mutex_lock_interruptible() failed by a signal (the dependency into it exists, created at
  * the attempt; nothing depends on it afterwards), an out-of-order unlock, and rwsem
