@@ -37,12 +37,15 @@ mod model;
 pub mod naming;
 pub mod recording;
 mod report;
+pub mod rules;
 mod sim;
 mod snapshot;
 mod suppressions;
 
 pub use export::{diff, merge, to_dot, to_graphml, GraphDiff};
-pub use graph::{cycle_id, Class, ClassId, Cycle, DepEdge, Dependency, LockGraph, RecursiveLock};
+pub use graph::{
+    cycle_id, Class, ClassId, Cycle, DepEdge, Dependency, Guard, LockGraph, RecursiveLock,
+};
 pub use lockdep::import_lockdep;
 pub use model::{
     strip_lockdep_suffix, ClassInfo, ClassKey, Frame, LockKind, NameSource, Stats, TaskInfo,
@@ -51,7 +54,7 @@ pub use recording::{replay, replay_into, write_trace};
 pub use report::Report;
 pub use sim::{LockOp, LockOpKind, LockSimulator, SimulatorStats, MAX_HELD_LOCKS};
 pub use snapshot::{
-    ClassJson, CycleEdgeJson, CycleJson, EdgeJson, RecursiveJson, ReportJson, StatsJson,
+    ClassJson, CycleEdgeJson, CycleJson, EdgeJson, GuardJson, RecursiveJson, ReportJson, StatsJson,
 };
 pub use suppressions::Suppressions;
 

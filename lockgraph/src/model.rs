@@ -216,6 +216,40 @@ pub struct Stats {
     /// Dependencies recovered by re-reading the source's own set after drops.
     #[serde(default)]
     pub resynced: u64,
+    /// Acquires not tracked because the task's held-lock stack was full (their
+    /// dependencies, and those of locks taken inside them, are missing).
+    #[serde(default)]
+    pub held_overflow: u64,
+    /// New dependencies the source's own set could not keep: sent, but not recoverable if
+    /// their record was dropped, and sent again at each occurrence.
+    #[serde(default)]
+    pub dependency_set_full: u64,
+    /// Releases of locks the source did not see taken (taken before tracing started, or on a
+    /// path it does not trace). No dependency is lost by it, so it is no coverage gap.
+    #[serde(default)]
+    pub unmatched_releases: u64,
+}
+
+impl Stats {
+    /// What the source could not see or keep, so that dependencies may be missing, one
+    /// phrase each (empty: nothing).
+    pub fn coverage_gaps(&self) -> Vec<String> {
+        let mut gaps = Vec::new();
+        if self.held_overflow > 0 {
+            gaps.push(format!(
+                "{} acquires not tracked (held-lock stack full)",
+                self.held_overflow
+            ));
+        }
+        if self.dependency_set_full > 0 {
+            gaps.push(format!(
+                "{} new dependencies not kept in the in-kernel set (full; with {} records \
+                 dropped, dependencies may be missing)",
+                self.dependency_set_full, self.dropped
+            ));
+        }
+        gaps
+    }
 }
 
 /// Removes lockdep's `#N` instance suffix: `&vmm->mutex#3` → `&vmm->mutex`.

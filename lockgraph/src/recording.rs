@@ -9,7 +9,8 @@
 //! {"type":"class","name":"&vmm->mutex","kind":"mutex","naming":"init_name"}
 //! # a dependency held -> new, seen `count` times; all fields but held/new optional;
 //! # `modes` lists further held/new read-write pairs seen ("w/w","w/r","r/w","r/r");
-//! # `guard` is the outermost write-held lock when that was not `held` itself.
+//! # `guard` is the outermost lock held exclusively outside `held`, `guard_lock` its
+//! # instance ("0x…"; absent: 0).
 //! # Stacks are frames in lockdep syntax ("func+0xOFF/0xSIZE [module]" or "0xADDR"),
 //! # innermost first.
 //! {"type":"dep","held":"&svmm->mutex","new":"&vmm->mutex","held_read":false,"new_read":false,
@@ -33,7 +34,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    graph::{ClassId, Cycle, Dependency, LockGraph},
+    graph::{ClassId, Cycle, Dependency, Guard, LockGraph},
     model::{ClassInfo, ClassKey, Frame, LockKind, NameSource, TaskInfo},
     sim::{LockOp, LockOpKind, LockSimulator},
     Error, Result,
@@ -68,6 +69,8 @@ enum Record {
         count: u64,
         #[serde(default)]
         guard: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        guard_lock: Option<LockAddr>,
         #[serde(default)]
         new_stack: Vec<String>,
         #[serde(default)]
@@ -104,7 +107,17 @@ enum Record {
         records: u64,
         #[serde(default)]
         resynced: u64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        held_overflow: u64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        dependency_set_full: u64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        unmatched_releases: u64,
     },
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 fn default_kind() -> LockKind {
@@ -193,10 +206,15 @@ pub fn replay_into(graph: &mut LockGraph, reader: impl Read) -> Result<Vec<Cycle
                 tid,
                 count,
                 guard,
+                guard_lock,
                 new_stack,
                 held_stack,
                 modes,
             } => {
+                let guard_lock = match guard_lock {
+                    Some(lock) => lock_address(number, lock)?,
+                    None => 0,
+                };
                 let modes = crate::snapshot::parse_modes(&modes).ok_or_else(|| {
                     Error::at(number, "modes are \"w/w\", \"w/r\", \"r/w\" or \"r/r\"")
                 })?;
@@ -212,7 +230,10 @@ pub fn replay_into(graph: &mut LockGraph, reader: impl Read) -> Result<Vec<Cycle
                     task: TaskInfo { comm, pid, tid },
                     new_stack: frames(number, &new_stack)?,
                     held_stack: frames(number, &held_stack)?,
-                    guard: guard.as_deref().map(|g| class(graph, g)),
+                    guard: guard.as_deref().map(|g| Guard {
+                        class: class(graph, g),
+                        lock: guard_lock,
+                    }),
                 };
                 let (held, new) = (dep.held, dep.new);
                 cycles.extend(graph.add_dependency(dep));
@@ -231,16 +252,7 @@ pub fn replay_into(graph: &mut LockGraph, reader: impl Read) -> Result<Vec<Cycle
                 comm,
                 stack,
             } => {
-                let lock = match lock {
-                    LockAddr::Number(n) => n,
-                    LockAddr::Text(text) => text
-                        .strip_prefix("0x")
-                        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-                        .or_else(|| text.parse().ok())
-                        .ok_or_else(|| {
-                            Error::at(number, format!("malformed lock address `{text}`"))
-                        })?,
-                };
+                let lock = lock_address(number, lock)?;
                 let kind = match op {
                     Op::Acquire => LockOpKind::Acquire,
                     Op::Acquired => LockOpKind::Acquired,
@@ -278,16 +290,35 @@ pub fn replay_into(graph: &mut LockGraph, reader: impl Read) -> Result<Vec<Cycle
                 dropped,
                 records,
                 resynced,
+                held_overflow,
+                dependency_set_full,
+                unmatched_releases,
             } => {
                 let stats = graph.stats_mut();
                 stats.events += events;
                 stats.dropped += dropped;
                 stats.records += records;
                 stats.resynced += resynced;
+                stats.held_overflow += held_overflow;
+                stats.dependency_set_full += dependency_set_full;
+                stats.unmatched_releases += unmatched_releases;
             }
         }
     }
+    // What the simulator could not apply counts as the source's losses.
+    let lost = simulator.stats();
+    let stats = graph.stats_mut();
+    stats.held_overflow += lost.held_overflow;
+    stats.unmatched_releases += lost.unmatched;
     Ok(cycles)
+}
+
+fn lock_address(number: usize, lock: LockAddr) -> Result<u64> {
+    match lock {
+        LockAddr::Number(n) => Ok(n),
+        LockAddr::Text(text) => crate::snapshot::parse_lock_address(&text)
+            .ok_or_else(|| Error::at(number, format!("malformed lock address `{text}`"))),
+    }
 }
 
 /// Writes `graph` as a trace: class lines, one `dep` line per edge (with its count, and
@@ -324,7 +355,8 @@ pub fn write_trace(graph: &LockGraph, mut out: impl Write) -> std::io::Result<()
                 } else {
                     1
                 },
-                guard: guard.map(name),
+                guard: guard.map(|guard| name(guard.class)),
+                guard_lock: guard.map(|guard| LockAddr::Text(format!("{:#x}", guard.lock))),
                 new_stack: stack(&edge.new_stack),
                 held_stack: stack(&edge.held_stack),
                 modes: crate::snapshot::mode_names(edge.modes),
@@ -343,6 +375,7 @@ pub fn write_trace(graph: &LockGraph, mut out: impl Write) -> std::io::Result<()
             tid: found.task.tid,
             count: found.count,
             guard: None,
+            guard_lock: None,
             new_stack: stack(&found.new_stack),
             held_stack: stack(&found.held_stack),
             modes: Vec::new(),
@@ -354,5 +387,8 @@ pub fn write_trace(graph: &LockGraph, mut out: impl Write) -> std::io::Result<()
         dropped: stats.dropped,
         records: stats.records,
         resynced: stats.resynced,
+        held_overflow: stats.held_overflow,
+        dependency_set_full: stats.dependency_set_full,
+        unmatched_releases: stats.unmatched_releases,
     })
 }

@@ -4,12 +4,12 @@
 use std::fmt::Write as _;
 
 use crate::{
-    graph::{ClassId, Cycle, DepEdge, LockGraph, RecursiveLock},
+    graph::{ClassId, Cycle, DepEdge, Guard, LockGraph, RecursiveLock},
     model::{Frame, Stats, TaskInfo},
     naming,
     snapshot::{
-        mode_names, ClassJson, CycleEdgeJson, CycleJson, EdgeJson, RecursiveJson, ReportJson,
-        StatsJson,
+        mode_names, ClassJson, CycleEdgeJson, CycleJson, EdgeJson, GuardJson, RecursiveJson,
+        ReportJson, StatsJson,
     },
     suppressions::Suppressions,
 };
@@ -111,6 +111,10 @@ impl<'a> Report<'a> {
     pub fn json(&self) -> ReportJson {
         let g = self.graph;
         let name = |id: ClassId| g.name(id).to_string();
+        let guard_json = |guard: Guard| GuardJson {
+            class: name(guard.class),
+            lock: format!("{:#x}", guard.lock),
+        };
         let classes = g
             .classes()
             .map(|(_, c)| ClassJson {
@@ -134,7 +138,7 @@ impl<'a> Report<'a> {
                 tid: e.task.tid,
                 new_stack: e.new_stack.clone(),
                 held_stack: e.held_stack.clone(),
-                guards: e.guards.iter().map(|guard| guard.map(name)).collect(),
+                guards: e.guards.iter().map(|guard| guard.map(guard_json)).collect(),
             })
             .collect();
         let cycles: Vec<CycleJson> = g
@@ -143,7 +147,8 @@ impl<'a> Report<'a> {
             .map(|c| CycleJson {
                 id: c.id.clone(),
                 classes: c.classes.iter().map(|&id| name(id)).collect(),
-                guarded_by: c.guarded_by.map(name),
+                guarded_by: c.guarded_by.map(|guard| name(guard.class)),
+                guard_lock: c.guarded_by.map(|guard| format!("{:#x}", guard.lock)),
                 suppressed: self.suppressed_by(c).is_some(),
                 edges: c
                     .edges()
@@ -181,12 +186,18 @@ impl<'a> Report<'a> {
             dropped,
             records,
             resynced,
+            held_overflow,
+            dependency_set_full,
+            unmatched_releases,
         } = g.stats();
         let stats = StatsJson {
             events,
             dropped,
             records,
             resynced,
+            held_overflow,
+            dependency_set_full,
+            unmatched_releases,
             dependencies: g.edge_count() as u64,
             classes: g.class_count() as u64,
             cycles: cycles.len() as u64,
@@ -225,6 +236,13 @@ impl<'a> Report<'a> {
         )
     }
 
+    /// `coverage incomplete: …` when the source lost anything (the graph may then miss
+    /// dependencies, and cycles through them).
+    pub fn coverage(&self) -> Option<String> {
+        let gaps = self.graph.stats().coverage_gaps();
+        (!gaps.is_empty()).then(|| format!("coverage incomplete: {}", gaps.join(", ")))
+    }
+
     /// The human report: one lockdep-style splat per unguarded cycle, then guarded cycles,
     /// recursive locking, suppressed cycles, and the summary line.
     pub fn text(&self) -> String {
@@ -240,17 +258,18 @@ impl<'a> Report<'a> {
             .collect();
         if !guarded.is_empty() {
             out.push_str(
-                "guarded cycles (every edge only ever taken under the same outer lock; \
-                 cannot deadlock):\n",
+                "guarded cycles (every occurrence of every edge ran under one and the same \
+                 lock instance,\nheld exclusively outside both of the edge's locks, so they \
+                 cannot run at once;\nlockdep, which has no guards, would report them):\n",
             );
             for cycle in guarded {
-                let guard = self
-                    .graph
-                    .name(cycle.guarded_by.expect("filtered on guard"));
+                let guard = cycle.guarded_by.expect("filtered on guard");
                 let _ = writeln!(
                     out,
-                    "  {} guarded by {guard}: {}",
+                    "  {} guarded by {} (instance {:#x}): {}",
                     cycle.id,
+                    self.graph.name(guard.class),
+                    guard.lock,
                     self.chain(cycle)
                 );
                 for (held, new) in cycle.edges() {
@@ -292,6 +311,10 @@ impl<'a> Report<'a> {
             }
             out.push('\n');
         }
+        if let Some(coverage) = self.coverage() {
+            out.push_str(&coverage);
+            out.push('\n');
+        }
         out.push_str(&self.summary());
         out.push('\n');
         out
@@ -299,7 +322,11 @@ impl<'a> Report<'a> {
 
     fn kind_label(&self, cycle: &Cycle) -> String {
         match cycle.guarded_by {
-            Some(g) => format!("guarded by {}", self.graph.name(g)),
+            Some(g) => format!(
+                "guarded by {} (instance {:#x})",
+                self.graph.name(g.class),
+                g.lock
+            ),
             None => "unguarded".to_string(),
         }
     }

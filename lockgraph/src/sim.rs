@@ -1,10 +1,22 @@
 //! Lock-operation state machine: turns per-thread lock operations into dependencies with
-//! lockdep's semantics.
+//! lockdep's semantics — the same rules the eBPF side applies in the kernel
+//! (`tracer-ebpf/src/lock_state/`), checked case by case against one table
+//! (`lockgraph/tests/rules.rs`):
+//!
+//! - a blocking acquire depends on the innermost held lock that is not a trylock and on
+//!   every trylock held inside it, and on nothing further out (lockdep's
+//!   `check_prevs_add`: the outer locks reach it through the innermost one);
+//! - a lock of the acquired lock's class held anywhere further out is recursive locking
+//!   (lockdep's `check_deadlock` looks at every held lock);
+//! - a trylock depends on nothing; a lock is held from its acquire until its release (in
+//!   any order) or a failed acquire;
+//! - each dependency's guard is the outermost lock held exclusively (not for read) outside
+//!   the dependency's held lock: its class and instance.
 
 use std::collections::HashMap;
 
 use crate::{
-    graph::{ClassId, Dependency},
+    graph::{ClassId, Dependency, Guard},
     model::{Frame, TaskInfo},
 };
 
@@ -14,8 +26,8 @@ pub const MAX_HELD_LOCKS: usize = 48;
 /// What happened to a lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LockOpKind {
-    /// An acquire started. A blocking one creates `held → new` for every held lock, at the
-    /// attempt, whether or not it later succeeds; a trylock creates none.
+    /// An acquire started. A blocking one creates its dependencies (see the module doc) at
+    /// the attempt, whether or not it later succeeds; a trylock creates none.
     Acquire,
     /// The acquire returned with the lock held (also accepted without a prior `Acquire`,
     /// for a lock taken without dependencies).
@@ -49,6 +61,7 @@ struct HeldLock {
     class: ClassId,
     lock: u64,
     read: bool,
+    try_lock: bool,
     stack: Vec<Frame>,
 }
 
@@ -103,12 +116,8 @@ impl LockSimulator {
                     return;
                 }
                 if op.kind == LockOpKind::Acquire && !op.try_lock {
-                    // A write-held outermost lock guards every dependency taken above it.
-                    let guard = held
-                        .first()
-                        .filter(|outer| !outer.read)
-                        .map(|outer| outer.class);
-                    for (i, h) in held.iter().enumerate() {
+                    for index in dependency_sources(held, op.class) {
+                        let h = &held[index];
                         emit(Dependency {
                             held: h.class,
                             new: op.class,
@@ -122,7 +131,7 @@ impl LockSimulator {
                             },
                             new_stack: op.stack.clone(),
                             held_stack: h.stack.clone(),
-                            guard: if i == 0 { None } else { guard },
+                            guard: guard_outside(held, index),
                         });
                     }
                 }
@@ -130,6 +139,7 @@ impl LockSimulator {
                     class: op.class,
                     lock: op.lock,
                     read: op.read,
+                    try_lock: op.try_lock,
                     stack: op.stack,
                 });
             }
@@ -146,4 +156,33 @@ impl LockSimulator {
             }
         }
     }
+}
+
+/// The held entries (indexes, innermost first) a blocking acquire of `class` depends on:
+/// trylocks up to and including the innermost lock that is not one, then the innermost
+/// entry of the same class further out, if any (recursive locking).
+fn dependency_sources(held: &[HeldLock], class: ClassId) -> Vec<usize> {
+    let mut sources = Vec::new();
+    let mut inner = held.iter().enumerate().rev();
+    for (index, h) in inner.by_ref() {
+        sources.push(index);
+        if !h.try_lock {
+            break;
+        }
+    }
+    if !sources.iter().any(|&index| held[index].class == class) {
+        if let Some((index, _)) = inner.find(|(_, h)| h.class == class) {
+            sources.push(index);
+        }
+    }
+    sources
+}
+
+/// The outermost lock held exclusively outside entry `index`: the guard of a dependency
+/// from that entry.
+fn guard_outside(held: &[HeldLock], index: usize) -> Option<Guard> {
+    held[..index].iter().find(|h| !h.read).map(|h| Guard {
+        class: h.class,
+        lock: h.lock,
+    })
 }

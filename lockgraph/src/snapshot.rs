@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    graph::{ClassId, DepEdge, LockGraph, RecursiveLock},
+    graph::{ClassId, DepEdge, Guard, LockGraph, RecursiveLock},
     model::{ClassInfo, ClassKey, Frame, LockKind, NameSource, TaskInfo},
     Error, Result,
 };
@@ -31,8 +31,45 @@ pub struct EdgeJson {
     pub tid: u32,
     pub new_stack: Vec<Frame>,
     pub held_stack: Vec<Frame>,
-    /// Distinct guards seen (`null`: an unguarded occurrence).
-    pub guards: Vec<Option<String>>,
+    /// Distinct guard instances seen (`null`: an unguarded occurrence).
+    pub guards: Vec<Option<GuardJson>>,
+}
+
+/// A guard instance: its class and its address. Snapshots written before guards were
+/// instances hold the class name alone, read as instance `0x0`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "GuardRepr")]
+pub struct GuardJson {
+    pub class: String,
+    /// `0x…`.
+    pub lock: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum GuardRepr {
+    Instance { class: String, lock: String },
+    ClassOnly(String),
+}
+
+impl From<GuardRepr> for GuardJson {
+    fn from(repr: GuardRepr) -> Self {
+        match repr {
+            GuardRepr::Instance { class, lock } => GuardJson { class, lock },
+            GuardRepr::ClassOnly(class) => GuardJson {
+                class,
+                lock: "0x0".into(),
+            },
+        }
+    }
+}
+
+/// A lock address as JSON spells it: `0x…` hex or decimal.
+pub(crate) fn parse_lock_address(text: &str) -> Option<u64> {
+    match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,7 +87,10 @@ pub struct CycleJson {
     /// Dependency order: each depends on the previous; the first is the lock whose
     /// acquisition closed the cycle, the last the lock held then.
     pub classes: Vec<String>,
+    /// The guard's class, and its instance (`guard_lock`).
     pub guarded_by: Option<String>,
+    #[serde(default)]
+    pub guard_lock: Option<String>,
     pub suppressed: bool,
     pub edges: Vec<CycleEdgeJson>,
 }
@@ -79,6 +119,14 @@ pub struct StatsJson {
     /// Dependencies recovered from the in-kernel set after drops.
     #[serde(default)]
     pub resynced: u64,
+    /// What the source could not see or keep (see `Stats`): any nonzero means the graph
+    /// may miss dependencies.
+    #[serde(default)]
+    pub held_overflow: u64,
+    #[serde(default)]
+    pub dependency_set_full: u64,
+    #[serde(default)]
+    pub unmatched_releases: u64,
     pub dependencies: u64,
     pub classes: u64,
     pub cycles: u64,
@@ -134,7 +182,20 @@ impl LockGraph {
             let new = lookup(self, &edge.to);
             let mut guards = Vec::new();
             for guard in &edge.guards {
-                guards.push(guard.as_deref().map(|g| lookup(self, g)));
+                let Some(guard) = guard else {
+                    guards.push(None);
+                    continue;
+                };
+                let lock = parse_lock_address(&guard.lock).ok_or_else(|| {
+                    Error::Snapshot(format!(
+                        "edge {} -> {}: guard lock {:?} is not an address",
+                        edge.from, edge.to, guard.lock
+                    ))
+                })?;
+                guards.push(Some(Guard {
+                    class: lookup(self, &guard.class),
+                    lock,
+                }));
             }
             self.merge_edge(DepEdge {
                 held,
@@ -195,6 +256,9 @@ impl LockGraph {
         let stats = self.stats_mut();
         stats.events += snapshot.stats.events;
         stats.dropped += snapshot.stats.dropped;
+        stats.held_overflow += snapshot.stats.held_overflow;
+        stats.dependency_set_full += snapshot.stats.dependency_set_full;
+        stats.unmatched_releases += snapshot.stats.unmatched_releases;
         stats.records += snapshot.stats.records;
         stats.resynced += snapshot.stats.resynced;
         Ok(())

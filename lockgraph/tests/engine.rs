@@ -18,9 +18,17 @@ fn dep(held: ClassId, new: ClassId) -> Dependency {
     }
 }
 
+/// The one instance of class `class` these tests hold as a guard.
+fn instance(class: ClassId) -> Guard {
+    Guard {
+        class,
+        lock: 0x1000 + class.index() as u64,
+    }
+}
+
 fn guarded(held: ClassId, new: ClassId, guard: ClassId) -> Dependency {
     Dependency {
-        guard: Some(guard),
+        guard: Some(instance(guard)),
         ..dep(held, new)
     }
 }
@@ -130,7 +138,7 @@ fn guarded_cycle_until_an_unguarded_occurrence() {
     graph.add_dependency(guarded(a, b, g));
     let cycles = graph.add_dependency(guarded(b, a, g));
     assert_eq!(cycles.len(), 1);
-    assert_eq!(cycles[0].guarded_by, Some(g));
+    assert_eq!(cycles[0].guarded_by, Some(instance(g)));
     assert!(!graph.has_unguarded_cycle());
     // The same edge under the same guard changes nothing.
     assert!(graph.add_dependency(guarded(a, b, g)).is_empty());
@@ -140,7 +148,49 @@ fn guarded_cycle_until_an_unguarded_occurrence() {
     assert_eq!(lost[0].id, cycles[0].id);
     assert_eq!(lost[0].guarded_by, None);
     assert!(graph.has_unguarded_cycle());
-    assert_eq!(graph.edge(a, b).unwrap().guards, vec![Some(g), None]);
+    assert_eq!(
+        graph.edge(a, b).unwrap().guards,
+        vec![Some(instance(g)), None]
+    );
+}
+
+#[test]
+fn two_instances_of_one_guard_class_do_not_guard() {
+    let mut graph = LockGraph::new();
+    let [g, a, b] = classes(&mut graph, ["g", "a", "b"]);
+    // Two mms' mmap_lock, two files' mutex: one class, two instances, no serialisation.
+    let under = |held, new, lock| Dependency {
+        guard: Some(Guard { class: g, lock }),
+        ..dep(held, new)
+    };
+    graph.add_dependency(under(a, b, 0x10));
+    let cycles = graph.add_dependency(under(b, a, 0x20));
+    assert_eq!(cycles.len(), 1);
+    assert_eq!(cycles[0].guarded_by, None);
+    // The same instance all along guards.
+    let mut graph = LockGraph::new();
+    let [g, a, b] = classes(&mut graph, ["g", "a", "b"]);
+    graph.add_dependency(Dependency {
+        guard: Some(Guard {
+            class: g,
+            lock: 0x10,
+        }),
+        ..dep(a, b)
+    });
+    let cycles = graph.add_dependency(Dependency {
+        guard: Some(Guard {
+            class: g,
+            lock: 0x10,
+        }),
+        ..dep(b, a)
+    });
+    assert_eq!(
+        cycles[0].guarded_by,
+        Some(Guard {
+            class: g,
+            lock: 0x10
+        })
+    );
 }
 
 #[test]
@@ -231,13 +281,17 @@ fn simulator_follows_lockdep_semantics() {
     );
     assert_eq!(sim.held(1), vec![(g, 1), (b, 3), (c, 4)]);
     assert!(graph.edge(a, c).is_none(), "a was released before c");
+    // lockdep's check_prevs_add: from the innermost held lock only; g reaches c through b.
+    assert!(graph.edge(g, c).is_none());
+    assert!(graph.edge(g, b).is_none());
     assert_eq!(
         graph.edge(g, a).unwrap().guards,
         vec![None],
         "the outermost lock guards nothing of its own"
     );
-    assert_eq!(graph.edge(a, b).unwrap().guards, vec![Some(g)]);
-    assert_eq!(graph.edge(b, c).unwrap().guards, vec![Some(g)]);
+    let g_instance = Some(Guard { class: g, lock: 1 });
+    assert_eq!(graph.edge(a, b).unwrap().guards, vec![g_instance]);
+    assert_eq!(graph.edge(b, c).unwrap().guards, vec![g_instance]);
 
     // Trylocks add no dependency but are held once they succeed; failures are dropped.
     let mut try_op = op(Acquire, 2, a, 10);
@@ -249,7 +303,13 @@ fn simulator_follows_lockdep_semantics() {
     );
     assert!(graph.edge(c, a).is_none());
     run(&mut graph, &mut sim, vec![op(Acquire, 2, b, 12)]);
-    assert!(graph.edge(a, b).unwrap().guards.contains(&Some(c)));
+    // From the held trylock and from the innermost lock outside it, c.
+    assert!(graph
+        .edge(a, b)
+        .unwrap()
+        .guards
+        .contains(&Some(Guard { class: c, lock: 11 })));
+    assert_eq!(graph.edge(c, b).unwrap().guards, vec![None]);
     let mut failed_try = try_op;
     failed_try.lock = 13;
     failed_try.class = g;
@@ -259,8 +319,9 @@ fn simulator_follows_lockdep_semantics() {
         vec![failed_try, op(Failed, 2, g, 13), op(Acquire, 2, g, 14)],
     );
     assert_eq!(sim.held(2).iter().filter(|h| h.0 == g).count(), 1);
-    // A blocking acquire that failed (killable) still created its dependencies.
-    assert!(graph.edge(c, g).is_some());
+    // The blocking acquire created its dependency from the innermost held lock, b.
+    assert!(graph.edge(b, g).is_some());
+    assert!(graph.edge(c, g).is_none());
     // Releasing something not held is counted.
     run(&mut graph, &mut sim, vec![op(Release, 3, a, 99)]);
     assert_eq!(sim.stats().unmatched, 1);
@@ -297,8 +358,29 @@ fn simulator_limits_depth_to_48() {
     run(&mut graph, &mut sim, ops);
     assert_eq!(sim.held(1).len(), MAX_HELD_LOCKS);
     assert_eq!(sim.stats().held_overflow, 2);
-    assert!(graph.edge(ids[0], ids[48]).is_none());
-    assert_eq!(graph.edge_count(), 48 * 47 / 2);
+    assert!(graph.edge(ids[47], ids[48]).is_none());
+    // Each lock depends on the one taken just before it (check_prevs_add).
+    assert_eq!(graph.edge_count(), 47);
+}
+
+#[test]
+fn recursion_is_checked_against_every_held_lock() {
+    let mut graph = LockGraph::new();
+    let mut sim = LockSimulator::new();
+    let [a, b] = classes(&mut graph, ["a", "b"]);
+    run(
+        &mut graph,
+        &mut sim,
+        vec![
+            op(Acquire, 1, a, 1),
+            op(Acquire, 1, b, 2),
+            op(Acquire, 1, a, 3),
+        ],
+    );
+    // lockdep's check_deadlock: the outer a is found although b is innermost.
+    assert_eq!(graph.recursive().len(), 1);
+    assert_eq!(graph.recursive()[0].class, a);
+    assert!(graph.edge(b, a).is_some());
 }
 
 #[test]

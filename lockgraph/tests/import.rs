@@ -218,7 +218,10 @@ fn written_trace_replays_to_the_same_graph() {
     graph.add_dependency(Dependency {
         held: a,
         new: b,
-        guard: Some(g),
+        guard: Some(Guard {
+            class: g,
+            lock: 0x40,
+        }),
         held_read: true,
         ..Dependency::default()
     });

@@ -38,14 +38,18 @@ fn program() -> impl Strategy<Value = Vec<(u32, Step)>> {
     prop::collection::vec((1..=3u32, step()), 0..40)
 }
 
+/// A guard in the model: class and lock address.
+type ModelGuard = (usize, u64);
+
 /// The model: for every edge `(held, new)` the set of guards seen, and recursive classes.
 #[derive(Default)]
 struct Model {
-    edges: BTreeMap<(usize, usize), BTreeSet<Option<usize>>>,
+    edges: BTreeMap<(usize, usize), BTreeSet<Option<ModelGuard>>>,
     recursive: BTreeSet<usize>,
 }
 
-type Held = (usize, u64, bool);
+/// class, instance, read, trylock
+type Held = (usize, u64, bool, bool);
 
 fn run(program: &[(u32, Step)]) -> (LockGraph, Model) {
     let mut graph = LockGraph::new();
@@ -87,27 +91,35 @@ fn run(program: &[(u32, Step)]) -> (LockGraph, Model) {
                 try_lock,
             } => {
                 if !try_lock {
-                    let guard = stack.first().filter(|outer| !outer.2).map(|outer| outer.0);
-                    for (i, &(held, _, _)) in stack.iter().enumerate() {
+                    // lockdep: the innermost non-trylock and the trylocks inside it; a
+                    // lock of the same class anywhere is recursive locking.
+                    let innermost = stack.iter().rposition(|h| !h.3).unwrap_or(0);
+                    let mut sources: Vec<usize> = (innermost..stack.len()).collect();
+                    if !sources.iter().any(|&i| stack[i].0 == class) {
+                        sources.extend(stack[..innermost].iter().rposition(|h| h.0 == class));
+                    }
+                    for i in sources {
+                        let held = stack[i].0;
                         if held == class {
                             model.recursive.insert(class);
-                        } else {
-                            model
-                                .edges
-                                .entry((held, class))
-                                .or_default()
-                                .insert(if i == 0 { None } else { guard });
+                            continue;
                         }
+                        // The outermost exclusively held lock outside `held`, as an instance.
+                        let guard = stack[..i]
+                            .iter()
+                            .find(|outer| !outer.2)
+                            .map(|outer| (outer.0, lock(outer.0, outer.1)));
+                        model.edges.entry((held, class)).or_default().insert(guard);
                     }
                 }
-                stack.push((class, instance, read));
+                stack.push((class, instance, read, try_lock));
                 op(LockOpKind::Acquire, class, instance, read, try_lock)
             }
             Step::Release(index) => {
                 if stack.is_empty() {
                     continue;
                 }
-                let (class, instance, _) = stack[index % stack.len()];
+                let (class, instance, _, _) = stack[index % stack.len()];
                 // A release matches the most recent acquisition of that instance.
                 let top = stack
                     .iter()
@@ -117,7 +129,7 @@ fn run(program: &[(u32, Step)]) -> (LockGraph, Model) {
                 op(LockOpKind::Release, class, instance, false, false)
             }
             Step::FailLast => {
-                let Some((class, instance, _)) = stack.pop() else {
+                let Some((class, instance, _, _)) = stack.pop() else {
                     continue;
                 };
                 op(LockOpKind::Failed, class, instance, false, false)
@@ -154,9 +166,9 @@ fn model_cycles(model: &Model) -> BTreeSet<Vec<usize>> {
     out
 }
 
-fn model_guard(model: &Model, cycle: &[usize]) -> Option<usize> {
+fn model_guard(model: &Model, cycle: &[usize]) -> Option<ModelGuard> {
     let n = cycle.len();
-    let sets: Vec<&BTreeSet<Option<usize>>> = (0..n)
+    let sets: Vec<&BTreeSet<Option<ModelGuard>>> = (0..n)
         .map(|i| &model.edges[&(cycle[i], cycle[(i + 1) % n])])
         .collect();
     match sets[0].iter().collect::<Vec<_>>().as_slice() {
@@ -183,26 +195,27 @@ proptest! {
         let index = |id: ClassId| id.index();
 
         // Edges and their guard sets.
-        let edges: BTreeMap<(usize, usize), BTreeSet<Option<usize>>> = graph
+        let guard = |g: &Guard| (index(g.class), g.lock);
+        let edges: BTreeMap<(usize, usize), BTreeSet<Option<ModelGuard>>> = graph
             .edges()
             .map(|e| {
-                let guards = e.guards.iter().map(|g| g.map(index)).collect();
+                let guards = e.guards.iter().map(|g| g.as_ref().map(guard)).collect();
                 ((index(e.held), index(e.new)), guards)
             })
             .collect();
         prop_assert_eq!(&edges, &model.edges);
 
         // Every simple cycle is reported exactly once, with the right guard.
-        let reported: BTreeMap<Vec<usize>, Option<usize>> = graph
+        let reported: BTreeMap<Vec<usize>, Option<ModelGuard>> = graph
             .cycles()
             .iter()
             .map(|c| {
                 let classes: Vec<usize> = c.classes.iter().map(|&id| index(id)).collect();
-                (rotated(&classes), c.guarded_by.map(index))
+                (rotated(&classes), c.guarded_by.as_ref().map(guard))
             })
             .collect();
         prop_assert_eq!(reported.len(), graph.cycles().len());
-        let expected: BTreeMap<Vec<usize>, Option<usize>> = model_cycles(&model)
+        let expected: BTreeMap<Vec<usize>, Option<ModelGuard>> = model_cycles(&model)
             .into_iter()
             .map(|c| {
                 let g = model_guard(&model, &c);

@@ -119,7 +119,10 @@ fn sample() -> LockGraph {
         task("worker", 11),
         &["y_lock+0x1/0x2"],
         &[],
-        Some(g),
+        Some(Guard {
+            class: g,
+            lock: 0xffff_8880_0000_1000,
+        }),
     );
     add(
         y,
@@ -130,7 +133,10 @@ fn sample() -> LockGraph {
         task("worker", 12),
         &["x_lock+0x1/0x2"],
         &[],
-        Some(g),
+        Some(Guard {
+            class: g,
+            lock: 0xffff_8880_0000_1000,
+        }),
     );
     add(
         q,
@@ -437,4 +443,47 @@ fn dot_and_graphml_mark_cycle_edges() {
     assert_eq!(xml.matches("<edge ").count(), graph.edge_count());
     assert_eq!(xml.matches(">unguarded<").count(), 2 + 3 + 2);
     assert_eq!(xml.matches(">guarded<").count(), 2);
+}
+
+#[test]
+fn losses_show_as_incomplete_coverage() {
+    // 50 nested locks (two beyond the held-lock stack) and a release of a lock never taken.
+    let mut trace = String::new();
+    for i in 0..50 {
+        trace.push_str(&format!(
+            "{{\"type\":\"lock\",\"tid\":1,\"op\":\"acquire\",\"class\":\"c{i}\",\"lock\":{i}}}\n"
+        ));
+    }
+    trace.push_str("{\"type\":\"lock\",\"tid\":2,\"op\":\"release\",\"lock\":999}\n");
+    trace.push_str("{\"type\":\"stats\",\"events\":51,\"dropped\":3,\"dependency_set_full\":7}\n");
+    let graph = replay(trace.as_bytes()).unwrap();
+    let rules = Suppressions::default();
+    let report = graph.report(&rules);
+    let stats = report.json().stats;
+    assert_eq!(
+        (
+            stats.held_overflow,
+            stats.unmatched_releases,
+            stats.dependency_set_full
+        ),
+        (2, 1, 7)
+    );
+    let text = report.text();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("coverage incomplete: "))
+        .unwrap();
+    assert!(line.contains("2 acquires not tracked"), "{line}");
+    assert!(line.contains("7 new dependencies not kept"), "{line}");
+    assert!(
+        !line.contains("releases"),
+        "an unmatched release loses nothing: {line}"
+    );
+    // A trace written back keeps them; a clean graph says nothing.
+    let mut written = Vec::new();
+    write_trace(&graph, &mut written).unwrap();
+    let again = replay(written.as_slice()).unwrap();
+    assert_eq!(again.stats(), graph.stats());
+    let clean = replay("{\"type\":\"stats\",\"events\":1}\n".as_bytes()).unwrap();
+    assert!(!clean.report(&rules).text().contains("coverage incomplete"));
 }

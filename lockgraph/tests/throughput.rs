@@ -26,7 +26,10 @@ fn repeated_dependencies_ingest_at_5m_per_second() {
             held,
             new,
             timestamp_ns: i,
-            guard: Some(ids[0]),
+            guard: Some(Guard {
+                class: ids[0],
+                lock: 0x1000,
+            }),
             ..Dependency::default()
         };
         std::hint::black_box(graph.add_dependency(dep));

@@ -122,9 +122,13 @@ pub struct DependencyEvent {
     pub flags: u32,
     pub held_class: u64,
     pub new_class: u64,
-    /// Class of the outermost lock the task held (0: none besides `held`); a cycle whose
-    /// every edge ran under the same outer class is guarded by it.
+    /// The guard of this occurrence: the outermost lock the task held exclusively (not for
+    /// read) outside `held`, its class and instance (both 0: none). A cycle whose every
+    /// edge only ever ran under the same guard instance is guarded by it. A known
+    /// dependency first seen under a guard is sent again, with no guard, the first time it
+    /// runs under another one or none.
     pub guard_class: u64,
+    pub guard_lock: u64,
     /// Lock instance addresses, for naming static locks by symbol.
     pub held_lock: u64,
     pub new_lock: u64,
@@ -141,6 +145,10 @@ pub struct DependencyEvent {
     /// One of [`class_source`] each.
     pub held_class_source: u32,
     pub new_class_source: u32,
+    /// The guard's [`kind`] and [`class_source`] (0 without a guard), for naming its class
+    /// when no dependency of its own has named it yet.
+    pub guard_kind: u32,
+    pub guard_class_source: u32,
     /// Stack-trace map ids (negative: no stack).
     pub held_stack_id: i32,
     pub new_stack_id: i32,
@@ -148,7 +156,7 @@ pub struct DependencyEvent {
     pub tid: u32,
     pub comm: [u8; COMM_LEN],
 }
-const _: () = assert!(core::mem::size_of::<DependencyEvent>() == 120);
+const _: () = assert!(core::mem::size_of::<DependencyEvent>() == 136);
 
 /// The name of a lock class (lockdep's: the stringified init expression, `&vmm->mutex`).
 #[repr(C)]
@@ -171,14 +179,26 @@ const _: () = assert!(core::mem::size_of::<ClassEvent>() == 16 + CLASS_NAME_LEN)
 pub struct DependencyKey {
     pub held_class: u64,
     pub new_class: u64,
-    pub guard_class: u64,
     /// [`flags::NEW_READ`] | [`flags::HELD_READ`] only.
     pub flags: u32,
     /// Thread group the class ids belong to for user-space locks (addresses are per
     /// process); 0 for kernel classes.
     pub scope: u32,
 }
-const _: () = assert!(core::mem::size_of::<DependencyKey>() == 32);
+const _: () = assert!(core::mem::size_of::<DependencyKey>() == 24);
+
+/// What the in-kernel dependency set keeps per [`DependencyKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DependencySeen {
+    /// Occurrences (a lower bound: concurrent increments may be lost).
+    pub count: u64,
+    /// The guard every occurrence so far ran under (class and instance), or 0 and 0 once
+    /// one ran under another guard or none: see [`DependencyEvent::guard_class`].
+    pub guard_class: u64,
+    pub guard_lock: u64,
+}
+const _: () = assert!(core::mem::size_of::<DependencySeen>() == 24);
 
 /// One entry of a task's held-lock stack, kept in the kernel per thread.
 #[repr(C)]
@@ -248,6 +268,7 @@ mod pod {
     unsafe impl aya::Pod for super::LockOpEvent {}
     unsafe impl aya::Pod for super::DependencyEvent {}
     unsafe impl aya::Pod for super::DependencyKey {}
+    unsafe impl aya::Pod for super::DependencySeen {}
     unsafe impl aya::Pod for super::ClassEvent {}
     unsafe impl aya::Pod for super::HeldLock {}
     unsafe impl aya::Pod for super::HeldStack {}

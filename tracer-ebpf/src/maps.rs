@@ -3,7 +3,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
-use tracer_common::{counter, DependencyKey, HeldStack, CLASS_NAME_LEN, COMM_LEN};
+use tracer_common::{counter, DependencyKey, DependencySeen, HeldStack, CLASS_NAME_LEN, COMM_LEN};
 
 /// Records for the daemon. Userspace may resize it before load (`--ringbuf-kib`).
 #[map]
@@ -12,7 +12,8 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 /// Every dependency seen, with its occurrence count: the authoritative set, which the
 /// daemon re-reads when ring-buffer records were dropped.
 #[map]
-pub static DEPENDENCIES: HashMap<DependencyKey, u64> = HashMap::with_max_entries(65536, 0);
+pub static DEPENDENCIES: HashMap<DependencyKey, DependencySeen> =
+    HashMap::with_max_entries(65536, 0);
 
 /// Held-lock stack per thread id. LRU so that a thread whose exit we missed cannot fill it.
 #[map]

@@ -1,6 +1,10 @@
-//! The `mmu_notifier_invalidate_range_start` pseudo-lock, as lockdep models it:
-//! - held while `__mmu_notifier_invalidate_range_start` runs (the notifiers' callbacks), so
-//!   locks taken in a callback depend on it;
+//! The `mmu_notifier_invalidate_range_start` pseudo-lock, as lockdep models it
+//! (mm/mmu_notifier.c, include/linux/mmu_notifier.h):
+//! - held while `__mmu_notifier_invalidate_range_start` and
+//!   `__mmu_notifier_invalidate_range_end` run (the notifiers' callbacks), so locks taken in
+//!   a callback depend on it;
+//! - taken and released at once by `mmu_interval_read_begin` (which may wait for an
+//!   invalidation to finish), so locks held there come before it;
 //! - at `__mmu_notifier_register`, lockdep primes
 //!   `fs_reclaim → mmu_notifier_invalidate_range_start` (and `mmap_lock`, held there,
 //!   `→ fs_reclaim`): a notifier callback must not wait for anything that allocates with
@@ -84,5 +88,48 @@ pub fn kretprobe_mmu_invalidate_range_start(_ctx: RetProbeContext) -> u32 {
 #[kprobe]
 pub fn kprobe_mmu_notifier_register(ctx: ProbeContext) -> u32 {
     register(&ctx);
+    0
+}
+
+#[fentry]
+pub fn fentry_mmu_invalidate_range_end(ctx: FEntryContext) -> u32 {
+    range_start(&ctx);
+    0
+}
+
+#[fexit]
+pub fn fexit_mmu_invalidate_range_end(_ctx: FExitContext) -> u32 {
+    range_end();
+    0
+}
+
+#[kprobe]
+pub fn kprobe_mmu_invalidate_range_end(ctx: ProbeContext) -> u32 {
+    range_start(&ctx);
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe_mmu_invalidate_range_end(_ctx: RetProbeContext) -> u32 {
+    range_end();
+    0
+}
+
+/// `held → mmu_notifier_invalidate_range_start`, nothing held after.
+fn interval_read_begin<C: StackIdContext + EbpfContext>(ctx: &C) {
+    if let Some(task) = current_task() {
+        lock_state::acquire_release(ctx, &task, &klock::pseudo(ctx, MMU_INVALIDATE));
+    }
+}
+
+#[fentry]
+pub fn fentry_mmu_interval_read_begin(ctx: FEntryContext) -> u32 {
+    interval_read_begin(&ctx);
+    0
+}
+
+#[kprobe]
+pub fn kprobe_mmu_interval_read_begin(ctx: ProbeContext) -> u32 {
+    interval_read_begin(&ctx);
     0
 }

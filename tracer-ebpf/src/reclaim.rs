@@ -1,14 +1,24 @@
-//! The `fs_reclaim` pseudo-lock, as lockdep models it:
-//! - an allocation that may enter direct reclaim and recurse into the filesystem
-//!   (`__GFP_DIRECT_RECLAIM` and `__GFP_FS`, outside `memalloc_noreclaim`/`nofs`/`noio`
-//!   scopes) acquires and releases it at once: `held → fs_reclaim` as for a blocking
-//!   acquire, from the innermost held lock (and the trylocks held inside it).
+//! The `fs_reclaim` pseudo-lock, as lockdep models it (`fs_reclaim_acquire()` in
+//! mm/page_alloc.c):
+//! - an allocation that may enter direct reclaim (`__GFP_DIRECT_RECLAIM`, not from reclaim
+//!   itself: no `PF_MEMALLOC`) and recurse into the filesystem (`__GFP_FS` left after the
+//!   task's `memalloc_nofs`/`noio` scope) acquires and releases it at once: `held →
+//!   fs_reclaim` as for a blocking acquire, from the innermost held lock (and the trylocks
+//!   held inside it); reclaim's invalidations are reached through it
+//!   (`fs_reclaim → mmu_notifier_invalidate_range_start`, primed where notifiers register);
+//! - one that may reclaim but not enter the filesystem (`GFP_NOFS`, `GFP_NOIO`, or inside a
+//!   `memalloc_nofs`/`noio` scope) still takes the mmu-notifier invalidate map, as lockdep
+//!   does for every allocation that may reclaim: `held →
+//!   mmu_notifier_invalidate_range_start` directly.
 //!   Seen at the stable `kmem:*` tracepoints: as BTF raw tracepoints (`tp_btf`) where the
 //!   kernel allows, which run the program straight from the tracepoint call — a classic
 //!   tracepoint first builds its trace record, on every allocation, traced or not; else as
 //!   classic tracepoints. `gfp_flags` is found at load time: its argument index in the
 //!   `btf_trace_*` prototype (globals `GFP_ARG_*`), its record offset in the tracefs
 //!   `format` file (globals `GFP_OFFSET_*`).
+//! - `mempool_alloc` checks its caller's gfp (`might_alloc`) but allocates with a weaker one
+//!   first (no direct reclaim, no I/O), which the tracepoints then see: the caller's gfp is
+//!   read at its entry (`mempool_alloc_noprof` from 6.10 on) and counts as an allocation;
 //! - direct reclaim (`vmscan:mm_vmscan_direct_reclaim_begin/end`) holds it, so locks taken
 //!   by shrinkers depend on it.
 //! - on a lockdep kernel, `fs_reclaim_acquire/release(gfp)` are probed too (optional).
@@ -21,7 +31,7 @@ use aya_ebpf::{
     },
     EbpfContext,
 };
-use tracer_common::pseudo::FS_RECLAIM;
+use tracer_common::pseudo::{FS_RECLAIM, MMU_NOTIFIER_INVALIDATE_RANGE_START};
 
 use crate::{
     klock,
@@ -72,20 +82,31 @@ fn reclaim_allowed(pf_memalloc: bool) -> bool {
     current_flags().is_none_or(|flags| flags & mask == 0)
 }
 
-/// An allocation with flags `gfp`: `held → fs_reclaim` from the locks held, if it may
-/// reclaim. Cheapest tests first: this runs on every allocation in the system.
+/// An allocation with flags `gfp`: `held → fs_reclaim`, or `held →
+/// mmu_notifier_invalidate_range_start` when reclaim may not enter the filesystem, from the
+/// locks held, if it may reclaim. Cheapest tests first: this runs on every allocation in the
+/// system.
 #[inline(always)]
 fn allocation<C: StackIdContext + EbpfContext>(ctx: &C, gfp: u32) {
-    if !may_reclaim_fs(gfp) {
+    if gfp & global(&GFP_DIRECT_RECLAIM) == 0 {
         return;
     }
     let Some(task) = current_task() else {
         return;
     };
-    if !lock_state::holds_locks(&task) || !reclaim_allowed(true) {
+    if !lock_state::holds_locks(&task) {
         return;
     }
-    lock_state::acquire_release(ctx, &task, &klock::pseudo(ctx, FS_RECLAIM));
+    let flags = current_flags().unwrap_or(0);
+    if flags & global(&PF_MEMALLOC) != 0 {
+        return;
+    }
+    let pseudo_lock = if gfp & global(&GFP_FS) != 0 && flags & global(&PF_MEMALLOC_NOFS_NOIO) == 0 {
+        FS_RECLAIM
+    } else {
+        MMU_NOTIFIER_INVALIDATE_RANGE_START
+    };
+    lock_state::acquire_release(ctx, &task, &klock::pseudo(ctx, pseudo_lock));
 }
 
 /// A classic tracepoint's `gfp_flags`, at `offset` in its record (0: unknown).
@@ -231,5 +252,26 @@ pub fn kprobe_fs_reclaim_acquire(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn kprobe_fs_reclaim_release(_ctx: ProbeContext) -> u32 {
     drop_fs_reclaim();
+    0
+}
+
+/// `mempool_alloc(pool, gfp)`: the caller's `gfp`, the second argument.
+#[fentry]
+pub fn fentry_mempool_alloc(ctx: FEntryContext) -> u32 {
+    allocation(&ctx, klock::arg(&ctx, 1) as u32);
+    0
+}
+
+#[fentry]
+pub fn fentry_mempool_alloc_noprof(ctx: FEntryContext) -> u32 {
+    allocation(&ctx, klock::arg(&ctx, 1) as u32);
+    0
+}
+
+#[kprobe]
+pub fn kprobe_mempool_alloc(ctx: ProbeContext) -> u32 {
+    if let Some(gfp) = ctx.arg::<u64>(1) {
+        allocation(&ctx, gfp as u32);
+    }
     0
 }

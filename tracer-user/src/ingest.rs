@@ -3,10 +3,12 @@
 use std::collections::HashMap;
 
 use lockgraph::{
-    ClassId, ClassInfo, ClassKey, Cycle, Dependency, Frame, LockGraph, LockKind, NameSource,
+    ClassId, ClassInfo, ClassKey, Cycle, Dependency, Frame, Guard, LockGraph, LockKind, NameSource,
     TaskInfo,
 };
-use tracer_common::{class_source, flags, pseudo, ClassEvent, DependencyEvent, DependencyKey};
+use tracer_common::{
+    class_source, flags, pseudo, ClassEvent, DependencyEvent, DependencyKey, DependencySeen,
+};
 
 use crate::{
     class_names,
@@ -100,9 +102,7 @@ impl Ingest {
             self.graph.refresh_stacks(held, new, new_stack, held_stack);
             return Vec::new();
         }
-        let guard = (event.guard_class != 0)
-            .then(|| self.by_raw_class.get(&(scope, event.guard_class)).copied())
-            .flatten();
+        let guard = self.event_guard(scope, event);
         // The graph keeps the task of an edge's first occurrence only: skip building it
         // (a String) for the repeats that dominate a busy trace.
         let task = if self.graph.edge(held, new).is_some() {
@@ -127,26 +127,61 @@ impl Ingest {
         })
     }
 
-    /// A dependency recovered from the in-kernel set after ring-buffer records were lost.
-    /// Returns whether it was new to the graph.
-    pub fn add_resynced(&mut self, key: &DependencyKey) -> bool {
+    /// The guard of a recorded occurrence: its class resolved as the dependencies' classes
+    /// are, unless that would name a lock instance without a stack (then only a class some
+    /// dependency already named will do).
+    fn event_guard(&mut self, scope: u32, event: &DependencyEvent) -> Option<Guard> {
+        if event.guard_class == 0 || event.guard_lock == 0 {
+            return None;
+        }
+        if event.guard_class_source != class_source::INSTANCE {
+            let raw = RawLock {
+                scope,
+                class: event.guard_class,
+                lock: event.guard_lock,
+                kind: event.guard_kind,
+                source: event.guard_class_source,
+            };
+            let class = self.resolve(&raw, &[]);
+            return Some(Guard {
+                class,
+                lock: event.guard_lock,
+            });
+        }
+        self.guard(scope, event.guard_class, event.guard_lock)
+    }
+
+    /// The guard of an occurrence as the kernel reported it (class and instance; 0: none).
+    /// A guard whose class the graph does not know yet counts as none: a cycle is called
+    /// guarded only when that is certain.
+    fn guard(&self, scope: u32, class: u64, lock: u64) -> Option<Guard> {
+        if class == 0 || lock == 0 {
+            return None;
+        }
+        let class = *self.by_raw_class.get(&(scope, class))?;
+        Some(Guard { class, lock })
+    }
+
+    /// A dependency recovered from the in-kernel set after ring-buffer records were lost:
+    /// new to the graph, or a known one whose lost-guard record was lost. Returns whether
+    /// the graph learnt something.
+    pub fn add_resynced(&mut self, key: &DependencyKey, seen: &DependencySeen) -> bool {
         let held = self.raw_from_key(key.scope, key.held_class);
         let new = self.raw_from_key(key.scope, key.new_class);
         let held = self.resolve(&held, &[]);
         let new = self.resolve(&new, &[]);
-        if self.graph.edge(held, new).is_some() {
-            return false;
+        let guard = self.guard(key.scope, seen.guard_class, seen.guard_lock);
+        if let Some(edge) = self.graph.edge(held, new) {
+            if guard.is_some() || edge.guards.contains(&None) {
+                return false;
+            }
         }
-        let guard = self
-            .by_raw_class
-            .get(&(key.scope, key.guard_class))
-            .copied();
         let cycles = self.graph.add_dependency(Dependency {
             held,
             new,
             held_read: key.flags & flags::HELD_READ != 0,
             new_read: key.flags & flags::NEW_READ != 0,
-            guard: guard.filter(|_| key.guard_class != 0),
+            guard,
             ..Dependency::default()
         });
         self.resynced_cycles.extend(cycles);
@@ -295,6 +330,9 @@ mod tests {
             held_class: held,
             new_class: new,
             guard_class: 0,
+            guard_lock: 0,
+            guard_kind: 0,
+            guard_class_source: 0,
             held_lock: held + 1,
             new_lock: new + 1,
             held_caller: 0,

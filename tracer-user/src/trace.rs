@@ -19,7 +19,7 @@ use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
 };
-use tracer_common::{counter, DependencyKey};
+use tracer_common::{counter, DependencyKey, DependencySeen};
 
 use crate::{
     attach::{self, kernel::AttachMode, load_and_attach, Probes},
@@ -232,6 +232,9 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     stats.dropped = counters[counter::RINGBUF_DROPPED as usize];
     stats.records = session.ingest.dependency_records;
     stats.resynced = session.resynced;
+    stats.held_overflow = counters[counter::HELD_OVERFLOW as usize];
+    stats.dependency_set_full = counters[counter::DEPENDENCY_MAP_FULL as usize];
+    stats.unmatched_releases = counters[counter::UNMATCHED_RELEASE as usize];
     drop(ring);
     // Detach before the (possibly slow) report writing.
     drop(ebpf);
@@ -240,14 +243,18 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     let final_report = graph.report(&suppressions);
     eprintln!(
         "locktrace: detached; {} (lock ops {}, dependency checks {}, sent {}, dropped {}, \
-         resynced {})",
+         resynced {}, unmatched releases {})",
         final_report.summary(),
         counters[counter::LOCK_OPS as usize],
         counters[counter::DEPENDENCY_CHECKS as usize],
         counters[counter::DEPENDENCIES_SENT as usize],
         counters[counter::RINGBUF_DROPPED as usize],
         session.resynced,
+        counters[counter::UNMATCHED_RELEASE as usize],
     );
+    if let Some(coverage) = final_report.coverage() {
+        eprintln!("locktrace: {coverage}");
+    }
     outputs.write(graph, &suppressions, &session.live)?;
     if args.report.fail_on_cycle && final_report.has_unguarded_cycle() {
         return Ok(ExitCode::from(EXIT_CYCLE));
@@ -384,7 +391,13 @@ impl Session {
         for cycle in cycles {
             let names: Vec<&str> = cycle.classes.iter().map(|&id| graph.name(id)).collect();
             let verdict = match cycle.guarded_by {
-                Some(guard) => format!("guarded by {}", graph.name(guard)),
+                Some(guard) => {
+                    format!(
+                        "guarded by {} (instance {:#x})",
+                        graph.name(guard.class),
+                        guard.lock
+                    )
+                }
                 None => "possible deadlock".to_string(),
             };
             self.console.note(&format!(
@@ -407,12 +420,13 @@ impl Session {
         let Some(map) = ebpf.map("DEPENDENCIES") else {
             return;
         };
-        let Ok(deps) = BpfHashMap::<_, DependencyKey, u64>::try_from(map) else {
+        let Ok(deps) = BpfHashMap::<_, DependencyKey, DependencySeen>::try_from(map) else {
             return;
         };
-        let keys: Vec<DependencyKey> = deps.keys().filter_map(Result::ok).collect();
-        for key in keys {
-            if self.ingest.add_resynced(&key) {
+        let entries: Vec<(DependencyKey, DependencySeen)> =
+            deps.iter().filter_map(Result::ok).collect();
+        for (key, seen) in entries {
+            if self.ingest.add_resynced(&key, &seen) {
                 self.resynced += 1;
             }
         }
@@ -471,7 +485,7 @@ impl StatusLine {
     fn show(&self, graph: &lockgraph::LockGraph, ebpf: &Ebpf) {
         let counters = read_counters(ebpf);
         let seconds = self.started.elapsed().as_secs_f64().max(1.0);
-        let line = format!(
+        let mut line = format!(
             "locktrace: {:.0} lock ops/s, {} classes, {} dependencies, {} cycles, {} dropped",
             counters[counter::LOCK_OPS as usize] as f64 / seconds,
             graph.class_count(),
@@ -479,6 +493,16 @@ impl StatusLine {
             graph.cycles().len(),
             counters[counter::RINGBUF_DROPPED as usize],
         );
+        let lost = [
+            (counter::HELD_OVERFLOW, "untracked (stack full)"),
+            (counter::DEPENDENCY_MAP_FULL, "not kept (set full)"),
+        ];
+        for (index, what) in lost {
+            let n = counters[index as usize];
+            if n > 0 {
+                line.push_str(&format!(", {n} {what}"));
+            }
+        }
         match &self.bar {
             Some(bar) => bar.set_message(line),
             None => eprintln!("{line}"),

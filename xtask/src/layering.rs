@@ -1,6 +1,7 @@
-//! The module layering of `tracer-user`, checked: no circle of imports among its top-level
-//! modules (a module's `crate::X` references, outside its tests). README "Architecture"
-//! states the intended layers; this keeps the code from drifting into a circle again.
+//! The module layering of `tracer-user`, checked by `cargo xtask test`: no circle of imports
+//! among its top-level modules (a module's `crate::X` references, outside its tests). README
+//! "Architecture" states the intended layers; this keeps the code from drifting into a circle
+//! again.
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,

@@ -134,6 +134,12 @@ fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
+/// `path` relative to the workspace when it lies inside it (what messages print: no path of
+/// one machine).
+pub fn relative_to_workspace(path: &Path) -> &Path {
+    path.strip_prefix(workspace_root()).unwrap_or(path)
+}
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -190,7 +196,7 @@ fn demo() -> Result<()> {
     println!("{}", report.trim_end());
     println!(
         "\ndemo: full results (report.json, report.txt, graph.dot, console.log) in {}",
-        out.display()
+        relative_to_workspace(&out).display()
     );
     Ok(())
 }
@@ -253,6 +259,10 @@ fn test(host_only: bool) -> Result<()> {
                 .current_dir(workspace_root())
                 .args(["run", "nightly", "cargo", "fmt", "--all", "--check"]),
         ),
+    );
+    results.record(
+        "no import circle among tracer-user's modules",
+        layering::check_no_import_cycle(&workspace_root().join("tracer-user/src")),
     );
     // Default members: everything but tracer-ebpf, which only builds for the BPF target.
     results.record(

@@ -39,9 +39,20 @@ pub struct Dependency {
     pub new_stack: Vec<Frame>,
     /// Where `held` had been taken.
     pub held_stack: Vec<Frame>,
-    /// The outermost lock the task held, when that is not `held` itself and was held for
-    /// writing: a cycle whose every edge ran under the same guard cannot deadlock.
-    pub guard: Option<ClassId>,
+    /// The outermost lock the task held exclusively outside `held` (a mutex, an rwsem or
+    /// rwlock held for write): a cycle whose every edge only ever ran under the same
+    /// instance of it cannot deadlock.
+    pub guard: Option<Guard>,
+}
+
+/// A lock instance held exclusively outside both locks of a dependency. Only one task at a
+/// time can be inside it, so dependencies taken under the same instance never run
+/// concurrently; two instances of one class (two `mm`s, two files) serialise nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Guard {
+    pub class: ClassId,
+    /// The instance (address; 0 when the source did not say, e.g. an old recording).
+    pub lock: u64,
 }
 
 /// A class in the graph.
@@ -70,12 +81,12 @@ pub struct DepEdge {
     pub new_stack: Vec<Frame>,
     pub held_stack: Vec<Frame>,
     /// Distinct guards seen, in order of first appearance (`None`: unguarded occurrence).
-    pub guards: Vec<Option<ClassId>>,
+    pub guards: Vec<Option<Guard>>,
 }
 
 impl DepEdge {
-    /// `Some(G)` iff every occurrence ran under guard `G`.
-    pub fn guarded_by(&self) -> Option<ClassId> {
+    /// `Some(G)` iff every occurrence ran under guard instance `G`.
+    pub fn guarded_by(&self) -> Option<Guard> {
         match self.guards.as_slice() {
             [only] => *only,
             _ => None,
@@ -94,8 +105,8 @@ pub struct Cycle {
     /// the lexicographically smallest.
     pub id: String,
     pub classes: Vec<ClassId>,
-    /// The guard every edge of the cycle only ever ran under, if any.
-    pub guarded_by: Option<ClassId>,
+    /// The guard instance every edge of the cycle only ever ran under, if any.
+    pub guarded_by: Option<Guard>,
 }
 
 impl Cycle {
@@ -446,7 +457,7 @@ impl LockGraph {
         lost
     }
 
-    fn cycle_guard(&self, classes: &[ClassId]) -> Option<ClassId> {
+    fn cycle_guard(&self, classes: &[ClassId]) -> Option<Guard> {
         let n = classes.len();
         let mut guard = None;
         for i in 0..n {

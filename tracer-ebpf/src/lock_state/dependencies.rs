@@ -9,8 +9,8 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use tracer_common::{
-    counter, flags, held_state, is_resend_count, record, DependencyEvent, DependencyKey, HeldLock,
-    HeldStack, COMM_LEN, MAX_HELD_LOCKS,
+    counter, flags, held_state, is_resend_count, record, DependencyEvent, DependencyKey,
+    DependencySeen, HeldLock, HeldStack, COMM_LEN, MAX_HELD_LOCKS,
 };
 
 use super::{
@@ -29,16 +29,17 @@ struct DependencyScan {
     new_stack_id: i32,
     /// Entries in the held stack (bounded by MAX_HELD_LOCKS).
     depth: u32,
-    /// Class of the outermost held lock, and its index (u32::MAX: none).
-    guard: u64,
+    /// Index of the outermost lock held exclusively, the guard of every dependency from an
+    /// entry inside it (u32::MAX: none).
     guard_index: u32,
     /// One of the `SCAN_*` modes.
     mode: u32,
     /// Set by a [`SCAN_PROBE`] scan that met a dependency not seen before.
     missing: u32,
-    _pad: u32,
+    /// Set once the scan is past the innermost lock that is not a trylock: further out only
+    /// a lock of the new lock's class counts (recursive locking).
+    past_innermost: u32,
 }
-
 /// Record the scan's dependencies, counting the known ones and emitting the new ones.
 const SCAN_RECORD: u32 = 0;
 /// Count the known dependencies; stop at the first new one and say so (nothing emitted).
@@ -51,11 +52,13 @@ fn is_held(held: &HeldLock) -> bool {
 }
 
 /// lockdep's `check_prevs_add`: from the innermost held lock outwards, `held → new` for
-/// each held trylock and for the first non-trylock lock, then stop — the locks further out
-/// already depend on that one, so `new` is connected to them through it. Both scans (the
-/// guard's and the dependencies') run in `bpf_loop` (Linux 5.17+): the verifier checks a
-/// body once instead of unrolling 48 iterations per program, which keeps loading ~90
-/// programs under TCG within seconds.
+/// each held trylock and for the first non-trylock lock — the locks further out already
+/// depend on that one, so `new` is connected to them through it — and lockdep's
+/// `check_deadlock`: a lock of `new`'s class held further out is recursive locking
+/// (`held == new`). Each dependency's guard is the outermost lock held exclusively outside
+/// its held lock. Both scans (the guard's and the dependencies') run in `bpf_loop` (Linux
+/// 5.17+): the verifier checks a body once instead of unrolling 48 iterations per program,
+/// which keeps loading ~90 programs under TCG within seconds.
 pub(super) fn record_dependencies(
     task: &Task,
     stack: &HeldStack,
@@ -105,11 +108,10 @@ fn scan_dependencies(
         new,
         new_stack_id,
         depth: loops,
-        guard: 0,
         guard_index: u32::MAX,
         mode,
         missing: 0,
-        _pad: 0,
+        past_innermost: 0,
     };
     // SAFETY: the callbacks only read through the pointers in `scan`, valid for the calls.
     unsafe {
@@ -129,7 +131,8 @@ fn scan_dependencies(
     scan.missing != 0
 }
 
-/// Finds the outermost held lock: the guard candidate of every edge taken inside it.
+/// Finds the outermost lock held exclusively (a read-held lock lets other readers in, so
+/// it serialises nothing): the guard of every edge taken inside it.
 extern "C" fn guard_step(index: u64, context: *mut core::ffi::c_void) -> i64 {
     // SAFETY: `context` is the `DependencyScan` of `scan_dependencies`, alive for the loop.
     let scan = unsafe { &mut *context.cast::<DependencyScan>() };
@@ -138,41 +141,74 @@ extern "C" fn guard_step(index: u64, context: *mut core::ffi::c_void) -> i64 {
     let Some(held) = stack.locks.get(index as usize) else {
         return 1;
     };
-    if !is_held(held) {
+    if !is_held(held) || held.flags & flags::NEW_READ != 0 {
         return 0;
     }
-    scan.guard = held.class;
     scan.guard_index = index as u32;
     1
 }
 
+/// The scan's next step: the held-stack entry `step` places from the innermost.
+const SCAN_NEXT: i64 = 0;
+/// The scan is over.
+const SCAN_DONE: i64 = 1;
+
 /// One step of the scan, from the innermost entry outwards: `held → new` for the entry if
-/// it is held, as the scan's mode says. Returns 1 (stop) after the first non-trylock lock,
-/// or at a probe scan's first new dependency.
+/// it is held and the rules above say so, as the scan's mode says.
 extern "C" fn dependency_step(step: u64, context: *mut core::ffi::c_void) -> i64 {
     // SAFETY: `context` is the `DependencyScan` of `scan_dependencies`, alive for the loop.
     let scan = unsafe { &mut *context.cast::<DependencyScan>() };
     // SAFETY: as above; the stack is this thread's map value.
-    let (task, stack, new) = unsafe { (&*scan.task, &*scan.stack, &*scan.new) };
+    let (stack, new) = unsafe { (&*scan.stack, &*scan.new) };
     let Some(index) = (scan.depth as u64).checked_sub(step + 1) else {
-        return 1;
+        return SCAN_DONE;
     };
     let Some(held) = stack.locks.get(index as usize) else {
-        return 1;
+        return SCAN_DONE;
     };
     if !is_held(held) {
-        return 0;
+        return SCAN_NEXT;
     }
-    // Past the first non-trylock lock, lockdep adds nothing more.
-    let stop = if held.flags & flags::TRY == 0 { 1 } else { 0 };
-    let guard = if (index as u32) > scan.guard_index {
-        scan.guard
-    } else {
-        0
-    };
+    let same_class = held.class == new.class;
+    if scan.past_innermost != 0 {
+        if !same_class {
+            return SCAN_NEXT;
+        }
+        dependency(scan, held, index as u32);
+        return SCAN_DONE;
+    }
+    if dependency(scan, held, index as u32) == SCAN_DONE {
+        return SCAN_DONE;
+    }
+    if held.flags & flags::TRY != 0 {
+        return SCAN_NEXT;
+    }
+    // The innermost lock that is not a trylock: lockdep adds nothing further out, but a
+    // lock of the same class further out is still recursive locking (unless this one is).
+    if same_class {
+        return SCAN_DONE;
+    }
+    scan.past_innermost = 1;
+    SCAN_NEXT
+}
+
+/// `held → new` for the held-stack entry at `index`: counted if known, recorded if new, as
+/// the scan's mode says. [`SCAN_DONE`] when a probe scan met news (a new dependency, a
+/// re-send due, a guard lost).
+#[allow(
+    clippy::needless_borrows_for_generic_args,
+    reason = "borrowed, not copied: the kprobe programs are near the 512-byte stack limit"
+)]
+fn dependency(scan: &mut DependencyScan, held: &HeldLock, index: u32) -> i64 {
+    // SAFETY: `scan`'s pointers are valid for the scan.
+    let (task, stack, new) = unsafe { (&*scan.task, &*scan.stack, &*scan.new) };
     if !module_keeps(held.flags, new.flags) {
-        return stop;
+        return SCAN_NEXT;
     }
+    let guard = stack
+        .locks
+        .get(scan.guard_index as usize)
+        .filter(|_| index > scan.guard_index);
     let mode = scan.mode;
     if mode != SCAN_EMIT_NEW {
         count(counter::DEPENDENCY_CHECKS);
@@ -187,53 +223,82 @@ extern "C" fn dependency_step(step: u64, context: *mut core::ffi::c_void) -> i64
     let key = DependencyKey {
         held_class: held.class,
         new_class: new.class,
-        guard_class: guard,
         flags: dep_flags,
         scope: new.scope,
     };
-    if let Some(seen) = DEPENDENCIES.get_ptr_mut(key) {
+    // One value, updated in place: kprobe programs are near the 512-byte combined stack.
+    let mut occurrence = Occurrence {
+        key,
+        seen: DependencySeen {
+            count: 1,
+            guard_class: guard.map_or(0, |guard| guard.class),
+            guard_lock: guard.map_or(0, |guard| guard.lock),
+        },
+        guard_kind: guard.map_or(0, |guard| guard.kind),
+        guard_class_source: guard.map_or(0, |guard| guard.class_source),
+    };
+    let guard_lock = occurrence.seen.guard_lock;
+    if let Some(seen) = DEPENDENCIES.get_ptr_mut(&occurrence.key) {
         // SAFETY: map value pointer. Not atomic (core has no atomic RMW for the BPF
         // target): a concurrent increment may be lost, so the count is a lower bound.
-        let count = unsafe {
-            if mode != SCAN_EMIT_NEW {
-                *seen += 1;
-            }
-            *seen
-        };
-        if is_resend_count(count) {
-            match mode {
-                // The stack is not walked yet: ask for the emitting pass.
-                SCAN_PROBE => scan.missing = 1,
-                _ => {
-                    let resent = DependencyKey {
-                        flags: key.flags | flags::RESENT,
-                        ..key
-                    };
-                    emit_dependency(task, &resent, held, new, scan.new_stack_id);
-                }
-            }
+        let seen = unsafe { &mut *seen };
+        if mode != SCAN_EMIT_NEW {
+            seen.count += 1;
         }
-        return stop;
+        let lost_guard = seen.guard_lock != 0 && seen.guard_lock != guard_lock;
+        if lost_guard || is_resend_count(seen.count) {
+            if mode == SCAN_PROBE {
+                // The stack is not walked yet: ask for the emitting pass.
+                scan.missing = 1;
+                return SCAN_DONE;
+            }
+            if lost_guard {
+                // Under another guard (or none): from now on the dependency has none.
+                seen.guard_class = 0;
+                seen.guard_lock = 0;
+                occurrence.seen.guard_class = 0;
+                occurrence.seen.guard_lock = 0;
+                occurrence.guard_kind = 0;
+                occurrence.guard_class_source = 0;
+            } else {
+                occurrence.key.flags |= flags::RESENT;
+            }
+            emit_dependency(task, &occurrence, held, new, scan.new_stack_id);
+        }
+        return SCAN_NEXT;
     }
     if mode == SCAN_PROBE {
         scan.missing = 1;
-        return 1;
+        return SCAN_DONE;
     }
-    if DEPENDENCIES.insert(key, 1, u64::from(BPF_NOEXIST)).is_err() {
+    if DEPENDENCIES
+        .insert(&occurrence.key, &occurrence.seen, u64::from(BPF_NOEXIST))
+        .is_err()
+    {
         // Either another CPU inserted it first (it reports it) or the map is full.
-        if DEPENDENCIES.get_ptr(key).is_some() {
-            return stop;
+        if DEPENDENCIES.get_ptr(&occurrence.key).is_some() {
+            return SCAN_NEXT;
         }
         count(counter::DEPENDENCY_MAP_FULL);
     }
-    emit_dependency(task, &key, held, new, scan.new_stack_id);
-    stop
+    emit_dependency(task, &occurrence, held, new, scan.new_stack_id);
+    SCAN_NEXT
 }
 
-/// `key.flags` becomes the record's flags (with [`flags::RESENT`] for a re-send).
+/// One occurrence of a dependency: its key, and the in-kernel value a first occurrence
+/// stores (count 1, the guard it ran under: class and instance, 0 and 0 for none), with the
+/// guard's kind and class source for the record.
+pub(super) struct Occurrence {
+    pub key: DependencyKey,
+    pub seen: DependencySeen,
+    pub guard_kind: u32,
+    pub guard_class_source: u32,
+}
+
+/// The key's flags become the record's flags (with [`flags::RESENT`] for a re-send).
 pub(super) fn emit_dependency(
     task: &Task,
-    key: &DependencyKey,
+    occurrence: &Occurrence,
     held: &HeldLock,
     new: &LockRef,
     new_stack_id: i32,
@@ -248,10 +313,13 @@ pub(super) fn emit_dependency(
     // field (as the lock-op record), no event-sized temporary on the BPF stack.
     unsafe {
         (*event).record = record::DEPENDENCY;
-        (*event).flags = key.flags;
-        (*event).held_class = key.held_class;
-        (*event).new_class = key.new_class;
-        (*event).guard_class = key.guard_class;
+        (*event).flags = occurrence.key.flags;
+        (*event).held_class = occurrence.key.held_class;
+        (*event).new_class = occurrence.key.new_class;
+        (*event).guard_class = occurrence.seen.guard_class;
+        (*event).guard_lock = occurrence.seen.guard_lock;
+        (*event).guard_kind = occurrence.guard_kind;
+        (*event).guard_class_source = occurrence.guard_class_source;
         (*event).held_lock = held.lock;
         (*event).new_lock = new.lock;
         (*event).held_caller = held.caller;

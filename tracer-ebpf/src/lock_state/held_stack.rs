@@ -6,12 +6,12 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use tracer_common::{
-    counter, flags, held_state, op, record, DependencyKey, HeldLock, HeldStack, LockOpEvent,
-    COMM_LEN, MAX_HELD_LOCKS,
+    counter, flags, held_state, op, record, DependencyKey, DependencySeen, HeldLock, HeldStack,
+    LockOpEvent, COMM_LEN, MAX_HELD_LOCKS,
 };
 
 use super::{
-    dependencies::{emit_dependency, record_dependencies, record_dependencies_lazily},
+    dependencies::{emit_dependency, record_dependencies, record_dependencies_lazily, Occurrence},
     filters::{module_keeps, Task},
     stack_ids::{site_stack_id, stack_id},
     LockRef,
@@ -244,36 +244,59 @@ pub fn acquire_release<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef) {
 
 /// A dependency `held → new` between two locks of which `held` is not on the task's stack:
 /// lockdep's priming sequences (`__mmu_notifier_register` takes `fs_reclaim` then the
-/// notifier pseudo-lock). The guard is the class of the task's outermost held-stack entry,
-/// if any.
+/// notifier pseudo-lock). The guard is the task's outermost exclusively held lock, if any.
+#[allow(
+    clippy::needless_borrows_for_generic_args,
+    reason = "borrowed, not copied: the kprobe programs are near the 512-byte stack limit"
+)]
 pub fn record_pair<C: StackIdContext>(ctx: &C, task: &Task, held: &LockRef, new: &LockRef) {
     if !module_keeps(held.flags, new.flags) {
         return;
     }
-    let mut guard = 0;
+    let mut occurrence = Occurrence {
+        key: DependencyKey {
+            held_class: held.class,
+            new_class: new.class,
+            flags: 0,
+            scope: new.scope,
+        },
+        seen: DependencySeen {
+            count: 1,
+            guard_class: 0,
+            guard_lock: 0,
+        },
+        guard_kind: 0,
+        guard_class_source: 0,
+    };
     if let Some(stack) = HELD.get_ptr(task.tid) {
         // SAFETY: see `acquire`.
         let stack = unsafe { &*stack };
-        if stack.depth > 0 {
-            if let Some(outer) = stack.locks.first() {
-                guard = outer.class;
-            }
+        if let Some(guard) = outermost_exclusive(stack) {
+            occurrence.seen.guard_class = guard.class;
+            occurrence.seen.guard_lock = guard.lock;
+            occurrence.guard_kind = guard.kind;
+            occurrence.guard_class_source = guard.class_source;
         }
     }
-    let key = DependencyKey {
-        held_class: held.class,
-        new_class: new.class,
-        guard_class: guard,
-        flags: 0,
-        scope: new.scope,
-    };
-    if let Some(seen) = DEPENDENCIES.get_ptr_mut(key) {
+    if let Some(seen) = DEPENDENCIES.get_ptr_mut(&occurrence.key) {
         // SAFETY: map value pointer, a lower-bound count (as in the dependency scan).
-        unsafe { *seen += 1 };
-        return;
-    }
-    if DEPENDENCIES.insert(key, 1, u64::from(BPF_NOEXIST)).is_err() {
-        if DEPENDENCIES.get_ptr(key).is_some() {
+        let seen = unsafe { &mut *seen };
+        seen.count += 1;
+        if seen.guard_lock == 0 || seen.guard_lock == occurrence.seen.guard_lock {
+            return;
+        }
+        // Under another guard (or none): from now on the dependency has none.
+        seen.guard_class = 0;
+        seen.guard_lock = 0;
+        occurrence.seen.guard_class = 0;
+        occurrence.seen.guard_lock = 0;
+        occurrence.guard_kind = 0;
+        occurrence.guard_class_source = 0;
+    } else if DEPENDENCIES
+        .insert(&occurrence.key, &occurrence.seen, u64::from(BPF_NOEXIST))
+        .is_err()
+    {
+        if DEPENDENCIES.get_ptr(&occurrence.key).is_some() {
             return;
         }
         count(counter::DEPENDENCY_MAP_FULL);
@@ -289,7 +312,18 @@ pub fn record_pair<C: StackIdContext>(ctx: &C, task: &Task, held: &LockRef, new:
         class_source: held.class_source,
         caller: held.caller,
     };
-    emit_dependency(task, &key, &held_entry, new, stack_id);
+    emit_dependency(task, &occurrence, &held_entry, new, stack_id);
+}
+
+/// The outermost entry of a held stack that is held exclusively (not waiting, not read).
+fn outermost_exclusive(stack: &HeldStack) -> Option<&HeldLock> {
+    let depth = stack.depth as usize;
+    // Bounded (MAX_HELD_LOCKS); short in practice: the first entry usually qualifies.
+    stack
+        .locks
+        .iter()
+        .take(depth)
+        .find(|held| held.lock != 0 && held.flags & (held_state::WAITING | flags::NEW_READ) == 0)
 }
 
 /// An acquire that cannot fail or block from the tracer's point of view (a pseudo-lock

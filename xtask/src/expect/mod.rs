@@ -3,6 +3,8 @@
 //! One assertion per line (`#` comments). Class names compare modulo lockdep's `#N` suffix.
 //! ```text
 //! cycle A B C            an unguarded cycle whose classes are exactly {A, B, C}
+//! guarded-cycle A B by G a cycle whose classes are exactly {A, B}, guarded by an instance of
+//!                        class G (and so not unguarded)
 //! no-unguarded-cycles    the report has no unguarded (unsuppressed) cycle
 //! dep A -> B             the graph has the dependency A -> B
 //! dep A r -> B w         ... seen with A held shared (r) and B taken exclusive (w)
@@ -15,6 +17,10 @@
 //! lockdep-cycle FILE     the lockdep splat FILE (relative to the repository root), imported
 //!                        with lockgraph, has a cycle whose classes (modulo `#N`) are an
 //!                        unguarded cycle here
+//! rule-table FILE        every case of the rule table FILE (relative to the repository root;
+//!                        lockgraph::rules) that one task can run, run by run.sh with case N's
+//!                        classes named `rN.CLASS`, created exactly its dependencies, guard
+//!                        verdicts and recursive findings here
 //! deadlock A B           report.json has a deadlock in progress whose tasks wait for exactly
 //!                        {A, B}
 //! deadlock-blocked N     ... with N tasks blocked behind it
@@ -26,7 +32,12 @@
 //! run-status N           run.sh exited with N (default 0)
 //! on-kernel SERIES A     assertion A only for guests of that series (`6.12`): a kernel
 //!                        limitation stated where the assertion is narrowed
+//! tracer-status S        the harness's tracer exited with S (default 0)
+//! allow-not-attached S   a probe the tracer reported `not attached` (and not optional) whose
+//!                        line contains S does not fail the run
 //! ```
+//! Without those two, a tracer that exits with anything but 0, or that could not attach a
+//! probe point that is not optional, fails the run.
 
 mod results;
 
@@ -35,7 +46,7 @@ use std::{collections::BTreeSet, fs, path::Path};
 use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::Value;
 
-use self::results::{class_set, find_deadlock, Results};
+use self::results::{class_set, find_deadlock, strip_suffix, Results};
 
 /// `A -> B`, or `A r -> B w` with the modes (r: shared, w: exclusive) the edge must show.
 fn parse_dep(text: &str) -> Result<(String, String, Option<String>)> {
@@ -68,6 +79,8 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
     let mut expected_cycles: Vec<BTreeSet<String>> = Vec::new();
     let mut last_deadlock: Option<Value> = None;
     let mut last_held_deadlock: Option<Value> = None;
+    let mut expected_tracer_status = "0".to_string();
+    let mut allowed_not_attached: Vec<String> = Vec::new();
     let mut failures = Vec::new();
     for (number, line) in spec.lines().enumerate() {
         let line = line.trim();
@@ -78,6 +91,14 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
         rest = rest.trim();
         if verb == "on-kernel" {
             let (series, assertion) = rest.split_once(' ').unwrap_or((rest, ""));
+            if results.kernel_release().is_empty() {
+                failures.push(format!(
+                    "{}:{}: on-kernel: the console has no `lt-init: uname-r` line",
+                    expect_path.display(),
+                    number + 1
+                ));
+                continue;
+            }
             if !results.kernel_release().starts_with(&format!("{series}.")) {
                 continue;
             }
@@ -90,6 +111,7 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
         let outcome: Result<()> = (|| {
             const READS_REPORT: &[&str] = &[
                 "cycle",
+                "guarded-cycle",
                 "no-unguarded-cycles",
                 "dep",
                 "no-dep",
@@ -99,6 +121,7 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
                 "max-records",
                 "cycle-stacks-module",
                 "lockdep-cycle",
+                "rule-table",
                 "deadlock",
                 "deadlock-blocked",
                 "no-deadlocks",
@@ -125,6 +148,29 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
                     ensure!(
                         found,
                         "no unguarded cycle {want:?}; unguarded cycles: {have:?}"
+                    );
+                }
+                "guarded-cycle" => {
+                    let (classes, guard) = rest
+                        .rsplit_once(" by ")
+                        .context("expected `guarded-cycle A B … by G`")?;
+                    let want: BTreeSet<String> =
+                        classes.split_whitespace().map(String::from).collect();
+                    let guard = guard.trim();
+                    let cycles = results.report["cycles"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default();
+                    let same: Vec<&Value> =
+                        cycles.iter().filter(|c| class_set(c) == want).collect();
+                    ensure!(!same.is_empty(), "no cycle {want:?} at all");
+                    let guards: Vec<&Value> = same.iter().map(|c| &c["guarded_by"]).collect();
+                    ensure!(
+                        same.iter().any(|c| {
+                            c["guarded_by"].as_str().map(strip_suffix) == Some(guard)
+                                && c["guard_lock"].as_str().is_some()
+                        }),
+                        "cycle {want:?} is not guarded by an instance of {guard}: guards {guards:?}"
                     );
                 }
                 "no-unguarded-cycles" => {
@@ -191,6 +237,10 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
                     );
                 }
                 "cycle-stacks-module" => {
+                    ensure!(
+                        !expected_cycles.is_empty(),
+                        "cycle-stacks-module needs a `cycle` line before it"
+                    );
                     for cycle in results.unguarded_cycles() {
                         if !expected_cycles.contains(&class_set(cycle)) {
                             continue;
@@ -284,6 +334,33 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
                         "lockdep's cycles {imported:?} are not among the traced ones {traced:?}"
                     );
                 }
+                "rule-table" => {
+                    let path = crate::workspace_root().join(rest);
+                    let table = fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    let cases = lockgraph::rules::parse_rule_table(&table)
+                        .with_context(|| format!("parsing {}", path.display()))?;
+                    let mut wrong = Vec::new();
+                    for (index, case) in cases.iter().enumerate() {
+                        if case.needs_a_second_task() {
+                            continue;
+                        }
+                        let prefix = format!("r{}.", index + 1);
+                        let want = case.expected.verdicts();
+                        let got = results.rule_verdicts(&prefix);
+                        let want_recursive = case.expected.recursive.clone();
+                        let got_recursive = results.rule_recursive(&prefix);
+                        if want != got || want_recursive != got_recursive {
+                            wrong.push(format!(
+                                "case {} `{}`: expected {want:?} recursive {want_recursive:?}, \
+                                 traced {got:?} recursive {got_recursive:?}",
+                                index + 1,
+                                case.title
+                            ));
+                        }
+                    }
+                    ensure!(wrong.is_empty(), "{}", wrong.join("\n"));
+                }
                 "no-deadlocks" => {
                     let n = results.report["deadlocks"].as_array().map_or(0, Vec::len);
                     ensure!(n == 0, "{n} deadlocks in progress reported");
@@ -295,6 +372,8 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
                     ensure!(results.console.contains(rest), "console.log lacks `{rest}`")
                 }
                 "run-status" => expected_status = rest.parse()?,
+                "tracer-status" => expected_tracer_status = rest.to_string(),
+                "allow-not-attached" => allowed_not_attached.push(rest.to_string()),
                 other => bail!("unknown assertion `{other}`"),
             }
             Ok(())
@@ -308,6 +387,23 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
             "run.sh exited {} (expected {expected_status})",
             results.run_status
         ));
+    }
+    // The harness's own tracer (a no-tracer scenario has none).
+    if let Some(status) = &results.tracer_status {
+        if *status != expected_tracer_status {
+            failures.push(format!(
+                "the tracer exited with `{status}` (expected {expected_tracer_status})"
+            ));
+        }
+    }
+    for line in results.tracer_log.iter().flat_map(|log| log.lines()) {
+        let Some(what) = line.strip_prefix("locktrace: not attached: ") else {
+            continue;
+        };
+        if what.contains("optional") || allowed_not_attached.iter().any(|s| what.contains(s)) {
+            continue;
+        }
+        failures.push(format!("a required probe point was not attached: {what}"));
     }
     if only_deps {
         let classes: BTreeSet<&String> = named_deps.iter().flat_map(|(a, b)| [a, b]).collect();
@@ -343,6 +439,64 @@ mod tests {
         )
         .unwrap();
         fs::write(dir.join("run.status"), "0\n").unwrap();
+    }
+
+    #[test]
+    fn the_rule_table_is_compared_case_by_case() {
+        let dir = std::env::temp_dir().join(format!("xtask-rules-{}", std::process::id()));
+        let report = |guard: &str| {
+            format!(
+                r#"{{"edges":[
+                    {{"from":"r1.g","to":"r1.a","guards":[null]}},
+                    {{"from":"r1.a","to":"r1.b","guards":[{guard}]}},
+                    {{"from":"other","to":"r1.a","guards":[null]}}],
+                  "recursive":[{{"class":"r2.a"}}],"cycles":[]}}"#
+            )
+        };
+        write_results(&dir, &report(r#"{"class":"r1.g","lock":"0x10"}"#));
+        let table = dir.join("rules.txt");
+        fs::write(
+            &table,
+            "case guard\n  lock g.1; lock a.1; lock b.1\n  dep g -> a\n  dep a -> b guard g.1\n\
+             case recursion\n  rlock a.1; rlock a.2\n  recursive a\n\
+             case needs two tasks, skipped\n  lock a.1; lockfail b.1\n  dep a -> b\n",
+        )
+        .unwrap();
+        let expect = dir.join("expect");
+        fs::write(&expect, format!("rule-table {}\n", table.display())).unwrap();
+        check(&expect, &dir).unwrap();
+        // The guard lost, or a second instance seen: unguarded, and the case fails.
+        write_results(&dir, &report("null"));
+        assert!(check(&expect, &dir).is_err());
+        write_results(
+            &dir,
+            &report(r#"{"class":"r1.g","lock":"0x10"},{"class":"r1.g","lock":"0x20"}"#),
+        );
+        assert!(check(&expect, &dir).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn guarded_cycles_name_their_guard() {
+        let dir = std::env::temp_dir().join(format!("xtask-guarded-{}", std::process::id()));
+        write_results(
+            &dir,
+            r#"{"edges":[],"cycles":[
+                {"classes":["a","b"],"guarded_by":"g#2","guard_lock":"0x10","suppressed":false},
+                {"classes":["c","d"],"guarded_by":null,"suppressed":false}]}"#,
+        );
+        let expect = dir.join("expect");
+        fs::write(&expect, "guarded-cycle a b by g\ncycle c d\n").unwrap();
+        check(&expect, &dir).unwrap();
+        for failing in [
+            "guarded-cycle a b by h",
+            "guarded-cycle c d by g",
+            "cycle a b",
+        ] {
+            fs::write(&expect, failing).unwrap();
+            assert!(check(&expect, &dir).is_err(), "`{failing}` should fail");
+        }
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -384,17 +538,41 @@ mod tests {
             "deadlock a b\ndeadlock-blocked 2",
             "no-deadlocks",
             "held-deadlock a b",
+            "cycle-stacks-module m",
+            "guarded-cycle a b by g",
             "frobnicate",
         ] {
             fs::write(&expect, failing).unwrap();
             assert!(check(&expect, &dir).is_err(), "`{failing}` should fail");
         }
+        // on-kernel with no kernel line is an error, not a pass.
+        fs::write(&expect, "on-kernel 6.12 cycle a c\n").unwrap();
+        assert!(check(&expect, &dir).is_err());
         // on-kernel: applies only to its series.
         fs::write(dir.join("console.log"), "lt-init: uname-r 6.1.0-57-amd64\n").unwrap();
         fs::write(&expect, "on-kernel 6.12 cycle a c\n").unwrap();
         check(&expect, &dir).unwrap();
         fs::write(&expect, "on-kernel 6.1 cycle a c\n").unwrap();
         assert!(check(&expect, &dir).is_err());
+        // The tracer's exit status and the probes it could not attach.
+        fs::write(&expect, "cycle a b\n").unwrap();
+        fs::write(dir.join("tracer.status"), "SIGKILL after 30s\n").unwrap();
+        assert!(check(&expect, &dir).is_err());
+        fs::write(&expect, "cycle a b\ntracer-status SIGKILL after 30s\n").unwrap();
+        check(&expect, &dir).unwrap();
+        fs::write(dir.join("tracer.status"), "0\n").unwrap();
+        fs::write(
+            dir.join("tracer.log"),
+            "locktrace: not attached: mutex: mutex_lock_nested: not in /proc/kallsyms \
+             (optional, absent on this kernel)\n\
+             locktrace: not attached: rwsem: down_read: load failed\n",
+        )
+        .unwrap();
+        fs::write(&expect, "cycle a b\n").unwrap();
+        assert!(check(&expect, &dir).is_err());
+        fs::write(&expect, "cycle a b\nallow-not-attached down_read\n").unwrap();
+        check(&expect, &dir).unwrap();
+        fs::remove_file(dir.join("tracer.log")).unwrap();
         // Without report.json (a no-tracer scenario) console and status checks still work,
         // and report assertions fail instead of passing on nothing.
         fs::remove_file(dir.join("report.json")).unwrap();

@@ -1,11 +1,15 @@
 //! A VM run's results as the assertions read them: report.json, held.json, report.txt,
 //! console.log and run.status; class names compare modulo lockdep's `#N` suffix.
-use std::{collections::BTreeSet, fs, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    path::Path,
+};
 
 use anyhow::{Context as _, Result};
 use serde_json::Value;
 
-fn strip_suffix(name: &str) -> &str {
+pub(super) fn strip_suffix(name: &str) -> &str {
     match name.rsplit_once('#') {
         Some((base, n))
             if !base.is_empty() && n.chars().all(|c| c.is_ascii_digit()) && !n.is_empty() =>
@@ -22,6 +26,9 @@ pub(super) struct Results {
     pub(super) text: String,
     pub(super) console: String,
     pub(super) run_status: i32,
+    /// The harness's tracer (none in a `no-tracer` scenario): its stderr and exit status.
+    pub(super) tracer_log: Option<String>,
+    pub(super) tracer_status: Option<String>,
 }
 
 impl Results {
@@ -44,6 +51,8 @@ impl Results {
             text: read("report.txt").unwrap_or_default(),
             console: read("console.log").unwrap_or_default(),
             run_status: read("run.status")?.trim().parse().context("run.status")?,
+            tracer_log: read("tracer.log").ok(),
+            tracer_status: read("tracer.status").ok().map(|s| s.trim().to_string()),
         })
     }
 
@@ -77,6 +86,43 @@ impl Results {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The dependencies among classes named `PREFIX…` (the prefix removed), each with the
+    /// class of its guard when every occurrence ran under one and the same instance.
+    pub(super) fn rule_verdicts(&self, prefix: &str) -> BTreeMap<(String, String), Option<String>> {
+        let strip = |value: &Value| -> Option<String> {
+            strip_suffix(value.as_str()?)
+                .strip_prefix(prefix)
+                .map(String::from)
+        };
+        let mut verdicts = BTreeMap::new();
+        for edge in self.report["edges"].as_array().into_iter().flatten() {
+            let (Some(from), Some(to)) = (strip(&edge["from"]), strip(&edge["to"])) else {
+                continue;
+            };
+            let guards = edge["guards"].as_array().cloned().unwrap_or_default();
+            let guard = match guards.as_slice() {
+                [only] => strip(&only["class"]),
+                _ => None,
+            };
+            verdicts.insert((from, to), guard);
+        }
+        verdicts
+    }
+
+    /// The classes named `PREFIX…` (the prefix removed) with possible recursive locking.
+    pub(super) fn rule_recursive(&self, prefix: &str) -> BTreeSet<String> {
+        self.report["recursive"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|found| {
+                strip_suffix(found["class"].as_str()?)
+                    .strip_prefix(prefix)
+                    .map(String::from)
+            })
+            .collect()
     }
 
     pub(super) fn unguarded_cycles(&self) -> Vec<&Value> {

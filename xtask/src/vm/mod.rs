@@ -119,7 +119,7 @@ pub fn run_vm(opts: &VmOptions) -> Result<VmOutcome> {
     eprintln!(
         "vm: kernel {} ({}), ready in {:.1}s",
         kernel.release,
-        kernel.vmlinuz.display(),
+        crate::relative_to_workspace(&kernel.vmlinuz).display(),
         t_kernel.as_secs_f64()
     );
 
