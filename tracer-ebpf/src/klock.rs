@@ -11,7 +11,7 @@ use tracer_common::{class_source, counter, record, ClassEvent, CLASS_NAME_LEN};
 
 use crate::{
     lock_state::{self, current_task, LockRef},
-    maps::{count, CLASS_NAMES, EVENTS, LOCK_CLASS},
+    maps::{count, global, CLASS_BY_INIT_SITE, CLASS_NAMES, EVENTS, LOCK_CLASS},
 };
 
 /// The class id of an initialisation site. Without `CONFIG_LOCKDEP`, `struct lock_class_key`
@@ -24,18 +24,27 @@ fn init_class(key: u64, name: u64) -> u64 {
     key ^ name.rotate_left(32)
 }
 
-/// `__mutex_init(lock, name, key)` / `__init_rwsem(sem, name, key)`.
-pub fn lock_initialised(lock: u64, name: u64, key: u64, lock_kind: u32) {
-    if lock == 0 || key == 0 {
+/// `__mutex_init(lock, name, key)` / `__init_rwsem(sem, name, key)`, called from `site`
+/// (the return address into the caller, 0: unknown). The class is lockdep's: the key and
+/// name of the init site. Without them (a kernel that passes neither, or
+/// `CLASS_BY_INIT_SITE`) it is the site itself, a kernel text address, sent with no name:
+/// the daemon names it by the site's symbol.
+pub fn lock_initialised(lock: u64, name: u64, key: u64, site: u64, lock_kind: u32) {
+    if lock == 0 {
         return;
     }
-    let class = init_class(key, name);
+    let by_site = key == 0 || name == 0 || global(&CLASS_BY_INIT_SITE) != 0;
+    let class = match (by_site, site) {
+        (false, _) => init_class(key, name),
+        (true, 0) => return,
+        (true, site) => site,
+    };
     let _ = LOCK_CLASS.insert(lock, class, 0);
     if CLASS_NAMES.get_ptr(class).is_some() {
         return;
     }
     let mut text = [0u8; CLASS_NAME_LEN];
-    if name != 0 {
+    if !by_site {
         // SAFETY: reading a kernel string into a local buffer.
         let _ = unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, &mut text) };
     }
@@ -165,7 +174,19 @@ pub fn kprobe_caller(ctx: &ProbeContext) -> u64 {
 /// gives 0 (the caller then costs a stack walk) rather than a wrong caller.
 #[inline(always)]
 pub fn fentry_caller<C: EbpfContext>(ctx: &C, nr_args: usize) -> u64 {
-    let rbp = ctx.as_ptr() as u64 + 8 * nr_args as u64 + 8;
+    trampoline_caller(ctx, 8 * nr_args as u64 + 8)
+}
+
+/// [`fentry_caller`] of a function traced by fentry alone (no fexit program: the trampoline
+/// keeps no return value slot), as the init functions are.
+#[inline(always)]
+pub fn fentry_only_caller<C: EbpfContext>(ctx: &C, nr_args: usize) -> u64 {
+    trampoline_caller(ctx, 8 * nr_args as u64)
+}
+
+#[inline(always)]
+fn trampoline_caller<C: EbpfContext>(ctx: &C, regs_off: u64) -> u64 {
+    let rbp = ctx.as_ptr() as u64 + regs_off;
     // SAFETY: kernel reads through the helper, which handles faults; `bpf_get_func_ip` takes
     // the context of a tracing program.
     unsafe {

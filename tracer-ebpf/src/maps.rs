@@ -70,6 +70,10 @@ pub static FILTER_SELF_TGID: u32 = 0;
 /// Stream every lock operation, not only new dependencies (debugging aid).
 #[no_mangle]
 pub static EMIT_LOCK_OPS: u32 = 0;
+/// Key kernel classes by their init call site even where the init function passes a name
+/// and a key (`--class-by-init-site`: what kernels that pass neither get anyway): 1.
+#[no_mangle]
+pub static CLASS_BY_INIT_SITE: u32 = 0;
 
 /// Only trace tasks whose `comm` is exactly this (all zero: all tasks).
 #[no_mangle]

@@ -102,6 +102,7 @@ pub fn fentry_mutex_init(ctx: FEntryContext) -> u32 {
         klock::arg(&ctx, 0),
         klock::arg(&ctx, 1),
         klock::arg(&ctx, 2),
+        klock::fentry_only_caller(&ctx, 3),
         kind::MUTEX,
     );
     0
@@ -140,7 +141,7 @@ fexit_returned!(fexit_mutex_lock_nest_lock, void);
 #[kprobe]
 pub fn kprobe_mutex_init(ctx: ProbeContext) -> u32 {
     if let (Some(lock), Some(name), Some(key)) = (ctx.arg(0), ctx.arg(1), ctx.arg(2)) {
-        klock::lock_initialised(lock, name, key, kind::MUTEX);
+        klock::lock_initialised(lock, name, key, klock::kprobe_caller(&ctx), kind::MUTEX);
     }
     0
 }

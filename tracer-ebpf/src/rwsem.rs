@@ -23,6 +23,7 @@ pub fn fentry_init_rwsem(ctx: FEntryContext) -> u32 {
         klock::arg(&ctx, 0),
         klock::arg(&ctx, 1),
         klock::arg(&ctx, 2),
+        klock::fentry_only_caller(&ctx, 3),
         kind::RWSEM,
     );
     0
@@ -65,7 +66,7 @@ fexit_returned!(fexit_down_write_nest_lock, void);
 #[kprobe]
 pub fn kprobe_init_rwsem(ctx: ProbeContext) -> u32 {
     if let (Some(sem), Some(name), Some(key)) = (ctx.arg(0), ctx.arg(1), ctx.arg(2)) {
-        klock::lock_initialised(sem, name, key, kind::RWSEM);
+        klock::lock_initialised(sem, name, key, klock::kprobe_caller(&ctx), kind::RWSEM);
     }
     0
 }

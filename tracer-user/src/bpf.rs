@@ -23,6 +23,9 @@ pub struct LoadOptions {
     /// The traced pthread library is glibc, whose `pthread_mutex_t` layout the uprobes read
     /// to see a recursive mutex taken again by its owner.
     pub glibc_mutexes: bool,
+    /// `--class-by-init-site`: kernel classes keyed and named by their init call site even
+    /// where the init function passes a name and key.
+    pub class_by_init_site: bool,
 }
 
 /// Values of the kernel programs' load-time globals, found on the running kernel (by
@@ -53,6 +56,7 @@ pub fn load(options: &LoadOptions, kernel: &KernelGlobals) -> Result<Ebpf> {
     }
     let self_tgid = std::process::id();
     let glibc_mutexes = u32::from(options.glibc_mutexes);
+    let class_by_init_site = u32::from(options.class_by_init_site);
     let mut loader = EbpfLoader::new();
     loader
         .override_global("FILTER_PID", &options.pid, true)
@@ -61,7 +65,8 @@ pub fn load(options: &LoadOptions, kernel: &KernelGlobals) -> Result<Ebpf> {
         .override_global("FILTER_SELF_TGID", &self_tgid, true)
         .override_global("FILTER_MODULE_START", &module_start, true)
         .override_global("FILTER_MODULE_END", &module_end, true)
-        .override_global("GLIBC_MUTEX_LAYOUT", &glibc_mutexes, true);
+        .override_global("GLIBC_MUTEX_LAYOUT", &glibc_mutexes, true)
+        .override_global("CLASS_BY_INIT_SITE", &class_by_init_site, true);
     for (name, value) in &kernel.u32s {
         loader.override_global(name, value, true);
     }

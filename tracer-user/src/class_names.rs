@@ -17,9 +17,21 @@ pub fn pseudo_lock(id: u64) -> String {
     }
 }
 
-/// A class keyed by its init key: the name string its init call passed, when read.
-pub fn init_key(name: Option<String>, key: u64) -> String {
-    name.unwrap_or_else(|| naming::unnamed_init_key(key))
+/// A kernel class learnt at its init call: named by the name string the call passed; a
+/// class the eBPF side keyed by the init call site instead (no name and key passed, or
+/// `--class-by-init-site`) is that site, a kernel text address, named by its symbol.
+pub fn init_key(symbols: &mut Symbols, name: Option<String>, key: u64) -> (String, NameSource) {
+    if let Some(name) = name.filter(|name| !name.is_empty()) {
+        return (name, NameSource::InitName);
+    }
+    let frame = symbols.kernel_frames(&[key]).pop();
+    match frame
+        .as_ref()
+        .and_then(|frame| Some((frame.symbol.as_deref()?, frame.offset)))
+    {
+        Some(symbol) => (naming::init_site(Some(symbol), key), NameSource::InitSite),
+        None => (naming::unnamed_init_key(key), NameSource::InitName),
+    }
 }
 
 /// The class of user locks initialised at `site` (a return address) in process `pid`.
@@ -82,7 +94,13 @@ mod tests {
         );
         let (name, _) = instance(&mut symbols, 0, 0x10, &[Frame::addr(1)]);
         assert_eq!(name, "lock@0x10");
-        assert_eq!(init_key(None, 0xff), "class@0xff");
-        assert_eq!(init_key(Some("&vmm->mutex".into()), 0xff), "&vmm->mutex");
+        let named = init_key(&mut symbols, Some("&vmm->mutex".into()), 0xff);
+        assert_eq!(named, ("&vmm->mutex".to_string(), NameSource::InitName));
+        // No name and no symbol at the site: the key's address.
+        assert_eq!(init_key(&mut symbols, None, 0xff).0, "class@0xff");
+        assert_eq!(
+            init_key(&mut symbols, Some(String::new()), 0xff).0,
+            "class@0xff"
+        );
     }
 }

@@ -243,13 +243,13 @@ impl Ingest {
                     .init_names
                     .get(&raw.class)
                     .map(|(name, _)| name.clone());
-                let name = class_names::init_key(name, raw.class);
+                let (name, naming) = class_names::init_key(&mut self.symbols, name, raw.class);
                 (
                     ClassKey::Id {
                         source: class_source::INIT_KEY,
                         id: raw.class,
                     },
-                    ClassInfo::new(name, kind, NameSource::InitName),
+                    ClassInfo::new(name, kind, naming),
                 )
             }
             class_source::INIT_SITE => self.init_site_class(raw, kind),

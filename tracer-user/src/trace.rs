@@ -87,6 +87,11 @@ pub struct TraceArgs {
     /// Stop after this many seconds (default: until SIGINT/SIGTERM).
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub duration: Option<u64>,
+    /// Key and name kernel lock classes by their init call site (`init@FUNCTION+OFFSET`),
+    /// as kernels whose init functions pass no name or key get anyway (PREEMPT_RT, newer
+    /// upstream): shows what locktrace finds there.
+    #[arg(long)]
+    pub class_by_init_site: bool,
     /// Ring-buffer size in KiB (power of two, 4 to 1048576).
     #[arg(long, value_name = "KIB", value_parser = parse_ringbuf_kib)]
     pub ringbuf_kib: Option<u32>,
@@ -160,6 +165,7 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
         ringbuf_bytes: args.ringbuf_kib.map(|kib| kib * 1024),
         comm: args.comm.clone(),
         module: args.module.clone(),
+        class_by_init_site: args.class_by_init_site,
         glibc_mutexes: args.user
             && attach::pthread::pthread_target(args.binary.as_deref(), args.pid)
                 .is_ok_and(|target| attach::pthread::is_glibc(&target)),

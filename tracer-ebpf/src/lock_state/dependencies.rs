@@ -30,16 +30,31 @@ struct DependencyScan {
     /// Entries in the held stack (bounded by MAX_HELD_LOCKS).
     depth: u32,
     /// Index of the outermost lock held exclusively, the guard of every dependency from an
-    /// entry inside it (u32::MAX: none).
+    /// entry inside it (u32::MAX: none), and what the records say of it. Copied here by
+    /// the guard's scan: indexing the stack again with `guard_index` needs a bounds check
+    /// LLVM drops (`index > guard_index` implies it) and older verifiers (6.1) demand.
     guard_index: u32,
+    guard_kind: u32,
+    guard_class: u64,
+    guard_lock: u64,
+    guard_class_source: u32,
     /// One of the `SCAN_*` modes.
     mode: u32,
     /// Set by a [`SCAN_PROBE`] scan that met a dependency not seen before.
     missing: u32,
-    /// Set once the scan is past the innermost lock that is not a trylock: further out only
-    /// a lock of the new lock's class counts (recursive locking).
-    past_innermost: u32,
+    /// Index of the innermost held lock that is not a trylock, of the innermost held lock of
+    /// the new lock's class, and of the innermost one of its class outside the former
+    /// ([`NONE`]: none). Found by the first scan, read by the second: a `bpf_loop` callback
+    /// must not branch on state it carries from one of its own iterations to the next, which
+    /// verifiers before 6.8 check the callback as if it never had (and prune as dead).
+    innermost: u32,
+    last_same_class: u32,
+    outer_same_class: u32,
+    _pad: u32,
 }
+
+/// No such entry.
+const NONE: u32 = u32::MAX;
 /// Record the scan's dependencies, counting the known ones and emitting the new ones.
 const SCAN_RECORD: u32 = 0;
 /// Count the known dependencies; stop at the first new one and say so (nothing emitted).
@@ -109,15 +124,22 @@ fn scan_dependencies(
         new_stack_id,
         depth: loops,
         guard_index: u32::MAX,
+        guard_kind: 0,
+        guard_class: 0,
+        guard_lock: 0,
+        guard_class_source: 0,
         mode,
         missing: 0,
-        past_innermost: 0,
+        innermost: NONE,
+        last_same_class: NONE,
+        outer_same_class: NONE,
+        _pad: 0,
     };
     // SAFETY: the callbacks only read through the pointers in `scan`, valid for the calls.
     unsafe {
         bpf_loop(
             loops,
-            guard_step as *mut core::ffi::c_void,
+            held_stack_step as *mut core::ffi::c_void,
             (&raw mut scan).cast(),
             0,
         );
@@ -131,21 +153,39 @@ fn scan_dependencies(
     scan.missing != 0
 }
 
-/// Finds the outermost lock held exclusively (a read-held lock lets other readers in, so
-/// it serialises nothing): the guard of every edge taken inside it.
-extern "C" fn guard_step(index: u64, context: *mut core::ffi::c_void) -> i64 {
+/// The first scan, over the whole held stack: entry `step` from the outermost for the
+/// innermost non-trylock lock and the locks of the new lock's class (the last write wins:
+/// the innermost), entry `step` from the innermost for the guard, the outermost lock held
+/// exclusively (a read-held lock lets other readers in, so it serialises nothing; again the
+/// last write wins, here the outermost). No branch on what earlier steps wrote.
+extern "C" fn held_stack_step(step: u64, context: *mut core::ffi::c_void) -> i64 {
     // SAFETY: `context` is the `DependencyScan` of `scan_dependencies`, alive for the loop.
     let scan = unsafe { &mut *context.cast::<DependencyScan>() };
     // SAFETY: as above; the stack is this thread's map value.
-    let stack = unsafe { &*scan.stack };
-    let Some(held) = stack.locks.get(index as usize) else {
-        return 1;
-    };
-    if !is_held(held) || held.flags & flags::NEW_READ != 0 {
-        return 0;
+    let (stack, new) = unsafe { (&*scan.stack, &*scan.new) };
+    if let Some(held) = stack.locks.get(step as usize).filter(|held| is_held(held)) {
+        if held.flags & flags::TRY == 0 {
+            scan.outer_same_class = scan.last_same_class;
+            scan.innermost = step as u32;
+        }
+        if held.class == new.class {
+            scan.last_same_class = step as u32;
+        }
     }
-    scan.guard_index = index as u32;
-    1
+    let Some(index) = (scan.depth as u64).checked_sub(step + 1) else {
+        return SCAN_DONE;
+    };
+    let Some(held) = stack.locks.get(index as usize) else {
+        return SCAN_DONE;
+    };
+    if is_held(held) && held.flags & flags::NEW_READ == 0 {
+        scan.guard_index = index as u32;
+        scan.guard_kind = held.kind;
+        scan.guard_class = held.class;
+        scan.guard_lock = held.lock;
+        scan.guard_class_source = held.class_source;
+    }
+    SCAN_NEXT
 }
 
 /// The scan's next step: the held-stack entry `step` places from the innermost.
@@ -153,13 +193,14 @@ const SCAN_NEXT: i64 = 0;
 /// The scan is over.
 const SCAN_DONE: i64 = 1;
 
-/// One step of the scan, from the innermost entry outwards: `held → new` for the entry if
-/// it is held and the rules above say so, as the scan's mode says.
+/// One step of the second scan, from the innermost entry outwards: `held → new` for the
+/// entry if it is held and the rules above say so, as the scan's mode says. Decides on the
+/// first scan's findings and the entry alone (see [`DependencyScan::innermost`]).
 extern "C" fn dependency_step(step: u64, context: *mut core::ffi::c_void) -> i64 {
     // SAFETY: `context` is the `DependencyScan` of `scan_dependencies`, alive for the loop.
     let scan = unsafe { &mut *context.cast::<DependencyScan>() };
     // SAFETY: as above; the stack is this thread's map value.
-    let (stack, new) = unsafe { (&*scan.stack, &*scan.new) };
+    let stack = unsafe { &*scan.stack };
     let Some(index) = (scan.depth as u64).checked_sub(step + 1) else {
         return SCAN_DONE;
     };
@@ -169,26 +210,28 @@ extern "C" fn dependency_step(step: u64, context: *mut core::ffi::c_void) -> i64
     if !is_held(held) {
         return SCAN_NEXT;
     }
-    let same_class = held.class == new.class;
-    if scan.past_innermost != 0 {
-        if !same_class {
+    let index = index as u32;
+    let innermost = scan.innermost;
+    // The innermost non-trylock lock and the trylocks inside it (all of them without one).
+    if innermost == NONE || index >= innermost {
+        if dependency(scan, held, index) == SCAN_DONE {
+            return SCAN_DONE;
+        }
+        if index != innermost {
             return SCAN_NEXT;
         }
-        dependency(scan, held, index as u32);
-        return SCAN_DONE;
-    }
-    if dependency(scan, held, index as u32) == SCAN_DONE {
-        return SCAN_DONE;
-    }
-    if held.flags & flags::TRY != 0 {
+        // Further out only the innermost lock of the new lock's class counts (recursive
+        // locking), unless one of those above was of it already.
+        let source_of_class = scan.last_same_class != NONE && scan.last_same_class >= innermost;
+        if source_of_class || scan.outer_same_class == NONE {
+            return SCAN_DONE;
+        }
         return SCAN_NEXT;
     }
-    // The innermost lock that is not a trylock: lockdep adds nothing further out, but a
-    // lock of the same class further out is still recursive locking (unless this one is).
-    if same_class {
+    if index == scan.outer_same_class {
+        dependency(scan, held, index);
         return SCAN_DONE;
     }
-    scan.past_innermost = 1;
     SCAN_NEXT
 }
 
@@ -199,16 +242,16 @@ extern "C" fn dependency_step(step: u64, context: *mut core::ffi::c_void) -> i64
     clippy::needless_borrows_for_generic_args,
     reason = "borrowed, not copied: the kprobe programs are near the 512-byte stack limit"
 )]
+// Inlined: each BPF call frame costs at least 32 bytes of the 512-byte combined stack, and
+// the acquire programs are near it (6.1 refused them at 544).
+#[inline(always)]
 fn dependency(scan: &mut DependencyScan, held: &HeldLock, index: u32) -> i64 {
     // SAFETY: `scan`'s pointers are valid for the scan.
-    let (task, stack, new) = unsafe { (&*scan.task, &*scan.stack, &*scan.new) };
+    let (task, new) = unsafe { (&*scan.task, &*scan.new) };
     if !module_keeps(held.flags, new.flags) {
         return SCAN_NEXT;
     }
-    let guard = stack
-        .locks
-        .get(scan.guard_index as usize)
-        .filter(|_| index > scan.guard_index);
+    let guarded = index > scan.guard_index;
     let mode = scan.mode;
     if mode != SCAN_EMIT_NEW {
         count(counter::DEPENDENCY_CHECKS);
@@ -231,11 +274,11 @@ fn dependency(scan: &mut DependencyScan, held: &HeldLock, index: u32) -> i64 {
         key,
         seen: DependencySeen {
             count: 1,
-            guard_class: guard.map_or(0, |guard| guard.class),
-            guard_lock: guard.map_or(0, |guard| guard.lock),
+            guard_class: if guarded { scan.guard_class } else { 0 },
+            guard_lock: if guarded { scan.guard_lock } else { 0 },
         },
-        guard_kind: guard.map_or(0, |guard| guard.kind),
-        guard_class_source: guard.map_or(0, |guard| guard.class_source),
+        guard_kind: if guarded { scan.guard_kind } else { 0 },
+        guard_class_source: if guarded { scan.guard_class_source } else { 0 },
     };
     let guard_lock = occurrence.seen.guard_lock;
     if let Some(seen) = DEPENDENCIES.get_ptr_mut(&occurrence.key) {

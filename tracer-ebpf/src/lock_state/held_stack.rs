@@ -249,6 +249,9 @@ pub fn acquire_release<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef) {
     clippy::needless_borrows_for_generic_args,
     reason = "borrowed, not copied: the kprobe programs are near the 512-byte stack limit"
 )]
+// A frame of its own, off the call chain of the dependency scan its caller also runs: inlined,
+// its locals pushed `__mmu_notifier_register`'s programs past the 512-byte combined stack.
+#[inline(never)]
 pub fn record_pair<C: StackIdContext>(ctx: &C, task: &Task, held: &LockRef, new: &LockRef) {
     if !module_keeps(held.flags, new.flags) {
         return;

@@ -201,7 +201,7 @@ fn class_name(
         (class_source::INIT_SITE, Some(pid)) => class_names::init_site(symbols, pid, held.class),
         (class_source::PSEUDO, _) => class_names::pseudo_lock(held.class),
         (class_source::INIT_KEY, _) => {
-            class_names::init_key(maps.class_name(held.class), held.class)
+            class_names::init_key(symbols, maps.class_name(held.class), held.class).0
         }
         _ => class_names::instance(symbols, user_pid.unwrap_or(0), held.lock, frames).0,
     }

@@ -18,8 +18,10 @@ use super::{kernels::Kernel, results::parse_results, VmOptions, VmOutcome};
 
 /// How long the guest waits for `locktrace: attached` on the tracer's stderr.
 const ATTACH_TIMEOUT_S: u64 = 60;
-/// How long the guest waits for the tracer to exit after SIGINT before SIGKILL.
-const STOP_TIMEOUT_S: u64 = 30;
+/// How long the guest waits for the tracer to exit after SIGINT before SIGKILL. Detaching
+/// ~30 kprobes or fentry trampolines waits for RCU grace periods, which under TCG with two
+/// guests on two cores took close to 30 s (a tracer that exits later fails the run).
+const STOP_TIMEOUT_S: u64 = 90;
 /// Number of console lines printed with an error.
 const TAIL_LINES: usize = 60;
 

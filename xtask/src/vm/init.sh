@@ -36,7 +36,7 @@ alive() { [ -e "/proc/$1/stat" ] && ! grep -q '^[0-9]* (.*) Z ' "/proc/$1/stat" 
 
 DEADLINE=$(arg deadline); DEADLINE=${DEADLINE:-240}
 ATTACH_TIMEOUT=$(arg attach_timeout); ATTACH_TIMEOUT=${ATTACH_TIMEOUT:-60}
-STOP_TIMEOUT=$(arg stop_timeout); STOP_TIMEOUT=${STOP_TIMEOUT:-30}
+STOP_TIMEOUT=$(arg stop_timeout); STOP_TIMEOUT=${STOP_TIMEOUT:-90}
 
 say "uname-r $(uname -r)"
 

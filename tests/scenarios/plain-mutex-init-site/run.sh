@@ -1,0 +1,1 @@
+../plain-mutex/run.sh
