@@ -280,7 +280,6 @@ fn dependency(scan: &mut DependencyScan, held: &HeldLock, index: u32) -> i64 {
         guard_kind: if guarded { scan.guard_kind } else { 0 },
         guard_class_source: if guarded { scan.guard_class_source } else { 0 },
     };
-    let guard_lock = occurrence.seen.guard_lock;
     if let Some(seen) = DEPENDENCIES.get_ptr_mut(&occurrence.key) {
         // SAFETY: map value pointer. Not atomic (core has no atomic RMW for the BPF
         // target): a concurrent increment may be lost, so the count is a lower bound.
@@ -288,7 +287,7 @@ fn dependency(scan: &mut DependencyScan, held: &HeldLock, index: u32) -> i64 {
         if mode != SCAN_EMIT_NEW {
             seen.count += 1;
         }
-        let lost_guard = seen.guard_lock != 0 && seen.guard_lock != guard_lock;
+        let lost_guard = occurrence.loses_guard_of(seen);
         if lost_guard || is_resend_count(seen.count) {
             if mode == SCAN_PROBE {
                 // The stack is not walked yet: ask for the emitting pass.
@@ -296,13 +295,7 @@ fn dependency(scan: &mut DependencyScan, held: &HeldLock, index: u32) -> i64 {
                 return SCAN_DONE;
             }
             if lost_guard {
-                // Under another guard (or none): from now on the dependency has none.
-                seen.guard_class = 0;
-                seen.guard_lock = 0;
-                occurrence.seen.guard_class = 0;
-                occurrence.seen.guard_lock = 0;
-                occurrence.guard_kind = 0;
-                occurrence.guard_class_source = 0;
+                occurrence.drop_guard_of(seen);
             } else {
                 occurrence.key.flags |= flags::RESENT;
             }
@@ -336,6 +329,25 @@ pub(super) struct Occurrence {
     pub seen: DependencySeen,
     pub guard_kind: u32,
     pub guard_class_source: u32,
+}
+
+impl Occurrence {
+    /// Whether this occurrence ran under another guard than every earlier one (or none).
+    #[inline(always)]
+    pub fn loses_guard_of(&self, seen: &DependencySeen) -> bool {
+        seen.guard_lock != 0 && seen.guard_lock != self.seen.guard_lock
+    }
+
+    /// From now on the dependency has no guard: neither in the set nor in this record.
+    #[inline(always)]
+    pub fn drop_guard_of(&mut self, seen: &mut DependencySeen) {
+        seen.guard_class = 0;
+        seen.guard_lock = 0;
+        self.seen.guard_class = 0;
+        self.seen.guard_lock = 0;
+        self.guard_kind = 0;
+        self.guard_class_source = 0;
+    }
 }
 
 /// The key's flags become the record's flags (with [`flags::RESENT`] for a re-send).

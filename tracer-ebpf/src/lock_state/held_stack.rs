@@ -285,16 +285,10 @@ pub fn record_pair<C: StackIdContext>(ctx: &C, task: &Task, held: &LockRef, new:
         // SAFETY: map value pointer, a lower-bound count (as in the dependency scan).
         let seen = unsafe { &mut *seen };
         seen.count += 1;
-        if seen.guard_lock == 0 || seen.guard_lock == occurrence.seen.guard_lock {
+        if !occurrence.loses_guard_of(seen) {
             return;
         }
-        // Under another guard (or none): from now on the dependency has none.
-        seen.guard_class = 0;
-        seen.guard_lock = 0;
-        occurrence.seen.guard_class = 0;
-        occurrence.seen.guard_lock = 0;
-        occurrence.guard_kind = 0;
-        occurrence.guard_class_source = 0;
+        occurrence.drop_guard_of(seen);
     } else if DEPENDENCIES
         .insert(&occurrence.key, &occurrence.seen, u64::from(BPF_NOEXIST))
         .is_err()

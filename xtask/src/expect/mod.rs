@@ -6,6 +6,8 @@
 //!                        name matches any run of characters, one class per name)
 //! guarded-cycle A B by G a cycle whose classes are exactly {A, B}, guarded by an instance of
 //!                        class G (and so not unguarded)
+//! recursive A            the report has possible recursive locking of class A
+//! no-recursive A         ... and not of this one
 //! no-unguarded-cycles    the report has no unguarded (unsuppressed) cycle
 //! dep A -> B             the graph has the dependency A -> B
 //! dep A r -> B w         ... seen with A held shared (r) and B taken exclusive (w)
@@ -143,6 +145,8 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
             const READS_REPORT: &[&str] = &[
                 "cycle",
                 "guarded-cycle",
+                "recursive",
+                "no-recursive",
                 "no-unguarded-cycles",
                 "dep",
                 "no-dep",
@@ -197,6 +201,18 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
                                 && c["guard_lock"].as_str().is_some()
                         }),
                         "cycle {want:?} is not guarded by an instance of {guard}: guards {guards:?}"
+                    );
+                }
+                "recursive" | "no-recursive" => {
+                    let found: BTreeSet<String> = results.rule_recursive("");
+                    ensure!(
+                        found.contains(rest) == (verb == "recursive"),
+                        "possible recursive locking of {rest}: {}; found for {found:?}",
+                        if verb == "recursive" {
+                            "expected"
+                        } else {
+                            "not expected"
+                        }
                     );
                 }
                 "no-unguarded-cycles" => {
@@ -491,6 +507,13 @@ mod tests {
         let expect = dir.join("expect");
         fs::write(&expect, format!("rule-table {}\n", table.display())).unwrap();
         check(&expect, &dir).unwrap();
+        fs::write(&expect, "recursive r2.a\nno-recursive r1.a\n").unwrap();
+        check(&expect, &dir).unwrap();
+        for failing in ["recursive r1.a", "no-recursive r2.a"] {
+            fs::write(&expect, failing).unwrap();
+            assert!(check(&expect, &dir).is_err(), "`{failing}` should fail");
+        }
+        fs::write(&expect, format!("rule-table {}\n", table.display())).unwrap();
         // The guard lost, or a second instance seen: unguarded, and the case fails.
         write_results(&dir, &report("null"));
         assert!(check(&expect, &dir).is_err());
@@ -572,6 +595,7 @@ mod tests {
             "held-deadlock a b",
             "cycle-stacks-module m",
             "guarded-cycle a b by g",
+            "recursive a",
             "frobnicate",
         ] {
             fs::write(&expect, failing).unwrap();
