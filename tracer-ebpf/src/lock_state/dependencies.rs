@@ -9,7 +9,7 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use tracer_common::{
-    counter, flags, held_state, is_resend_count, record, DependencyEvent, DependencyKey,
+    counter, flags, held_state, is_resend_count, kind, record, DependencyEvent, DependencyKey,
     DependencySeen, HeldLock, HeldStack, COMM_LEN, MAX_HELD_LOCKS,
 };
 
@@ -178,7 +178,9 @@ extern "C" fn held_stack_step(step: u64, context: *mut core::ffi::c_void) -> i64
     let Some(held) = stack.locks.get(index as usize) else {
         return SCAN_DONE;
     };
-    if is_held(held) && held.flags & flags::NEW_READ == 0 {
+    // A pseudo-lock (fs_reclaim, the invalidate map) is "held" by every task in reclaim or in
+    // an invalidation at once: it serialises nothing either.
+    if is_held(held) && held.flags & flags::NEW_READ == 0 && held.kind != kind::PSEUDO {
         scan.guard_index = index as u32;
         scan.guard_kind = held.kind;
         scan.guard_class = held.class;

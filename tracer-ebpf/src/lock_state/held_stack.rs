@@ -6,8 +6,8 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use tracer_common::{
-    counter, flags, held_state, op, record, DependencyKey, DependencySeen, HeldLock, HeldStack,
-    LockOpEvent, COMM_LEN, MAX_HELD_LOCKS,
+    counter, flags, held_state, kind, op, record, DependencyKey, DependencySeen, HeldLock,
+    HeldStack, LockOpEvent, COMM_LEN, MAX_HELD_LOCKS,
 };
 
 use super::{
@@ -312,15 +312,16 @@ pub fn record_pair<C: StackIdContext>(ctx: &C, task: &Task, held: &LockRef, new:
     emit_dependency(task, &occurrence, &held_entry, new, stack_id);
 }
 
-/// The outermost entry of a held stack that is held exclusively (not waiting, not read).
+/// The outermost entry of a held stack that is held exclusively (not waiting, not read) and
+/// is a real lock (every task in reclaim "holds" a pseudo-lock at once).
 fn outermost_exclusive(stack: &HeldStack) -> Option<&HeldLock> {
     let depth = stack.depth as usize;
     // Bounded (MAX_HELD_LOCKS); short in practice: the first entry usually qualifies.
-    stack
-        .locks
-        .iter()
-        .take(depth)
-        .find(|held| held.lock != 0 && held.flags & (held_state::WAITING | flags::NEW_READ) == 0)
+    stack.locks.iter().take(depth).find(|held| {
+        held.lock != 0
+            && held.flags & (held_state::WAITING | flags::NEW_READ) == 0
+            && held.kind != kind::PSEUDO
+    })
 }
 
 /// An acquire that cannot fail or block from the tracer's point of view (a pseudo-lock
