@@ -280,6 +280,8 @@ pub fn replay_into(graph: &mut LockGraph, reader: impl Read) -> Result<Vec<Cycle
                     lock,
                     read,
                     try_lock,
+                    pseudo: class_name.is_some()
+                        && graph.class_info(class_id).info.kind == LockKind::Pseudo,
                     timestamp_ns: ts,
                     stack: frames(number, &stack)?,
                 };

@@ -159,6 +159,7 @@ impl RuleCase {
                 lock: address,
                 read,
                 try_lock,
+                pseudo: false,
                 timestamp_ns: 0,
                 stack: Vec::new(),
             };

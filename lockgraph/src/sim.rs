@@ -10,8 +10,8 @@
 //!   (lockdep's `check_deadlock` looks at every held lock);
 //! - a trylock depends on nothing; a lock is held from its acquire until its release (in
 //!   any order) or a failed acquire;
-//! - each dependency's guard is the outermost lock held exclusively (not for read) outside
-//!   the dependency's held lock: its class and instance.
+//! - each dependency's guard is the outermost lock held exclusively (not for read, not a
+//!   pseudo-lock) outside the dependency's held lock: its class and instance.
 
 use std::collections::HashMap;
 
@@ -51,6 +51,8 @@ pub struct LockOp {
     pub lock: u64,
     pub read: bool,
     pub try_lock: bool,
+    /// A pseudo-lock (`fs_reclaim`): held by many tasks at once, so never a guard.
+    pub pseudo: bool,
     pub timestamp_ns: u64,
     /// Where the operation happened (may be empty).
     pub stack: Vec<Frame>,
@@ -62,6 +64,7 @@ struct HeldLock {
     lock: u64,
     read: bool,
     try_lock: bool,
+    pseudo: bool,
     stack: Vec<Frame>,
 }
 
@@ -140,6 +143,7 @@ impl LockSimulator {
                     lock: op.lock,
                     read: op.read,
                     try_lock: op.try_lock,
+                    pseudo: op.pseudo,
                     stack: op.stack,
                 });
             }
@@ -181,8 +185,11 @@ fn dependency_sources(held: &[HeldLock], class: ClassId) -> Vec<usize> {
 /// The outermost lock held exclusively outside entry `index`: the guard of a dependency
 /// from that entry.
 fn guard_outside(held: &[HeldLock], index: usize) -> Option<Guard> {
-    held[..index].iter().find(|h| !h.read).map(|h| Guard {
-        class: h.class,
-        lock: h.lock,
-    })
+    held[..index]
+        .iter()
+        .find(|h| !h.read && !h.pseudo)
+        .map(|h| Guard {
+            class: h.class,
+            lock: h.lock,
+        })
 }

@@ -248,6 +248,7 @@ fn op(kind: LockOpKind, tid: u32, class: ClassId, lock: u64) -> LockOp {
         lock,
         read: false,
         try_lock: false,
+        pseudo: false,
         timestamp_ns: 0,
         stack: Vec::new(),
     }
@@ -325,6 +326,22 @@ fn simulator_follows_lockdep_semantics() {
     // Releasing something not held is counted.
     run(&mut graph, &mut sim, vec![op(Release, 3, a, 99)]);
     assert_eq!(sim.stats().unmatched, 1);
+}
+
+#[test]
+fn a_pseudo_lock_is_no_guard() {
+    let mut graph = LockGraph::new();
+    let mut sim = LockSimulator::new();
+    let [reclaim, a, b] = classes(&mut graph, ["fs_reclaim", "a", "b"]);
+    let mut outer = op(Acquire, 1, reclaim, 1);
+    outer.pseudo = true;
+    run(
+        &mut graph,
+        &mut sim,
+        vec![outer, op(Acquire, 1, a, 2), op(Acquire, 1, b, 3)],
+    );
+    // Every task in reclaim holds fs_reclaim at once: a -> b runs unguarded.
+    assert_eq!(graph.edge(a, b).unwrap().guards, vec![None]);
 }
 
 #[test]

@@ -80,6 +80,7 @@ fn run(program: &[(u32, Step)]) -> (LockGraph, Model) {
             lock: lock(class, instance),
             read,
             try_lock,
+            pseudo: false,
             timestamp_ns: 0,
             stack: Vec::new(),
         };
