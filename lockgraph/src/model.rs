@@ -203,52 +203,78 @@ pub struct TaskInfo {
     pub tid: u32,
 }
 
-/// Counters the caller keeps about its source (events read, records lost).
+/// Counters the caller keeps about its source (events read, records lost). One type for the
+/// live summary, the report's `stats`, snapshots and the `stats` line of recordings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Stats {
     /// Lock operations the source saw.
     pub events: u64,
     /// Records the source lost (recovered by resync where it can).
     pub dropped: u64,
     /// Dependency records the source delivered (after in-kernel dedup).
-    #[serde(default)]
     pub records: u64,
     /// Dependencies recovered by re-reading the source's own set after drops.
-    #[serde(default)]
     pub resynced: u64,
     /// Acquires not tracked because the task's held-lock stack was full (their
     /// dependencies, and those of locks taken inside them, are missing).
-    #[serde(default)]
     pub held_overflow: u64,
-    /// New dependencies the source's own set could not keep: sent, but not recoverable if
-    /// their record was dropped, and sent again at each occurrence.
-    #[serde(default)]
+    /// New dependencies the source's own set could not keep (it was full): sent, but not
+    /// recoverable if their record was dropped ([`Stats::dependencies_lost`] counts those).
     pub dependency_set_full: u64,
+    /// Occurrences of new dependencies neither kept nor delivered (set full and record
+    /// dropped): what the graph may lack for good.
+    pub dependencies_lost: u64,
+    /// Times the daemon read the source's dependency set and emptied it of what it had, so
+    /// that it never fills.
+    pub dependency_set_drains: u64,
     /// Releases of locks the source did not see taken (taken before tracing started, or on a
     /// path it does not trace). No dependency is lost by it, so it is no coverage gap.
-    #[serde(default)]
     pub unmatched_releases: u64,
 }
 
 impl Stats {
-    /// What the source could not see or keep, so that dependencies may be missing, one
-    /// phrase each (empty: nothing).
+    /// Adds another source's counters (merging snapshots, replaying recordings).
+    pub fn add(&mut self, other: &Stats) {
+        let Stats {
+            events,
+            dropped,
+            records,
+            resynced,
+            held_overflow,
+            dependency_set_full,
+            dependencies_lost,
+            dependency_set_drains,
+            unmatched_releases,
+        } = *other;
+        self.events += events;
+        self.dropped += dropped;
+        self.records += records;
+        self.resynced += resynced;
+        self.held_overflow += held_overflow;
+        self.dependency_set_full += dependency_set_full;
+        self.dependencies_lost += dependencies_lost;
+        self.dependency_set_drains += dependency_set_drains;
+        self.unmatched_releases += unmatched_releases;
+    }
+
+    /// What the source could not see or keep, so that dependencies may be missing or
+    /// classes split, one phrase each (empty: nothing).
     pub fn coverage_gaps(&self) -> Vec<String> {
-        let mut gaps = Vec::new();
-        if self.held_overflow > 0 {
-            gaps.push(format!(
-                "{} acquires not tracked (held-lock stack full)",
-                self.held_overflow
-            ));
-        }
-        if self.dependency_set_full > 0 {
-            gaps.push(format!(
-                "{} new dependencies not kept in the in-kernel set (full; with {} records \
-                 dropped, dependencies may be missing)",
-                self.dependency_set_full, self.dropped
-            ));
-        }
-        gaps
+        let gaps = [
+            (
+                self.held_overflow,
+                "acquires not tracked (held-lock stack full)",
+            ),
+            (
+                self.dependencies_lost,
+                "new dependencies lost (dependency set full and record dropped)",
+            ),
+        ];
+        gaps.into_iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}"))
+            .collect()
     }
 }
 

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     graph::{ClassId, Cycle, Dependency, Guard, LockGraph},
-    model::{ClassInfo, ClassKey, Frame, LockKind, NameSource, TaskInfo},
+    model::{ClassInfo, ClassKey, Frame, LockKind, NameSource, Stats, TaskInfo},
     sim::{LockOp, LockOpKind, LockSimulator},
     Error, Result,
 };
@@ -98,26 +98,7 @@ enum Record {
         #[serde(default)]
         stack: Vec<String>,
     },
-    Stats {
-        #[serde(default)]
-        events: u64,
-        #[serde(default)]
-        dropped: u64,
-        #[serde(default)]
-        records: u64,
-        #[serde(default)]
-        resynced: u64,
-        #[serde(default, skip_serializing_if = "is_zero")]
-        held_overflow: u64,
-        #[serde(default, skip_serializing_if = "is_zero")]
-        dependency_set_full: u64,
-        #[serde(default, skip_serializing_if = "is_zero")]
-        unmatched_releases: u64,
-    },
-}
-
-fn is_zero(value: &u64) -> bool {
-    *value == 0
+    Stats(Stats),
 }
 
 fn default_kind() -> LockKind {
@@ -287,24 +268,7 @@ pub fn replay_into(graph: &mut LockGraph, reader: impl Read) -> Result<Vec<Cycle
                 };
                 simulator.apply(op, |dep| cycles.extend(graph.add_dependency(dep)));
             }
-            Record::Stats {
-                events,
-                dropped,
-                records,
-                resynced,
-                held_overflow,
-                dependency_set_full,
-                unmatched_releases,
-            } => {
-                let stats = graph.stats_mut();
-                stats.events += events;
-                stats.dropped += dropped;
-                stats.records += records;
-                stats.resynced += resynced;
-                stats.held_overflow += held_overflow;
-                stats.dependency_set_full += dependency_set_full;
-                stats.unmatched_releases += unmatched_releases;
-            }
+            Record::Stats(source) => graph.stats_mut().add(&source),
         }
     }
     // What the simulator could not apply counts as the source's losses.
@@ -383,14 +347,5 @@ pub fn write_trace(graph: &LockGraph, mut out: impl Write) -> std::io::Result<()
             modes: Vec::new(),
         })?;
     }
-    let stats = graph.stats();
-    line(&Record::Stats {
-        events: stats.events,
-        dropped: stats.dropped,
-        records: stats.records,
-        resynced: stats.resynced,
-        held_overflow: stats.held_overflow,
-        dependency_set_full: stats.dependency_set_full,
-        unmatched_releases: stats.unmatched_releases,
-    })
+    line(&Record::Stats(graph.stats()))
 }

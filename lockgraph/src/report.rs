@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use crate::{
     graph::{ClassId, Cycle, DepEdge, Guard, LockGraph, RecursiveLock},
-    model::{Frame, Stats, TaskInfo},
+    model::{Frame, TaskInfo},
     naming,
     snapshot::{
         mode_names, ClassJson, CycleEdgeJson, CycleJson, EdgeJson, GuardJson, RecursiveJson,
@@ -181,23 +181,8 @@ impl<'a> Report<'a> {
                 held_stack: r.held_stack.clone(),
             })
             .collect();
-        let Stats {
-            events,
-            dropped,
-            records,
-            resynced,
-            held_overflow,
-            dependency_set_full,
-            unmatched_releases,
-        } = g.stats();
         let stats = StatsJson {
-            events,
-            dropped,
-            records,
-            resynced,
-            held_overflow,
-            dependency_set_full,
-            unmatched_releases,
+            source: g.stats(),
             dependencies: g.edge_count() as u64,
             classes: g.class_count() as u64,
             cycles: cycles.len() as u64,
@@ -231,8 +216,8 @@ impl<'a> Report<'a> {
             s.guarded_cycles,
             s.suppressed_cycles,
             s.recursive,
-            s.events,
-            s.dropped
+            s.source.events,
+            s.source.dropped
         )
     }
 

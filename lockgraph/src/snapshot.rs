@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     graph::{ClassId, DepEdge, Guard, LockGraph, RecursiveLock},
-    model::{ClassInfo, ClassKey, Frame, LockKind, NameSource, TaskInfo},
+    model::{ClassInfo, ClassKey, Frame, LockKind, NameSource, Stats, TaskInfo},
     Error, Result,
 };
 
@@ -111,22 +111,10 @@ pub struct RecursiveJson {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct StatsJson {
-    pub events: u64,
-    pub dropped: u64,
-    /// Dependency records delivered by the source (after in-kernel dedup).
-    #[serde(default)]
-    pub records: u64,
-    /// Dependencies recovered from the in-kernel set after drops.
-    #[serde(default)]
-    pub resynced: u64,
-    /// What the source could not see or keep (see `Stats`): any nonzero means the graph
-    /// may miss dependencies.
-    #[serde(default)]
-    pub held_overflow: u64,
-    #[serde(default)]
-    pub dependency_set_full: u64,
-    #[serde(default)]
-    pub unmatched_releases: u64,
+    /// The source's counters (see `Stats`): a nonzero loss counter means the graph may miss
+    /// dependencies.
+    #[serde(flatten)]
+    pub source: Stats,
     pub dependencies: u64,
     pub classes: u64,
     pub cycles: u64,
@@ -253,14 +241,7 @@ impl LockGraph {
             });
         }
         self.refresh_guards();
-        let stats = self.stats_mut();
-        stats.events += snapshot.stats.events;
-        stats.dropped += snapshot.stats.dropped;
-        stats.held_overflow += snapshot.stats.held_overflow;
-        stats.dependency_set_full += snapshot.stats.dependency_set_full;
-        stats.unmatched_releases += snapshot.stats.unmatched_releases;
-        stats.records += snapshot.stats.records;
-        stats.resynced += snapshot.stats.resynced;
+        self.stats_mut().add(&snapshot.stats.source);
         Ok(())
     }
 }

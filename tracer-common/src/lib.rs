@@ -250,12 +250,32 @@ pub mod counter {
     pub const RINGBUF_DROPPED: u32 = 3;
     /// Acquires not recorded because a task already held [`super::MAX_HELD_LOCKS`].
     pub const HELD_OVERFLOW: u32 = 4;
-    /// New dependencies not stored because the dependency map was full.
+    /// New dependencies sent without being kept, because the dependency map was full.
     pub const DEPENDENCY_MAP_FULL: u32 = 5;
-    /// Releases of locks that were not in the task's held stack.
+    /// Releases of locks that were not in the task's held stack (taken before tracing
+    /// started, or through an entry point that is not traced).
     pub const UNMATCHED_RELEASE: u32 = 6;
+    /// New dependencies neither kept (map full) nor sent (ring buffer full): gone.
+    pub const DEPENDENCY_LOST: u32 = 7;
+    /// Entries created in the dependency set: with what the daemon removed, its occupancy.
+    pub const DEPENDENCIES_INSERTED: u32 = 8;
     /// Number of counters.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 9;
+}
+
+/// Capacities of the eBPF maps, shared with the daemon (which drains the dependency set
+/// and reports evictions against them).
+pub mod capacity {
+    /// Distinct dependencies kept in the kernel between two drains by the daemon.
+    pub const DEPENDENCIES: u32 = 65536;
+    /// Threads with a held-lock stack at once.
+    pub const HELD_TASKS: u32 = 8192;
+    /// Kernel lock instances with a known class (every inode's rwsems count).
+    pub const LOCK_CLASSES: u32 = 65536;
+    /// User lock instances with a known init site.
+    pub const USER_LOCK_CLASSES: u32 = 65536;
+    /// Class names already sent.
+    pub const CLASS_NAMES: u32 = 16384;
 }
 
 /// A raw user or kernel stack as stored in the stack-trace map.

@@ -3,7 +3,9 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
-use tracer_common::{counter, DependencyKey, DependencySeen, HeldStack, CLASS_NAME_LEN, COMM_LEN};
+use tracer_common::{
+    capacity, counter, DependencyKey, DependencySeen, HeldStack, CLASS_NAME_LEN, COMM_LEN,
+};
 
 /// Records for the daemon. Userspace may resize it before load (`--ringbuf-kib`).
 #[map]
@@ -13,11 +15,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 /// daemon re-reads when ring-buffer records were dropped.
 #[map]
 pub static DEPENDENCIES: HashMap<DependencyKey, DependencySeen> =
-    HashMap::with_max_entries(65536, 0);
+    HashMap::with_max_entries(capacity::DEPENDENCIES, 0);
 
 /// Held-lock stack per thread id. LRU so that a thread whose exit we missed cannot fill it.
 #[map]
-pub static HELD: LruHashMap<u32, HeldStack> = LruHashMap::with_max_entries(8192, 0);
+pub static HELD: LruHashMap<u32, HeldStack> = LruHashMap::with_max_entries(capacity::HELD_TASKS, 0);
 
 /// A zeroed [`HeldStack`] to initialise new `HELD` entries from (too big for the BPF stack).
 #[map]
@@ -53,7 +55,8 @@ pub struct UserLock {
 /// User lock -> its initialisation site (`class_source::INIT_SITE`), learnt at
 /// `pthread_mutex_init`/`pthread_rwlock_init`, forgotten at `*_destroy`.
 #[map]
-pub static USER_LOCK_CLASS: LruHashMap<UserLock, u64> = LruHashMap::with_max_entries(65536, 0);
+pub static USER_LOCK_CLASS: LruHashMap<UserLock, u64> =
+    LruHashMap::with_max_entries(capacity::USER_LOCK_CLASSES, 0);
 
 /// The traced pthread library is glibc (x86-64 `pthread_mutex_t` layout known): 1.
 #[no_mangle]
@@ -126,12 +129,13 @@ pub static PF_MEMALLOC_NOFS_NOIO: u32 = 0x40000 | 0x80000;
 
 /// Kernel lock instance -> class id, learnt at `__mutex_init`/`__init_rwsem`.
 #[map]
-pub static LOCK_CLASS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+pub static LOCK_CLASS: LruHashMap<u64, u64> =
+    LruHashMap::with_max_entries(capacity::LOCK_CLASSES, 0);
 /// Class id -> lockdep-style name, for classes whose name was already sent
 /// ([`tracer_common::ClassEvent`]); `locktrace held` reads names here from a running trace.
 #[map]
 pub static CLASS_NAMES: LruHashMap<u64, [u8; CLASS_NAME_LEN]> =
-    LruHashMap::with_max_entries(16384, 0);
+    LruHashMap::with_max_entries(capacity::CLASS_NAMES, 0);
 
 /// Frames of the kernel stack looked at by the `--module` filter.
 pub const MODULE_FRAMES: usize = 12;

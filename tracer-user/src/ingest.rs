@@ -163,8 +163,9 @@ impl Ingest {
     }
 
     /// A dependency recovered from the in-kernel set after ring-buffer records were lost:
-    /// new to the graph, or a known one whose lost-guard record was lost. Returns whether
-    /// the graph learnt something.
+    /// new to the graph, or a known one under a guard the graph has not seen for it (its
+    /// lost-guard record was lost, or it came back under another guard after the daemon
+    /// drained the set). Returns whether the graph learnt something.
     pub fn add_resynced(&mut self, key: &DependencyKey, seen: &DependencySeen) -> bool {
         let held = self.raw_from_key(key.scope, key.held_class);
         let new = self.raw_from_key(key.scope, key.new_class);
@@ -172,7 +173,7 @@ impl Ingest {
         let new = self.resolve(&new, &[]);
         let guard = self.guard(key.scope, seen.guard_class, seen.guard_lock);
         if let Some(edge) = self.graph.edge(held, new) {
-            if guard.is_some() || edge.guards.contains(&None) {
+            if edge.guards.contains(&guard) || edge.guards.contains(&None) {
                 return false;
             }
         }

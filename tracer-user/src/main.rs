@@ -8,6 +8,7 @@ mod events;
 mod held;
 mod ingest;
 mod ingest_bench;
+mod kernel_state;
 mod offline;
 mod output;
 mod report_options;

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{MapData, RingBuf, StackTraceMap},
     Ebpf,
 };
 use clap::Args;
@@ -27,6 +27,7 @@ use crate::{
     events::{comm_str, lock_kind_name, LockOp, Record},
     held::{self, HeldMaps, HeldTable},
     ingest::{Ingest, StackSource},
+    kernel_state::{Counters, KernelState},
     output::{self, LiveFindings, LongHold, Outputs},
     report_options::{load_suppressions, ReportArgs},
     symbols::Symbols,
@@ -34,6 +35,8 @@ use crate::{
 
 /// Exit status of `--fail-on-cycle` when an unguarded cycle was found.
 const EXIT_CYCLE: u8 = 3;
+/// Records read between two looks at the dependency set's occupancy.
+const DRAIN_CHECK_RECORDS: u32 = 1024;
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
@@ -202,21 +205,30 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
                 let mut guard = guard?;
                 session.drain(guard.get_inner_mut())?;
                 guard.clear_ready();
+                if session.kernel.wants_drain(None) {
+                    session.drain_dependency_set();
+                }
             }
             _ = snapshot_timer.tick() => {
                 if let Some(dir) = &outputs.snapshot_dir {
-                    session.resync(&ebpf);
+                    session.resync();
                     session.write_snapshot(dir, &suppressions, outputs.graphml)?;
                 }
             }
             _ = sigusr1.recv() => {
-                session.resync(&ebpf);
+                session.resync();
                 if let Some(dir) = &outputs.snapshot_dir {
                     session.write_snapshot(dir, &suppressions, outputs.graphml)?;
                     eprintln!("locktrace: snapshot written to {}", dir.display());
                 }
             }
-            _ = status_timer.tick() => session.console.show(&session.ingest.graph, &ebpf),
+            _ = status_timer.tick() => {
+                let counters = session.kernel.counters();
+                if session.kernel.wants_drain(Some(&counters)) {
+                    session.drain_dependency_set();
+                }
+                session.console.show(&session.ingest.graph, &counters);
+            }
             _ = held_timer.tick() => session.check_held(),
             _ = sigusr2.recv() => {
                 if let Some(table) = session.held_table() {
@@ -229,34 +241,33 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
             () = &mut deadline => break,
         }
     }
+    // Detach first (before the possibly slow report writing), then read the final figures
+    // from handles of our own, which nothing changes any more.
+    drop(ebpf);
     session.drain(ring.get_mut())?;
+    drop(ring);
     session.check_held();
-    session.resync(&ebpf);
-    let counters = read_counters(&ebpf);
-    let stats = session.ingest.graph.stats_mut();
-    stats.events = counters[counter::LOCK_OPS as usize];
-    stats.dropped = counters[counter::RINGBUF_DROPPED as usize];
+    session.resync();
+    let counters = session.kernel.counters();
+    let mut stats = session.ingest.graph.stats();
+    session.kernel.fill_stats(&mut stats);
     stats.records = session.ingest.dependency_records;
     stats.resynced = session.resynced;
-    stats.held_overflow = counters[counter::HELD_OVERFLOW as usize];
-    stats.dependency_set_full = counters[counter::DEPENDENCY_MAP_FULL as usize];
-    stats.unmatched_releases = counters[counter::UNMATCHED_RELEASE as usize];
-    drop(ring);
-    // Detach before the (possibly slow) report writing.
-    drop(ebpf);
+    *session.ingest.graph.stats_mut() = stats;
     session.console.clear();
     let graph = &session.ingest.graph;
     let final_report = graph.report(&suppressions);
     eprintln!(
         "locktrace: detached; {} (lock ops {}, dependency checks {}, sent {}, dropped {}, \
-         resynced {}, unmatched releases {})",
+         resynced {}, set drained {} times, unmatched releases {})",
         final_report.summary(),
-        counters[counter::LOCK_OPS as usize],
-        counters[counter::DEPENDENCY_CHECKS as usize],
-        counters[counter::DEPENDENCIES_SENT as usize],
-        counters[counter::RINGBUF_DROPPED as usize],
+        counters.get(counter::LOCK_OPS),
+        counters.get(counter::DEPENDENCY_CHECKS),
+        counters.get(counter::DEPENDENCIES_SENT),
+        counters.get(counter::RINGBUF_DROPPED),
         session.resynced,
-        counters[counter::UNMATCHED_RELEASE as usize],
+        stats.dependency_set_drains,
+        stats.unmatched_releases,
     );
     if let Some(coverage) = final_report.coverage() {
         eprintln!("locktrace: {coverage}");
@@ -271,6 +282,7 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
 /// Everything the event loop updates.
 struct Session {
     ingest: Ingest,
+    kernel: KernelState,
     stacks: BpfStacks,
     print_events: bool,
     resynced: u64,
@@ -296,6 +308,7 @@ impl Session {
             StackTraceMap::try_from(ebpf.take_map("STACKS").context("STACKS map missing")?)?;
         Ok(Self {
             ingest: Ingest::new(),
+            kernel: KernelState::of_object(ebpf)?,
             stacks: BpfStacks(stacks),
             print_events,
             resynced: 0,
@@ -374,7 +387,14 @@ impl Session {
 
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
         let mut stdout = std::io::stdout().lock();
+        let mut read = 0u32;
         while let Some(item) = ring.next() {
+            read += 1;
+            // A ring that never runs dry (a burst the daemon reads slower than it comes)
+            // must not keep the dependency set from being drained.
+            if read.is_multiple_of(DRAIN_CHECK_RECORDS) && self.kernel.wants_drain(None) {
+                self.drain_dependency_set();
+            }
             match Record::try_from(&*item) {
                 Ok(Record::LockOp(event)) if self.print_events => {
                     print_lock_op(&mut stdout, &event)?
@@ -417,43 +437,33 @@ impl Session {
 
     /// When records were dropped, re-read the authoritative in-kernel dependency set and add
     /// what the ring buffer lost (without stacks: the kernel keeps only the set).
-    fn resync(&mut self, ebpf: &Ebpf) {
-        let dropped = read_counters(ebpf)[counter::RINGBUF_DROPPED as usize];
+    fn resync(&mut self) {
+        let dropped = self.kernel.counters().get(counter::RINGBUF_DROPPED);
         if dropped == self.last_dropped {
             return;
         }
         self.last_dropped = dropped;
-        let Some(map) = ebpf.map("DEPENDENCIES") else {
-            return;
-        };
-        let Ok(deps) = BpfHashMap::<_, DependencyKey, DependencySeen>::try_from(map) else {
-            return;
-        };
-        let entries: Vec<(DependencyKey, DependencySeen)> =
-            deps.iter().filter_map(Result::ok).collect();
-        for (key, seen) in entries {
-            if self.ingest.add_resynced(&key, &seen) {
+        self.resync_entries();
+    }
+
+    fn resync_entries(&mut self) -> Vec<(DependencyKey, DependencySeen)> {
+        let entries = self.kernel.dependencies();
+        for (key, seen) in &entries {
+            if self.ingest.add_resynced(key, seen) {
                 self.resynced += 1;
             }
         }
+        entries
     }
-}
 
-/// Sums the per-CPU counters.
-fn read_counters(ebpf: &Ebpf) -> Vec<u64> {
-    let mut totals = vec![0u64; counter::COUNT as usize];
-    let Some(map) = ebpf.map("COUNTERS") else {
-        return totals;
-    };
-    let Ok(counters) = PerCpuArray::<_, u64>::try_from(map) else {
-        return totals;
-    };
-    for (index, total) in totals.iter_mut().enumerate() {
-        if let Ok(values) = counters.get(&(index as u32), 0) {
-            *total = values.iter().sum();
-        }
+    /// Reads the whole dependency set into the graph (what dropped records lost, too) and
+    /// empties it of what was read, so that the kernel keeps only what the daemon lacks and
+    /// the set never fills however many distinct dependencies a workload creates.
+    fn drain_dependency_set(&mut self) {
+        self.last_dropped = self.kernel.counters().get(counter::RINGBUF_DROPPED);
+        let entries = self.resync_entries();
+        self.kernel.forget(&entries);
     }
-    totals
 }
 
 /// The live view: on a terminal one status line refreshed in place (indicatif), with
@@ -488,23 +498,27 @@ impl StatusLine {
         }
     }
 
-    fn show(&self, graph: &lockgraph::LockGraph, ebpf: &Ebpf) {
-        let counters = read_counters(ebpf);
+    fn show(&self, graph: &lockgraph::LockGraph, counters: &Counters) {
         let seconds = self.started.elapsed().as_secs_f64().max(1.0);
         let mut line = format!(
             "locktrace: {:.0} lock ops/s, {} classes, {} dependencies, {} cycles, {} dropped",
-            counters[counter::LOCK_OPS as usize] as f64 / seconds,
+            counters.get(counter::LOCK_OPS) as f64 / seconds,
             graph.class_count(),
             graph.edge_count(),
             graph.cycles().len(),
-            counters[counter::RINGBUF_DROPPED as usize],
+            counters.get(counter::RINGBUF_DROPPED),
         );
         let lost = [
-            (counter::HELD_OVERFLOW, "untracked (stack full)"),
-            (counter::DEPENDENCY_MAP_FULL, "not kept (set full)"),
+            (
+                counters.get(counter::HELD_OVERFLOW),
+                "untracked (stack full)",
+            ),
+            (
+                counters.get(counter::DEPENDENCY_LOST),
+                "dependencies lost (set and ring full)",
+            ),
         ];
-        for (index, what) in lost {
-            let n = counters[index as usize];
+        for (n, what) in lost {
             if n > 0 {
                 line.push_str(&format!(", {n} {what}"));
             }

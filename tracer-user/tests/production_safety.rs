@@ -50,3 +50,48 @@ fn a_tiny_ring_buffer_drops_records_but_no_dependency() {
     assert!(report["cycles"].as_array().unwrap().is_empty());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// 100,001 distinct dependencies, more than the 65,536 the in-kernel set holds: the daemon
+/// drains the set as it fills, so every dependency reaches the graph, or the report says
+/// exactly how many did not (each occurs once here, so lost occurrences are lost
+/// dependencies), and the one inverted pair is a cycle unless one of its edges was lost.
+#[test]
+fn more_dependencies_than_the_kernel_set_holds_are_kept_or_counted() {
+    assert_root();
+    let dir = scratch_dir("many-deps");
+    let binary = compile(&dir, "many_dependencies", None);
+    let target = Target::start(&binary, &[]);
+    let json_path = dir.join("report.json");
+    let tracer = Tracer::start(&[
+        "--user",
+        "--pid",
+        &target.pid,
+        "--report-json",
+        json_path.to_str().unwrap(),
+    ]);
+    target.go();
+    let output = tracer.stop();
+    assert!(output.status.success(), "{}", output.stderr);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let stats = &report["stats"];
+    let dependencies = stats["dependencies"].as_u64().unwrap();
+    let lost = stats["dependencies_lost"].as_u64().unwrap();
+    assert_eq!(dependencies + lost, 100_001, "{stats}");
+    assert!(
+        stats["dependency_set_drains"].as_u64().unwrap() > 0 || lost > 0,
+        "65,536 entries cannot hold 100,001 dependencies undrained: {stats}"
+    );
+    let coverage_line = output.stderr.contains("coverage incomplete");
+    assert_eq!(coverage_line, lost > 0, "{}", output.stderr);
+    if lost == 0 {
+        assert_eq!(stats["unguarded_cycles"].as_u64(), Some(1), "{stats}");
+        let cycle = &report["cycles"][0];
+        assert_eq!(
+            cycle["classes"].as_array().map(Vec::len),
+            Some(2),
+            "{cycle}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -301,7 +301,8 @@ fn dependency(scan: &mut DependencyScan, held: &HeldLock, index: u32) -> i64 {
             } else {
                 occurrence.key.flags |= flags::RESENT;
             }
-            emit_dependency(task, &occurrence, held, new, scan.new_stack_id);
+            // A known dependency: a dropped record is recovered from the set.
+            let _ = emit_dependency(task, &occurrence, held, new, scan.new_stack_id);
         }
         return SCAN_NEXT;
     }
@@ -317,8 +318,14 @@ fn dependency(scan: &mut DependencyScan, held: &HeldLock, index: u32) -> i64 {
         if DEPENDENCIES.get_ptr(&occurrence.key).is_some() {
             return SCAN_NEXT;
         }
+        // Sent without being kept: if the record is dropped too, it is gone for good.
         count(counter::DEPENDENCY_MAP_FULL);
+        if !emit_dependency(task, &occurrence, held, new, scan.new_stack_id) {
+            count(counter::DEPENDENCY_LOST);
+        }
+        return SCAN_NEXT;
     }
+    count(counter::DEPENDENCIES_INSERTED);
     emit_dependency(task, &occurrence, held, new, scan.new_stack_id);
     SCAN_NEXT
 }
@@ -353,16 +360,17 @@ impl Occurrence {
 }
 
 /// The key's flags become the record's flags (with [`flags::RESENT`] for a re-send).
+/// Whether the record was sent (a dropped one is counted).
 pub(super) fn emit_dependency(
     task: &Task,
     occurrence: &Occurrence,
     held: &HeldLock,
     new: &LockRef,
     new_stack_id: i32,
-) {
+) -> bool {
     let Some(mut entry) = EVENTS.reserve::<DependencyEvent>(0) else {
         count(counter::RINGBUF_DROPPED);
-        return;
+        return false;
     };
     count(counter::DEPENDENCIES_SENT);
     let event = entry.as_mut_ptr();
@@ -393,4 +401,5 @@ pub(super) fn emit_dependency(
         raw_get_current_comm((&raw mut (*event).comm).cast(), COMM_LEN as u32);
     }
     entry.submit(0);
+    true
 }

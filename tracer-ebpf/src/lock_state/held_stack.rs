@@ -281,6 +281,7 @@ pub fn record_pair<C: StackIdContext>(ctx: &C, task: &Task, held: &LockRef, new:
             occurrence.guard_class_source = guard.class_source;
         }
     }
+    let mut kept = true;
     if let Some(seen) = DEPENDENCIES.get_ptr_mut(&occurrence.key) {
         // SAFETY: map value pointer, a lower-bound count (as in the dependency scan).
         let seen = unsafe { &mut *seen };
@@ -291,12 +292,15 @@ pub fn record_pair<C: StackIdContext>(ctx: &C, task: &Task, held: &LockRef, new:
         occurrence.drop_guard_of(seen);
     } else if DEPENDENCIES
         .insert(&occurrence.key, &occurrence.seen, u64::from(BPF_NOEXIST))
-        .is_err()
+        .is_ok()
     {
+        count(counter::DEPENDENCIES_INSERTED);
+    } else {
         if DEPENDENCIES.get_ptr(&occurrence.key).is_some() {
             return;
         }
         count(counter::DEPENDENCY_MAP_FULL);
+        kept = false;
     }
     let stack_id = stack_id(ctx, 0);
     let held_entry = HeldLock {
@@ -309,7 +313,9 @@ pub fn record_pair<C: StackIdContext>(ctx: &C, task: &Task, held: &LockRef, new:
         class_source: held.class_source,
         caller: held.caller,
     };
-    emit_dependency(task, &occurrence, &held_entry, new, stack_id);
+    if !emit_dependency(task, &occurrence, &held_entry, new, stack_id) && !kept {
+        count(counter::DEPENDENCY_LOST);
+    }
 }
 
 /// The outermost entry of a held stack that is held exclusively (not waiting, not read) and
