@@ -1,7 +1,7 @@
 //! What the eBPF side counts and keeps, as the daemon reads it: the per-CPU counters and the
 //! in-kernel dependency set, which the daemon re-reads after drops and drains before it
-//! fills. Handles of their own (opened by map id), so that the final figures are read after
-//! the programs detached, when nothing changes them any more.
+//! fills. Handles of their own (opened by map id), apart from those the event loop and the
+//! held-lock reader hold.
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray};
 use lockgraph::Stats;
@@ -113,7 +113,7 @@ impl KernelState {
         self.drains += 1;
     }
 
-    /// The kernel side's counters in [`Stats`]' terms (call after detach: final figures).
+    /// The kernel side's counters in [`Stats`]' terms.
     pub fn fill_stats(&self, stats: &mut Stats) {
         let counters = self.counters();
         stats.events = counters.get(counter::LOCK_OPS);

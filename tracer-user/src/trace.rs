@@ -241,11 +241,10 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
             () = &mut deadline => break,
         }
     }
-    // Detach first (before the possibly slow report writing), then read the final figures
-    // from handles of our own, which nothing changes any more.
-    drop(ebpf);
+    // The last records, then the figures, all while every program is still attached: the
+    // programs detach one by one, and what is seen meanwhile (an acquire traced, its release
+    // no longer) is no lock order but false dependencies.
     session.drain(ring.get_mut())?;
-    drop(ring);
     session.check_held();
     session.resync();
     let counters = session.kernel.counters();
@@ -254,6 +253,9 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     stats.records = session.ingest.dependency_records;
     stats.resynced = session.resynced;
     *session.ingest.graph.stats_mut() = stats;
+    drop(ring);
+    // Detach before the (possibly slow) report writing.
+    drop(ebpf);
     session.console.clear();
     let graph = &session.ingest.graph;
     let final_report = graph.report(&suppressions);
