@@ -206,7 +206,7 @@ pub struct TaskInfo {
 /// Counters the caller keeps about its source (events read, records lost). One type for the
 /// live summary, the report's `stats`, snapshots and the `stats` line of recordings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Stats {
     /// Lock operations the source saw.
     pub events: u64,

@@ -187,6 +187,7 @@ fn trace_errors_name_the_line() {
         ("{\"type\":\"mystery\"}", 2),
         ("not json", 2),
         ("{\"type\":\"class\",\"name\":\"x\"}", 2),
+        ("{\"type\":\"stats\",\"events\":1,\"evnets\":2}", 2),
     ];
     for (line, number) in cases {
         let trace = format!("{{\"type\":\"dep\",\"held\":\"x\",\"new\":\"y\"}}\n{line}\n");

@@ -1,6 +1,9 @@
 //! Loading the embedded eBPF object with the load-time globals the user asked for.
 use anyhow::{Context as _, Result};
-use aya::{Ebpf, EbpfLoader};
+use aya::{
+    maps::{Map, MapData},
+    Ebpf, EbpfLoader,
+};
 
 /// The eBPF object built by `build.rs`, embedded so that the binary is self-contained.
 static TRACER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
@@ -116,4 +119,26 @@ fn raise_memlock_limit() {
             std::io::Error::last_os_error()
         );
     }
+}
+
+/// The kernel id of one of a loaded object's maps.
+pub fn map_id(ebpf: &Ebpf, name: &str) -> Result<u32> {
+    let map = ebpf
+        .map(name)
+        .with_context(|| format!("the {name} map is missing"))?;
+    let data = match map {
+        Map::HashMap(data)
+        | Map::LruHashMap(data)
+        | Map::PerCpuArray(data)
+        | Map::StackTraceMap(data) => data,
+        _ => anyhow::bail!("the {name} map has an unexpected type"),
+    };
+    Ok(data.info().context("map info")?.id())
+}
+
+/// A handle of our own on a loaded map, by id: it outlives the object that loaded it (the
+/// final figures are read after detach) and can be opened from another process (`held`).
+pub fn open_map(id: u32) -> Result<Map> {
+    let data = MapData::from_id(id).with_context(|| format!("opening map {id}"))?;
+    Map::from_map_data(data).with_context(|| format!("opening map {id}"))
 }

@@ -7,6 +7,8 @@ use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray};
 use lockgraph::Stats;
 use tracer_common::{capacity, counter, DependencyKey, DependencySeen};
 
+use crate::bpf;
+
 /// Counter values, indexed by [`counter`].
 pub struct Counters(Vec<u64>);
 
@@ -26,18 +28,9 @@ pub struct KernelState {
     last_map_full: u64,
 }
 
-/// A second handle on one of the object's maps, by id.
+/// A handle of our own on one of the object's maps.
 fn open(ebpf: &aya::Ebpf, name: &str) -> Result<Map> {
-    let map = ebpf
-        .map(name)
-        .with_context(|| format!("the {name} map is missing"))?;
-    let data = match map {
-        Map::HashMap(data) | Map::LruHashMap(data) | Map::PerCpuArray(data) => data,
-        _ => anyhow::bail!("the {name} map has an unexpected type"),
-    };
-    let id = data.info().context("map info")?.id();
-    Map::from_map_data(MapData::from_id(id).with_context(|| format!("opening {name}"))?)
-        .with_context(|| format!("opening {name}"))
+    bpf::open_map(bpf::map_id(ebpf, name)?).with_context(|| format!("opening {name}"))
 }
 
 fn hash_map<K: aya::Pod, V: aya::Pod>(
@@ -59,15 +52,20 @@ impl KernelState {
         })
     }
 
-    /// The per-CPU counters, summed.
+    /// Every per-CPU counter, summed.
     pub fn counters(&self) -> Counters {
-        let mut totals = vec![0u64; counter::COUNT as usize];
-        for (index, total) in totals.iter_mut().enumerate() {
-            if let Ok(values) = self.counters.get(&(index as u32), 0) {
-                *total = values.iter().sum();
-            }
-        }
-        Counters(totals)
+        Counters(
+            (0..counter::COUNT)
+                .map(|index| self.counter(index))
+                .collect(),
+        )
+    }
+
+    /// One per-CPU counter, summed (one map read).
+    pub fn counter(&self, index: u32) -> u64 {
+        self.counters
+            .get(&index, 0)
+            .map_or(0, |values| values.iter().sum())
     }
 
     /// Every entry of the dependency set.
@@ -95,12 +93,6 @@ impl KernelState {
         refused
     }
 
-    fn counter(&self, index: u32) -> u64 {
-        self.counters
-            .get(&index, 0)
-            .map_or(0, |values| values.iter().sum())
-    }
-
     /// Removes `entries` (read by [`KernelState::dependencies`] and given to the graph) from
     /// the set: the kernel forgets what the daemon has, and a dependency that occurs again
     /// is sent again as new (the graph merges it).
@@ -113,9 +105,8 @@ impl KernelState {
         self.drains += 1;
     }
 
-    /// The kernel side's counters in [`Stats`]' terms.
-    pub fn fill_stats(&self, stats: &mut Stats) {
-        let counters = self.counters();
+    /// The kernel side's `counters` in [`Stats`]' terms.
+    pub fn fill_stats(&self, counters: &Counters, stats: &mut Stats) {
         stats.events = counters.get(counter::LOCK_OPS);
         stats.dropped = counters.get(counter::RINGBUF_DROPPED);
         stats.held_overflow = counters.get(counter::HELD_OVERFLOW);

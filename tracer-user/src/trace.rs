@@ -249,7 +249,7 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     session.resync();
     let counters = session.kernel.counters();
     let mut stats = session.ingest.graph.stats();
-    session.kernel.fill_stats(&mut stats);
+    session.kernel.fill_stats(&counters, &mut stats);
     stats.records = session.ingest.dependency_records;
     stats.resynced = session.resynced;
     *session.ingest.graph.stats_mut() = stats;
@@ -440,7 +440,7 @@ impl Session {
     /// When records were dropped, re-read the authoritative in-kernel dependency set and add
     /// what the ring buffer lost (without stacks: the kernel keeps only the set).
     fn resync(&mut self) {
-        let dropped = self.kernel.counters().get(counter::RINGBUF_DROPPED);
+        let dropped = self.kernel.counter(counter::RINGBUF_DROPPED);
         if dropped == self.last_dropped {
             return;
         }
@@ -462,7 +462,7 @@ impl Session {
     /// empties it of what was read, so that the kernel keeps only what the daemon lacks and
     /// the set never fills however many distinct dependencies a workload creates.
     fn drain_dependency_set(&mut self) {
-        self.last_dropped = self.kernel.counters().get(counter::RINGBUF_DROPPED);
+        self.last_dropped = self.kernel.counter(counter::RINGBUF_DROPPED);
         let entries = self.resync_entries();
         self.kernel.forget(&entries);
     }

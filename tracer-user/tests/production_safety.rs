@@ -4,29 +4,35 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{assert_root, compile, scratch_dir, Target, Tracer};
+use common::{assert_root, compile, scratch_dir, Target, Tracer, TracerOutput};
 
-#[test]
-fn a_tiny_ring_buffer_drops_records_but_no_dependency() {
+/// Runs `tests/programs/PROGRAM.c` under `trace --user --pid` (plus `extra` options) until it
+/// exits; the scratch directory, what the tracer printed (it must have succeeded) and its
+/// JSON report.
+fn trace_program(
+    name: &str,
+    program: &str,
+    extra: &[&str],
+) -> (std::path::PathBuf, TracerOutput, serde_json::Value) {
     assert_root();
-    let dir = scratch_dir("resync");
-    let binary = compile(&dir, "many_locks", None);
+    let dir = scratch_dir(name);
+    let binary = compile(&dir, program, None);
     let target = Target::start(&binary, &[]);
     let json_path = dir.join("report.json");
-    let tracer = Tracer::start(&[
-        "--user",
-        "--pid",
-        &target.pid,
-        "--ringbuf-kib",
-        "4",
-        "--report-json",
-        json_path.to_str().unwrap(),
-    ]);
+    let mut args = vec!["--user", "--pid", &target.pid];
+    args.extend_from_slice(extra);
+    args.extend(["--report-json", json_path.to_str().unwrap()]);
+    let tracer = Tracer::start(&args);
     target.go();
     let output = tracer.stop();
     assert!(output.status.success(), "{}", output.stderr);
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let report = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    (dir, output, report)
+}
+
+#[test]
+fn a_tiny_ring_buffer_drops_records_but_no_dependency() {
+    let (dir, _, report) = trace_program("resync", "many_locks", &["--ringbuf-kib", "4"]);
     let stats = &report["stats"];
     assert!(
         stats["dropped"].as_u64().unwrap() > 0,
@@ -57,23 +63,7 @@ fn a_tiny_ring_buffer_drops_records_but_no_dependency() {
 /// dependencies), and the one inverted pair is a cycle unless one of its edges was lost.
 #[test]
 fn more_dependencies_than_the_kernel_set_holds_are_kept_or_counted() {
-    assert_root();
-    let dir = scratch_dir("many-deps");
-    let binary = compile(&dir, "many_dependencies", None);
-    let target = Target::start(&binary, &[]);
-    let json_path = dir.join("report.json");
-    let tracer = Tracer::start(&[
-        "--user",
-        "--pid",
-        &target.pid,
-        "--report-json",
-        json_path.to_str().unwrap(),
-    ]);
-    target.go();
-    let output = tracer.stop();
-    assert!(output.status.success(), "{}", output.stderr);
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let (dir, output, report) = trace_program("many-deps", "many_dependencies", &[]);
     let stats = &report["stats"];
     let dependencies = stats["dependencies"].as_u64().unwrap();
     let lost = stats["dependencies_lost"].as_u64().unwrap();

@@ -310,24 +310,49 @@ fn dependency(scan: &mut DependencyScan, held: &HeldLock, index: u32) -> i64 {
         scan.missing = 1;
         return SCAN_DONE;
     }
+    if let Some(kept) = store_new(&occurrence) {
+        emit_new(task, &occurrence, held, new, scan.new_stack_id, kept);
+    }
+    SCAN_NEXT
+}
+
+/// Stores a dependency seen for the first time in the set. `None`: another CPU stored it
+/// first (and sends it); otherwise whether the set kept it (`false`: it was full, and the
+/// dependency is sent without being kept).
+#[allow(
+    clippy::needless_borrows_for_generic_args,
+    reason = "borrowed, not copied: the kprobe programs are near the 512-byte stack limit"
+)]
+#[inline(always)]
+pub(super) fn store_new(occurrence: &Occurrence) -> Option<bool> {
     if DEPENDENCIES
         .insert(&occurrence.key, &occurrence.seen, u64::from(BPF_NOEXIST))
-        .is_err()
+        .is_ok()
     {
-        // Either another CPU inserted it first (it reports it) or the map is full.
-        if DEPENDENCIES.get_ptr(&occurrence.key).is_some() {
-            return SCAN_NEXT;
-        }
-        // Sent without being kept: if the record is dropped too, it is gone for good.
-        count(counter::DEPENDENCY_MAP_FULL);
-        if !emit_dependency(task, &occurrence, held, new, scan.new_stack_id) {
-            count(counter::DEPENDENCY_LOST);
-        }
-        return SCAN_NEXT;
+        count(counter::DEPENDENCIES_INSERTED);
+        return Some(true);
     }
-    count(counter::DEPENDENCIES_INSERTED);
-    emit_dependency(task, &occurrence, held, new, scan.new_stack_id);
-    SCAN_NEXT
+    if DEPENDENCIES.get_ptr(&occurrence.key).is_some() {
+        return None;
+    }
+    count(counter::DEPENDENCY_MAP_FULL);
+    Some(false)
+}
+
+/// Sends a dependency; one the set did not keep (`kept`) whose record is dropped too is
+/// gone for good, and counted.
+#[inline(always)]
+pub(super) fn emit_new(
+    task: &Task,
+    occurrence: &Occurrence,
+    held: &HeldLock,
+    new: &LockRef,
+    new_stack_id: i32,
+    kept: bool,
+) {
+    if !emit_dependency(task, occurrence, held, new, new_stack_id) && !kept {
+        count(counter::DEPENDENCY_LOST);
+    }
 }
 
 /// One occurrence of a dependency: its key, and the in-kernel value a first occurrence

@@ -11,7 +11,9 @@ use tracer_common::{
 };
 
 use super::{
-    dependencies::{emit_dependency, record_dependencies, record_dependencies_lazily, Occurrence},
+    dependencies::{
+        emit_new, record_dependencies, record_dependencies_lazily, store_new, Occurrence,
+    },
     filters::{module_keeps, Task},
     stack_ids::{site_stack_id, stack_id},
     LockRef,
@@ -281,8 +283,7 @@ pub fn record_pair<C: StackIdContext>(ctx: &C, task: &Task, held: &LockRef, new:
             occurrence.guard_class_source = guard.class_source;
         }
     }
-    let mut kept = true;
-    if let Some(seen) = DEPENDENCIES.get_ptr_mut(&occurrence.key) {
+    let kept = if let Some(seen) = DEPENDENCIES.get_ptr_mut(&occurrence.key) {
         // SAFETY: map value pointer, a lower-bound count (as in the dependency scan).
         let seen = unsafe { &mut *seen };
         seen.count += 1;
@@ -290,18 +291,13 @@ pub fn record_pair<C: StackIdContext>(ctx: &C, task: &Task, held: &LockRef, new:
             return;
         }
         occurrence.drop_guard_of(seen);
-    } else if DEPENDENCIES
-        .insert(&occurrence.key, &occurrence.seen, u64::from(BPF_NOEXIST))
-        .is_ok()
-    {
-        count(counter::DEPENDENCIES_INSERTED);
+        true
     } else {
-        if DEPENDENCIES.get_ptr(&occurrence.key).is_some() {
+        let Some(kept) = store_new(&occurrence) else {
             return;
-        }
-        count(counter::DEPENDENCY_MAP_FULL);
-        kept = false;
-    }
+        };
+        kept
+    };
     let stack_id = stack_id(ctx, 0);
     let held_entry = HeldLock {
         lock: held.lock,
@@ -313,9 +309,7 @@ pub fn record_pair<C: StackIdContext>(ctx: &C, task: &Task, held: &LockRef, new:
         class_source: held.class_source,
         caller: held.caller,
     };
-    if !emit_dependency(task, &occurrence, &held_entry, new, stack_id) && !kept {
-        count(counter::DEPENDENCY_LOST);
-    }
+    emit_new(task, &occurrence, &held_entry, new, stack_id, kept);
 }
 
 /// The outermost entry of a held stack that is held exclusively (not waiting, not read) and

@@ -2,7 +2,7 @@
 //! names (`CLASS_NAMES`) and stacks (`STACKS`) they refer to, into a [`HeldTable`].
 use std::collections::HashMap;
 
-use aya::maps::{HashMap as BpfHashMap, Map, MapData, StackTraceMap};
+use aya::maps::{HashMap as BpfHashMap, MapData, StackTraceMap};
 use lockgraph::Frame;
 use tracer_common::{
     class_source, flags, held_state, HeldLock, HeldStack, CLASS_NAME_LEN, MAX_HELD_LOCKS,
@@ -10,7 +10,7 @@ use tracer_common::{
 
 use super::wait_for::{find_deadlocks, HeldLockInfo, HeldTable, TaskLocks};
 use crate::{
-    class_names,
+    bpf, class_names,
     events::{c_str, lock_kind, lock_kind_name},
     stacks,
     symbols::Symbols,
@@ -59,18 +59,12 @@ impl HeldMaps {
 
     /// Second handles on the maps of our own loaded object (the event loop owns the first).
     pub fn of_object(ebpf: &aya::Ebpf) -> Option<Self> {
-        let id = |name: &str| -> Option<u32> {
-            let data = match ebpf.map(name)? {
-                Map::HashMap(data) | Map::LruHashMap(data) | Map::StackTraceMap(data) => data,
-                _ => return None,
-            };
-            data.info().ok().map(|info| info.id())
-        };
+        let id = |name: &str| bpf::map_id(ebpf, name).ok();
         Self::open(id("HELD")?, id("CLASS_NAMES"), id("STACKS"))
     }
 
     fn open(held: u32, names: Option<u32>, stacks: Option<u32>) -> Option<Self> {
-        let open = |id: u32| -> Option<Map> { Map::from_map_data(MapData::from_id(id).ok()?).ok() };
+        let open = |id: u32| bpf::open_map(id).ok();
         let held = BpfHashMap::try_from(open(held)?).ok()?;
         let names = names
             .and_then(open)
