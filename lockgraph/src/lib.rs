@@ -44,7 +44,8 @@ mod suppressions;
 
 pub use export::{diff, merge, to_dot, to_graphml, GraphDiff};
 pub use graph::{
-    cycle_id, Class, ClassId, Cycle, DepEdge, Dependency, Guard, LockGraph, RecursiveLock,
+    cycle_id, mode_bit, mode_pairs, Class, ClassId, Cycle, DepEdge, Dependency, Guard, LockGraph,
+    Mode, RecursiveLock,
 };
 pub use lockdep::import_lockdep;
 pub use model::{

@@ -216,8 +216,8 @@ pub struct Stats {
     pub records: u64,
     /// Dependencies recovered by re-reading the source's own set after drops.
     pub resynced: u64,
-    /// Acquires not tracked because the task's held-lock stack was full (their
-    /// dependencies, and those of locks taken inside them, are missing).
+    /// Acquires not tracked as held because the task's held-lock stack was full: their own
+    /// dependencies are made, those from them to the locks taken inside them are missing.
     pub held_overflow: u64,
     /// New dependencies the source's own set could not keep (it was full): sent, but not
     /// recoverable if their record was dropped ([`Stats::dependencies_lost`] counts those).
@@ -231,6 +231,24 @@ pub struct Stats {
     /// Releases of locks the source did not see taken (taken before tracing started, or on a
     /// path it does not trace). No dependency is lost by it, so it is no coverage gap.
     pub unmatched_releases: u64,
+    /// Locks released while their acquire had not returned as far as the source saw (the
+    /// return probe was missed): held all along, they were no dependency source.
+    pub return_missed: u64,
+    /// Probe runs the kernel skipped (a program already running on that CPU: BPF's
+    /// recursion protection): lock operations not seen at all.
+    pub probe_misses: u64,
+    /// Threads whose held-lock stacks the bounded per-thread map evicted (their held locks
+    /// forgotten).
+    pub held_tasks_evicted: u64,
+    /// Lock instances whose class the bounded lock → class map evicted (traced afterwards as
+    /// a class of their own: a class split).
+    pub lock_classes_evicted: u64,
+    /// The same for user-space locks.
+    pub user_lock_classes_evicted: u64,
+    /// Class names evicted from the kernel's cache of names sent. The name is sent again at
+    /// the class's next initialisation, so nothing is lost (`locktrace held` may show an
+    /// address meanwhile).
+    pub class_names_evicted: u64,
 }
 
 impl Stats {
@@ -246,6 +264,12 @@ impl Stats {
             dependencies_lost,
             dependency_set_drains,
             unmatched_releases,
+            return_missed,
+            probe_misses,
+            held_tasks_evicted,
+            lock_classes_evicted,
+            user_lock_classes_evicted,
+            class_names_evicted,
         } = *other;
         self.events += events;
         self.dropped += dropped;
@@ -256,6 +280,12 @@ impl Stats {
         self.dependencies_lost += dependencies_lost;
         self.dependency_set_drains += dependency_set_drains;
         self.unmatched_releases += unmatched_releases;
+        self.return_missed += return_missed;
+        self.probe_misses += probe_misses;
+        self.held_tasks_evicted += held_tasks_evicted;
+        self.lock_classes_evicted += lock_classes_evicted;
+        self.user_lock_classes_evicted += user_lock_classes_evicted;
+        self.class_names_evicted += class_names_evicted;
     }
 
     /// What the source could not see or keep, so that dependencies may be missing or
@@ -269,6 +299,26 @@ impl Stats {
             (
                 self.dependencies_lost,
                 "new dependencies lost (dependency set full and record dropped)",
+            ),
+            (
+                self.return_missed,
+                "acquire returns missed (locks held but not tracked as held)",
+            ),
+            (
+                self.probe_misses,
+                "probe runs skipped by the kernel (lock operations not seen)",
+            ),
+            (
+                self.held_tasks_evicted,
+                "threads' held locks forgotten (held-lock map full)",
+            ),
+            (
+                self.lock_classes_evicted,
+                "kernel lock classes forgotten (lock-class map full: classes split)",
+            ),
+            (
+                self.user_lock_classes_evicted,
+                "user lock classes forgotten (user-lock-class map full: classes split)",
             ),
         ];
         gaps.into_iter()

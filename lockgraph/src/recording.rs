@@ -57,6 +57,11 @@ enum Record {
         held_read: bool,
         #[serde(default)]
         new_read: bool,
+        /// Recursive reads (glibc's reader-preferring rwlocks), with `*_read`.
+        #[serde(default, skip_serializing_if = "is_false")]
+        held_recursive: bool,
+        #[serde(default, skip_serializing_if = "is_false")]
+        new_recursive: bool,
         #[serde(default)]
         ts: u64,
         #[serde(default)]
@@ -75,7 +80,8 @@ enum Record {
         new_stack: Vec<String>,
         #[serde(default)]
         held_stack: Vec<String>,
-        /// Further `held/new` mode pairs seen (`"w/w"`, `"w/r"`, `"r/w"`, `"r/r"`).
+        /// Further `held/new` mode pairs seen (`"w/w"`, `"w/r"`, `"r/w"`, `"r/R"`, …: `w`
+        /// write, `r` read, `R` recursive read).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         modes: Vec<String>,
     },
@@ -87,6 +93,9 @@ enum Record {
         lock: LockAddr,
         #[serde(default)]
         read: bool,
+        /// A recursive read, with `read`.
+        #[serde(default)]
+        recursive: bool,
         #[serde(default, rename = "try")]
         try_lock: bool,
         #[serde(default)]
@@ -109,6 +118,9 @@ fn default_naming() -> NameSource {
 }
 fn one() -> u64 {
     1
+}
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -181,6 +193,8 @@ pub fn replay_into(graph: &mut LockGraph, reader: impl Read) -> Result<Vec<Cycle
                 new,
                 held_read,
                 new_read,
+                held_recursive,
+                new_recursive,
                 ts,
                 comm,
                 pid,
@@ -197,7 +211,10 @@ pub fn replay_into(graph: &mut LockGraph, reader: impl Read) -> Result<Vec<Cycle
                     None => 0,
                 };
                 let modes = crate::snapshot::parse_modes(&modes).ok_or_else(|| {
-                    Error::at(number, "modes are \"w/w\", \"w/r\", \"r/w\" or \"r/r\"")
+                    Error::at(
+                        number,
+                        "modes are HELD/NEW with w (write), r (read) or R (recursive read)",
+                    )
                 })?;
                 if count == 0 {
                     return Err(Error::at(number, "count must be at least 1"));
@@ -207,6 +224,8 @@ pub fn replay_into(graph: &mut LockGraph, reader: impl Read) -> Result<Vec<Cycle
                     new: class(graph, &new),
                     held_read,
                     new_read,
+                    held_recursive: held_read && held_recursive,
+                    new_recursive: new_read && new_recursive,
                     timestamp_ns: ts,
                     task: TaskInfo { comm, pid, tid },
                     new_stack: frames(number, &new_stack)?,
@@ -219,7 +238,7 @@ pub fn replay_into(graph: &mut LockGraph, reader: impl Read) -> Result<Vec<Cycle
                 let (held, new) = (dep.held, dep.new);
                 cycles.extend(graph.add_dependency(dep));
                 graph.add_occurrences(held, new, count - 1);
-                graph.add_modes(held, new, modes);
+                cycles.extend(graph.add_modes(held, new, modes));
             }
             Record::Lock {
                 tid,
@@ -227,6 +246,7 @@ pub fn replay_into(graph: &mut LockGraph, reader: impl Read) -> Result<Vec<Cycle
                 class: class_name,
                 lock,
                 read,
+                recursive,
                 try_lock,
                 ts,
                 pid,
@@ -260,6 +280,7 @@ pub fn replay_into(graph: &mut LockGraph, reader: impl Read) -> Result<Vec<Cycle
                     class: class_id,
                     lock,
                     read,
+                    recursive,
                     try_lock,
                     pseudo: class_name.is_some()
                         && graph.class_info(class_id).info.kind == LockKind::Pseudo,
@@ -276,6 +297,7 @@ pub fn replay_into(graph: &mut LockGraph, reader: impl Read) -> Result<Vec<Cycle
     let stats = graph.stats_mut();
     stats.held_overflow += lost.held_overflow;
     stats.unmatched_releases += lost.unmatched;
+    stats.return_missed += lost.return_missed;
     Ok(cycles)
 }
 
@@ -312,6 +334,8 @@ pub fn write_trace(graph: &LockGraph, mut out: impl Write) -> std::io::Result<()
                 new: name(edge.new),
                 held_read: edge.held_read,
                 new_read: edge.new_read,
+                held_recursive: edge.held_recursive,
+                new_recursive: edge.new_recursive,
                 ts: edge.first_seen_ns,
                 comm: edge.task.comm.clone(),
                 pid: edge.task.pid,
@@ -335,6 +359,8 @@ pub fn write_trace(graph: &LockGraph, mut out: impl Write) -> std::io::Result<()
             new: name(found.class),
             held_read: found.held_read,
             new_read: found.new_read,
+            held_recursive: false,
+            new_recursive: false,
             ts: found.first_seen_ns,
             comm: found.task.comm.clone(),
             pid: found.task.pid,

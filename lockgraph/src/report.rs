@@ -132,6 +132,8 @@ impl<'a> Report<'a> {
                 first_seen_ns: e.first_seen_ns,
                 held_read: e.held_read,
                 new_read: e.new_read,
+                held_recursive: e.held_recursive,
+                new_recursive: e.new_recursive,
                 modes: mode_names(e.modes),
                 comm: e.task.comm.clone(),
                 pid: e.task.pid,

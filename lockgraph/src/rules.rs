@@ -10,7 +10,9 @@
 //!   dep a -> b guard g.1
 //! ```
 //! Steps, `;`-separated, on a lock `CLASS.INSTANCE`: `lock`, `rlock` (read), `trylock`,
-//! `rtrylock`, `lockfail` (a blocking acquire that fails), `unlock`. Expectations: `dep A ->
+//! `rtrylock`, `iolock` (an acquire through a nested entry point, as `mutex_lock_io` calling
+//! `mutex_lock`: two acquires and two returns seen), `lockfail` (a blocking acquire that
+//! fails), `unlock`. Expectations: `dep A ->
 //! B` (an occurrence with no guard), `dep A -> B guard G.I` (one under instance I of class G),
 //! `recursive A`. A case creates exactly what it lists.
 
@@ -33,7 +35,7 @@ pub type RuleLock = (String, u64);
 /// One step of a case.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleStep {
-    /// `lock`, `rlock`, `trylock`, `rtrylock`, `lockfail` or `unlock`.
+    /// `lock`, `rlock`, `trylock`, `rtrylock`, `iolock`, `lockfail` or `unlock`.
     pub op: String,
     pub lock: RuleLock,
 }
@@ -72,7 +74,9 @@ pub struct RuleCase {
     pub expected: RuleOutcome,
 }
 
-const STEPS: [&str; 6] = ["lock", "rlock", "trylock", "rtrylock", "lockfail", "unlock"];
+const STEPS: [&str; 7] = [
+    "lock", "rlock", "trylock", "rtrylock", "iolock", "lockfail", "unlock",
+];
 
 fn rule_lock(number: usize, text: &str) -> Result<RuleLock> {
     let parsed = text
@@ -158,6 +162,7 @@ impl RuleCase {
                 class,
                 lock: address,
                 read,
+                recursive: false,
                 try_lock,
                 pseudo: false,
                 timestamp_ns: 0,
@@ -168,6 +173,12 @@ impl RuleCase {
                 "rlock" => vec![op(Acquire, true, false), op(Acquired, true, false)],
                 "trylock" => vec![op(Acquire, false, true), op(Acquired, false, true)],
                 "rtrylock" => vec![op(Acquire, true, true), op(Acquired, true, true)],
+                "iolock" => vec![
+                    op(Acquire, false, false),
+                    op(Acquire, false, false),
+                    op(Acquired, false, false),
+                    op(Acquired, false, false),
+                ],
                 "lockfail" => vec![op(Acquire, false, false), op(Failed, false, false)],
                 _ => vec![op(Release, false, false)],
             };

@@ -10,10 +10,18 @@
 //!   (lockdep's `check_deadlock` looks at every held lock);
 //! - a trylock depends on nothing; a lock is held from its acquire until its release (in
 //!   any order) or a failed acquire;
+//! - in a thread whose stream reports returns (`Acquired`, as the probes do), a
+//!   lock is held once its acquire returned: a pending one is no dependency source or guard,
+//!   an acquire of the innermost lock while it is pending is a nested entry point
+//!   (`mutex_lock_io` calls `mutex_lock`: one acquisition), and a release of a pending lock
+//!   means its return was missed. A thread that reports no returns holds a lock from its
+//!   `Acquire` (hand-written traces);
+//! - an acquire beyond [`MAX_HELD_LOCKS`] makes its dependencies but is not held (no source
+//!   for what is taken inside it), and its release is expected;
 //! - each dependency's guard is the outermost lock held exclusively (not for read, not a
 //!   pseudo-lock) outside the dependency's held lock: its class and instance.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::{
     graph::{ClassId, Dependency, Guard},
@@ -50,6 +58,8 @@ pub struct LockOp {
     /// Lock instance (address); releases are matched on it.
     pub lock: u64,
     pub read: bool,
+    /// A recursive read (see [`crate::graph::Dependency::new_recursive`]); only with `read`.
+    pub recursive: bool,
     pub try_lock: bool,
     /// A pseudo-lock (`fs_reclaim`): held by many tasks at once, so never a guard.
     pub pseudo: bool,
@@ -63,9 +73,19 @@ struct HeldLock {
     class: ClassId,
     lock: u64,
     read: bool,
+    recursive: bool,
     try_lock: bool,
     pseudo: bool,
+    /// Acquire started, not returned yet (see the module doc).
+    waiting: bool,
     stack: Vec<Frame>,
+}
+
+/// One thread's locks: the held stack, and how many acquires beyond it are outstanding.
+#[derive(Clone, Debug, Default)]
+struct ThreadLocks {
+    held: Vec<HeldLock>,
+    overflow: u64,
 }
 
 /// Counters of operations the simulator could not apply.
@@ -75,12 +95,16 @@ pub struct SimulatorStats {
     pub held_overflow: u64,
     /// Releases or failures of locks the thread did not hold.
     pub unmatched: u64,
+    /// Releases of locks whose acquire had not returned (see [`LockOpKind::Acquired`]).
+    pub return_missed: u64,
 }
 
 /// Per-thread held-lock stacks.
 #[derive(Clone, Debug, Default)]
 pub struct LockSimulator {
-    threads: HashMap<u32, Vec<HeldLock>>,
+    threads: HashMap<u32, ThreadLocks>,
+    /// Threads whose stream has reported a successful return (`Acquired`).
+    reports_returns: HashSet<u32>,
     stats: SimulatorStats,
 }
 
@@ -97,35 +121,37 @@ impl LockSimulator {
     pub fn held(&self, tid: u32) -> Vec<(ClassId, u64)> {
         self.threads
             .get(&tid)
-            .map(|held| held.iter().map(|h| (h.class, h.lock)).collect())
+            .map(|thread| thread.held.iter().map(|h| (h.class, h.lock)).collect())
             .unwrap_or_default()
     }
 
     /// Applies `op`, passing every dependency it creates to `emit`.
     pub fn apply(&mut self, op: LockOp, mut emit: impl FnMut(Dependency)) {
-        let held = self.threads.entry(op.tid).or_default();
+        if op.kind == LockOpKind::Acquired {
+            self.reports_returns.insert(op.tid);
+        }
+        let two_phase = self.reports_returns.contains(&op.tid);
+        let thread = self.threads.entry(op.tid).or_default();
+        let held = &mut thread.held;
         match op.kind {
-            LockOpKind::Acquire | LockOpKind::Acquired => {
-                if op.kind == LockOpKind::Acquired
+            LockOpKind::Acquire => {
+                if two_phase
                     && held
-                        .iter()
-                        .rev()
-                        .any(|h| h.lock == op.lock && h.class == op.class)
+                        .last()
+                        .is_some_and(|top| top.waiting && top.lock == op.lock)
                 {
                     return;
                 }
-                if held.len() >= MAX_HELD_LOCKS {
-                    self.stats.held_overflow += 1;
-                    return;
-                }
-                if op.kind == LockOpKind::Acquire && !op.try_lock {
-                    for index in dependency_sources(held, op.class) {
+                if !op.try_lock {
+                    for index in dependency_sources(held, op.class, two_phase) {
                         let h = &held[index];
                         emit(Dependency {
                             held: h.class,
                             new: op.class,
                             held_read: h.read,
                             new_read: op.read,
+                            held_recursive: h.recursive,
+                            new_recursive: op.recursive,
                             timestamp_ns: op.timestamp_ns,
                             task: TaskInfo {
                                 comm: op.comm.clone(),
@@ -134,27 +160,52 @@ impl LockSimulator {
                             },
                             new_stack: op.stack.clone(),
                             held_stack: h.stack.clone(),
-                            guard: guard_outside(held, index),
+                            guard: guard_outside(held, index, two_phase),
                         });
                     }
                 }
-                held.push(HeldLock {
-                    class: op.class,
-                    lock: op.lock,
-                    read: op.read,
-                    try_lock: op.try_lock,
-                    pseudo: op.pseudo,
-                    stack: op.stack,
-                });
+                if held.len() >= MAX_HELD_LOCKS {
+                    // Its dependencies are made, but it is no source itself.
+                    self.stats.held_overflow += 1;
+                    thread.overflow += 1;
+                    return;
+                }
+                held.push(HeldLock::of(op, true));
+            }
+            LockOpKind::Acquired => {
+                if let Some(entry) = held
+                    .iter_mut()
+                    .rev()
+                    .find(|h| h.waiting && h.lock == op.lock)
+                {
+                    entry.waiting = false;
+                } else if held
+                    .iter()
+                    .any(|h| h.lock == op.lock && h.class == op.class)
+                {
+                    // The outer return of a nested entry point.
+                } else if held.len() >= MAX_HELD_LOCKS {
+                    // The return of an acquire beyond the stack, or one more beyond it.
+                    if thread.overflow == 0 {
+                        self.stats.held_overflow += 1;
+                        thread.overflow += 1;
+                    }
+                } else {
+                    held.push(HeldLock::of(op, false));
+                }
             }
             LockOpKind::Failed | LockOpKind::Release => {
                 match held.iter().rposition(|h| h.lock == op.lock) {
                     Some(pos) => {
-                        held.remove(pos);
+                        let entry = held.remove(pos);
+                        if two_phase && entry.waiting && op.kind == LockOpKind::Release {
+                            self.stats.return_missed += 1;
+                        }
                     }
+                    None if thread.overflow > 0 => thread.overflow -= 1,
                     None => self.stats.unmatched += 1,
                 }
-                if held.is_empty() {
+                if thread.held.is_empty() && thread.overflow == 0 {
                     self.threads.remove(&op.tid);
                 }
             }
@@ -162,12 +213,31 @@ impl LockSimulator {
     }
 }
 
+impl HeldLock {
+    fn of(op: LockOp, waiting: bool) -> Self {
+        HeldLock {
+            class: op.class,
+            lock: op.lock,
+            read: op.read,
+            recursive: op.read && op.recursive,
+            try_lock: op.try_lock,
+            pseudo: op.pseudo,
+            waiting,
+            stack: op.stack,
+        }
+    }
+}
+
 /// The held entries (indexes, innermost first) a blocking acquire of `class` depends on:
 /// trylocks up to and including the innermost lock that is not one, then the innermost
 /// entry of the same class further out, if any (recursive locking).
-fn dependency_sources(held: &[HeldLock], class: ClassId) -> Vec<usize> {
+fn dependency_sources(held: &[HeldLock], class: ClassId, two_phase: bool) -> Vec<usize> {
     let mut sources = Vec::new();
-    let mut inner = held.iter().enumerate().rev();
+    let mut inner = held
+        .iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, h)| !(two_phase && h.waiting));
     for (index, h) in inner.by_ref() {
         sources.push(index);
         if !h.try_lock {
@@ -184,10 +254,10 @@ fn dependency_sources(held: &[HeldLock], class: ClassId) -> Vec<usize> {
 
 /// The outermost lock held exclusively outside entry `index`: the guard of a dependency
 /// from that entry.
-fn guard_outside(held: &[HeldLock], index: usize) -> Option<Guard> {
+fn guard_outside(held: &[HeldLock], index: usize, two_phase: bool) -> Option<Guard> {
     held[..index]
         .iter()
-        .find(|h| !h.read && !h.pseudo)
+        .find(|h| !(h.read || h.pseudo || two_phase && h.waiting))
         .map(|h| Guard {
             class: h.class,
             lock: h.lock,

@@ -24,7 +24,13 @@ pub struct EdgeJson {
     /// Modes of the earliest occurrence.
     pub held_read: bool,
     pub new_read: bool,
-    /// Every `held/new` mode pair seen: `"w/w"`, `"w/r"`, `"r/w"`, `"r/r"`.
+    /// The earliest occurrence's reads were recursive (glibc's reader-preferring rwlocks).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held_recursive: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_recursive: bool,
+    /// Every `held/new` mode pair seen: `w` write, `r` read, `R` recursive read (`"w/w"`,
+    /// `"r/w"`, `"w/R"`, …).
     pub modes: Vec<String>,
     pub comm: String,
     pub pid: u32,
@@ -192,6 +198,8 @@ impl LockGraph {
                 first_seen_ns: edge.first_seen_ns,
                 held_read: edge.held_read,
                 new_read: edge.new_read,
+                held_recursive: edge.held_recursive,
+                new_recursive: edge.new_recursive,
                 modes: parse_modes(&edge.modes).ok_or_else(|| {
                     Error::Snapshot(format!(
                         "edge {} -> {}: unknown mode in {:?}",
@@ -246,17 +254,21 @@ impl LockGraph {
     }
 }
 
-const MODE_NAMES: [&str; 4] = ["w/w", "w/r", "r/w", "r/r"];
+/// `held/new` per bit of [`crate::graph::DepEdge::modes`]: `w` write, `r` read, `R` recursive
+/// read.
+const MODE_NAMES: [&str; 9] = [
+    "w/w", "w/r", "w/R", "r/w", "r/r", "r/R", "R/w", "R/r", "R/R",
+];
 
-pub(crate) fn mode_names(modes: u8) -> Vec<String> {
-    (0..4)
+pub(crate) fn mode_names(modes: u16) -> Vec<String> {
+    (0..MODE_NAMES.len())
         .filter(|bit| modes & (1 << bit) != 0)
         .map(|bit| MODE_NAMES[bit].to_string())
         .collect()
 }
 
 /// `None` if a name is not one of [`MODE_NAMES`].
-pub(crate) fn parse_modes(names: &[String]) -> Option<u8> {
+pub(crate) fn parse_modes(names: &[String]) -> Option<u16> {
     names.iter().try_fold(0, |modes, name| {
         Some(modes | (1 << MODE_NAMES.iter().position(|m| m == name)?))
     })

@@ -247,6 +247,7 @@ fn op(kind: LockOpKind, tid: u32, class: ClassId, lock: u64) -> LockOp {
         class,
         lock,
         read: false,
+        recursive: false,
         try_lock: false,
         pseudo: false,
         timestamp_ns: 0,
@@ -271,8 +272,8 @@ fn simulator_follows_lockdep_semantics() {
         &mut graph,
         &mut sim,
         vec![
+            // A stream without returns: each lock is held from its acquire.
             op(Acquire, 1, g, 1),
-            op(Acquired, 1, g, 1),
             op(Acquire, 1, a, 2),
             op(Acquire, 1, b, 3),
             // Out-of-order release.
@@ -294,16 +295,17 @@ fn simulator_follows_lockdep_semantics() {
     assert_eq!(graph.edge(a, b).unwrap().guards, vec![g_instance]);
     assert_eq!(graph.edge(b, c).unwrap().guards, vec![g_instance]);
 
-    // Trylocks add no dependency but are held once they succeed; failures are dropped.
+    // Trylocks add no dependency but are held once they succeed; failures are dropped
+    // (a stream with returns, as the probes report it).
     let mut try_op = op(Acquire, 2, a, 10);
     try_op.try_lock = true;
-    run(
-        &mut graph,
-        &mut sim,
-        vec![op(Acquire, 2, c, 11), try_op.clone()],
-    );
+    let mut try_returned = try_op.clone();
+    try_returned.kind = Acquired;
+    let mut ops: Vec<LockOp> = taken(2, c, 11).into();
+    ops.extend([try_op.clone(), try_returned]);
+    run(&mut graph, &mut sim, ops);
     assert!(graph.edge(c, a).is_none());
-    run(&mut graph, &mut sim, vec![op(Acquire, 2, b, 12)]);
+    run(&mut graph, &mut sim, taken(2, b, 12).into());
     // From the held trylock and from the innermost lock outside it, c.
     assert!(graph
         .edge(a, b)
@@ -325,6 +327,72 @@ fn simulator_follows_lockdep_semantics() {
     assert!(graph.edge(c, g).is_none());
     // Releasing something not held is counted.
     run(&mut graph, &mut sim, vec![op(Release, 3, a, 99)]);
+    assert_eq!(sim.stats().unmatched, 1);
+}
+
+/// As the probes report them: an acquire, then its return.
+fn taken(tid: u32, class: ClassId, lock: u64) -> [LockOp; 2] {
+    [
+        op(Acquire, tid, class, lock),
+        op(Acquired, tid, class, lock),
+    ]
+}
+
+#[test]
+fn a_stream_with_returns_holds_a_lock_once_its_acquire_returned() {
+    let mut graph = LockGraph::new();
+    let mut sim = LockSimulator::new();
+    let [a, b, c, d] = classes(&mut graph, ["a", "b", "c", "d"]);
+    let mut ops: Vec<LockOp> = taken(1, a, 1).into();
+    // A nested entry point (mutex_lock_io calls mutex_lock): two acquires, two returns.
+    ops.extend([
+        op(Acquire, 1, b, 2),
+        op(Acquire, 1, b, 2),
+        op(Acquired, 1, b, 2),
+        op(Acquired, 1, b, 2),
+        op(Release, 1, b, 2),
+    ]);
+    ops.extend(taken(1, c, 3));
+    run(&mut graph, &mut sim, ops);
+    assert!(graph.edge(a, b).is_some());
+    assert!(graph.edge(b, b).is_none() && graph.recursive().is_empty());
+    assert!(
+        graph.edge(b, c).is_none(),
+        "b was released once and is gone"
+    );
+    assert!(graph.edge(a, c).is_some());
+    assert_eq!(sim.held(1), vec![(a, 1), (c, 3)]);
+    // An acquire whose return never comes: pending, so no source, and its release says so.
+    run(
+        &mut graph,
+        &mut sim,
+        vec![op(Acquire, 1, d, 4), op(Acquire, 2, b, 5)],
+    );
+    run(&mut graph, &mut sim, taken(1, b, 6).into());
+    assert!(graph.edge(d, b).is_none());
+    run(&mut graph, &mut sim, vec![op(Release, 1, d, 4)]);
+    assert_eq!(sim.stats().return_missed, 1);
+    assert_eq!(sim.stats().unmatched, 0);
+}
+
+#[test]
+fn releases_of_acquires_beyond_a_full_stack_are_expected() {
+    let mut graph = LockGraph::new();
+    let mut sim = LockSimulator::new();
+    let ids: Vec<ClassId> = (0..50)
+        .map(|i| graph.class(ClassKey::Id { source: 0, id: i }, mutex("l")))
+        .collect();
+    let mut ops: Vec<LockOp> = (0..50).flat_map(|i| taken(1, ids[i], i as u64)).collect();
+    ops.extend((0..50).rev().map(|i| op(Release, 1, ids[i], i as u64)));
+    run(&mut graph, &mut sim, ops);
+    assert_eq!(sim.stats().held_overflow, 2);
+    assert_eq!(
+        sim.stats().unmatched,
+        0,
+        "the two beyond the stack were released"
+    );
+    assert!(sim.held(1).is_empty());
+    run(&mut graph, &mut sim, vec![op(Release, 1, ids[0], 0)]);
     assert_eq!(sim.stats().unmatched, 1);
 }
 
@@ -375,9 +443,12 @@ fn simulator_limits_depth_to_48() {
     run(&mut graph, &mut sim, ops);
     assert_eq!(sim.held(1).len(), MAX_HELD_LOCKS);
     assert_eq!(sim.stats().held_overflow, 2);
-    assert!(graph.edge(ids[47], ids[48]).is_none());
+    // The two beyond the stack depend on the innermost tracked lock, and are no source.
+    assert!(graph.edge(ids[47], ids[48]).is_some());
+    assert!(graph.edge(ids[47], ids[49]).is_some());
+    assert!(graph.edge(ids[48], ids[49]).is_none());
     // Each lock depends on the one taken just before it (check_prevs_add).
-    assert_eq!(graph.edge_count(), 47);
+    assert_eq!(graph.edge_count(), 47 + 2);
 }
 
 #[test]
@@ -412,4 +483,98 @@ fn nested_same_class_is_recursive() {
     );
     assert_eq!(graph.recursive().len(), 1);
     assert!(graph.cycles().is_empty());
+}
+
+fn moded(held: ClassId, new: ClassId, held_mode: Mode, new_mode: Mode) -> Dependency {
+    Dependency {
+        held_read: held_mode != Mode::Write,
+        held_recursive: held_mode == Mode::RecursiveRead,
+        new_read: new_mode != Mode::Write,
+        new_recursive: new_mode == Mode::RecursiveRead,
+        ..dep(held, new)
+    }
+}
+
+#[test]
+fn only_strong_cycles_are_cycles_like_lockdep() {
+    use Mode::{Read, RecursiveRead as Rec, Write};
+    // a -(w/R)-> b -(R/w)-> a: b is taken as a recursive reader, then held for read: the
+    // two readers pass each other, no deadlock.
+    let mut graph = LockGraph::new();
+    let [a, b] = classes(&mut graph, ["a", "b"]);
+    graph.add_dependency(moded(a, b, Write, Rec));
+    assert!(graph.add_dependency(moded(b, a, Rec, Write)).is_empty());
+    // The same with plain reads (rwsem readers wait for a waiting writer): a deadlock.
+    let mut graph = LockGraph::new();
+    let [a, b] = classes(&mut graph, ["a", "b"]);
+    graph.add_dependency(moded(a, b, Write, Read));
+    assert_eq!(graph.add_dependency(moded(b, a, Read, Write)).len(), 1);
+    // A recursive read of b against a writer of b blocks: strong.
+    let mut graph = LockGraph::new();
+    let [a, b] = classes(&mut graph, ["a", "b"]);
+    graph.add_dependency(moded(a, b, Write, Rec));
+    assert_eq!(graph.add_dependency(moded(b, a, Write, Write)).len(), 1);
+    // Not strong at first; a later occurrence in another mode makes it strong, reported then.
+    let mut graph = LockGraph::new();
+    let [a, b, c] = classes(&mut graph, ["a", "b", "c"]);
+    graph.add_dependency(moded(a, b, Write, Rec));
+    graph.add_dependency(moded(b, c, Rec, Write));
+    assert!(graph.add_dependency(moded(c, a, Write, Write)).is_empty());
+    assert!(graph.cycles().is_empty());
+    let cycles = graph.add_dependency(moded(b, c, Write, Write));
+    assert_eq!(cycles.len(), 1);
+    assert_eq!(cycles[0].classes.len(), 3);
+}
+
+#[test]
+fn a_recursive_read_inside_a_read_of_its_class_is_no_recursive_locking() {
+    use Mode::{Read, RecursiveRead as Rec, Write};
+    let mut graph = LockGraph::new();
+    let [r] = classes(&mut graph, ["r"]);
+    graph.add_dependency(moded(r, r, Rec, Rec));
+    graph.add_dependency(moded(r, r, Read, Rec));
+    assert!(
+        graph.recursive().is_empty(),
+        "lockdep's check_deadlock allows both"
+    );
+    graph.add_dependency(moded(r, r, Write, Rec));
+    assert_eq!(
+        graph.recursive().len(),
+        1,
+        "a reader inside the writer waits for it"
+    );
+    let mut graph = LockGraph::new();
+    let [r] = classes(&mut graph, ["r"]);
+    graph.add_dependency(moded(r, r, Rec, Read));
+    assert_eq!(
+        graph.recursive().len(),
+        1,
+        "a plain reader may wait behind a writer"
+    );
+}
+
+#[test]
+fn recursive_reads_replay_from_lock_lines_and_recordings() {
+    // The same inversion as lock operations: recursive reads of b, no cycle; written out
+    // and replayed, still none, and the modes survive.
+    let trace = "\
+{\"type\":\"lock\",\"tid\":1,\"op\":\"acquire\",\"class\":\"a\",\"lock\":1}
+{\"type\":\"lock\",\"tid\":1,\"op\":\"acquire\",\"class\":\"b\",\"lock\":2,\"read\":true,\"recursive\":true}
+{\"type\":\"lock\",\"tid\":1,\"op\":\"release\",\"lock\":2}
+{\"type\":\"lock\",\"tid\":1,\"op\":\"release\",\"lock\":1}
+{\"type\":\"lock\",\"tid\":2,\"op\":\"acquire\",\"class\":\"b\",\"lock\":2,\"read\":true,\"recursive\":true}
+{\"type\":\"lock\",\"tid\":2,\"op\":\"acquire\",\"class\":\"a\",\"lock\":1}
+";
+    let graph = lockgraph::replay(trace.as_bytes()).unwrap();
+    assert_eq!(graph.edge_count(), 2);
+    assert!(graph.cycles().is_empty());
+    let mut written = Vec::new();
+    lockgraph::write_trace(&graph, &mut written).unwrap();
+    let again = lockgraph::replay(written.as_slice()).unwrap();
+    assert!(again.cycles().is_empty());
+    let modes: Vec<u16> = again.edges().map(|e| e.modes).collect();
+    assert_eq!(modes, graph.edges().map(|e| e.modes).collect::<Vec<_>>());
+    let with_plain_reads = trace.replace(",\"recursive\":true", "");
+    let graph = lockgraph::replay(with_plain_reads.as_bytes()).unwrap();
+    assert_eq!(graph.cycles().len(), 1);
 }

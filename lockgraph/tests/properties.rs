@@ -79,6 +79,7 @@ fn run(program: &[(u32, Step)]) -> (LockGraph, Model) {
             class: ids[class],
             lock: lock(class, instance),
             read,
+            recursive: false,
             try_lock,
             pseudo: false,
             timestamp_ns: 0,

@@ -48,6 +48,8 @@ fn sample() -> LockGraph {
             new,
             held_read,
             new_read,
+            held_recursive: false,
+            new_recursive: false,
             timestamp_ns: ts,
             task: t,
             new_stack: new_stack.iter().map(|f| frame(f)).collect(),

@@ -59,6 +59,11 @@ pub mod flags {
     /// 256th occurrence with fresh stacks: the daemon keeps the most complete ones (an
     /// occurrence can come without a stack: the stack map full, or its bucket taken over).
     pub const RESENT: u32 = 1 << 3;
+    /// The newly acquired lock's read is a recursive one (lockdep's `read == 2`): a reader
+    /// that does not wait for a waiting writer, as glibc's reader-preferring rwlocks' readers.
+    pub const NEW_RECURSIVE_READ: u32 = 1 << 4;
+    /// The already-held lock's read was a recursive one.
+    pub const HELD_RECURSIVE_READ: u32 = 1 << 5;
 }
 
 /// Occurrences of a dependency at which the eBPF side sends it again ([`flags::RESENT`]).
@@ -179,7 +184,8 @@ const _: () = assert!(core::mem::size_of::<ClassEvent>() == 16 + CLASS_NAME_LEN)
 pub struct DependencyKey {
     pub held_class: u64,
     pub new_class: u64,
-    /// [`flags::NEW_READ`] | [`flags::HELD_READ`] only.
+    /// [`flags::NEW_READ`], [`flags::HELD_READ`], [`flags::NEW_RECURSIVE_READ`] and
+    /// [`flags::HELD_RECURSIVE_READ`] only.
     pub flags: u32,
     /// Thread group the class ids belong to for user-space locks (addresses are per
     /// process); 0 for kernel classes.
@@ -234,9 +240,23 @@ pub struct HeldStack {
     pub depth: u32,
     /// Thread group id of the owner.
     pub pid: u32,
+    /// Acquires not recorded because the stack was full and not yet released: their
+    /// releases (or failed returns) are expected, not unmatched.
+    pub overflow: u32,
+    pub _pad: u32,
     pub locks: [HeldLock; MAX_HELD_LOCKS],
 }
-const _: () = assert!(core::mem::size_of::<HeldStack>() == 8 + 48 * MAX_HELD_LOCKS);
+const _: () = assert!(core::mem::size_of::<HeldStack>() == 16 + 48 * MAX_HELD_LOCKS);
+
+/// A user lock, by process: the key of the user lock -> init site map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UserLock {
+    pub lock: u64,
+    pub tgid: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<UserLock>() == 16);
 
 /// Counters kept per CPU by the eBPF side, indexed by the constants in [`counter`].
 pub mod counter {
@@ -259,8 +279,20 @@ pub mod counter {
     pub const DEPENDENCY_LOST: u32 = 7;
     /// Entries created in the dependency set: with what the daemon removed, its occupancy.
     pub const DEPENDENCIES_INSERTED: u32 = 8;
+    /// Releases that found their lock still waiting: the acquire's return probe never ran
+    /// (a kretprobe or fexit miss), so the lock was no dependency source while held.
+    pub const RETURN_MISSED: u32 = 9;
+    /// Entries created in and removed from each LRU map, by the probes: with the entries
+    /// live (counted by the daemon), what the map evicted.
+    pub const HELD_TASKS_CREATED: u32 = 10;
+    pub const HELD_TASKS_REMOVED: u32 = 11;
+    pub const LOCK_CLASSES_CREATED: u32 = 12;
+    pub const USER_LOCK_CLASSES_CREATED: u32 = 13;
+    pub const USER_LOCK_CLASSES_REMOVED: u32 = 14;
+    pub const CLASS_NAMES_CREATED: u32 = 15;
+    pub const CLASS_NAMES_REMOVED: u32 = 16;
     /// Number of counters.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 17;
 }
 
 /// Capacities of the eBPF maps, shared with the daemon (which drains the dependency set
@@ -292,4 +324,5 @@ mod pod {
     unsafe impl aya::Pod for super::ClassEvent {}
     unsafe impl aya::Pod for super::HeldLock {}
     unsafe impl aya::Pod for super::HeldStack {}
+    unsafe impl aya::Pod for super::UserLock {}
 }

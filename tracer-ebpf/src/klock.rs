@@ -11,7 +11,10 @@ use tracer_common::{class_source, counter, record, ClassEvent, CLASS_NAME_LEN};
 
 use crate::{
     lock_state::{self, current_task, LockRef},
-    maps::{count, global, CLASS_BY_INIT_SITE, CLASS_NAMES, EVENTS, LOCK_CLASS},
+    maps::{
+        count, global, insert_counted, remove_counted, CLASS_BY_INIT_SITE, CLASS_NAMES, EVENTS,
+        LOCK_CLASS,
+    },
 };
 
 /// The class id of an initialisation site. Without `CONFIG_LOCKDEP`, `struct lock_class_key`
@@ -39,7 +42,7 @@ pub fn lock_initialised(lock: u64, name: u64, key: u64, site: u64, lock_kind: u3
         (true, 0) => return,
         (true, site) => site,
     };
-    let _ = LOCK_CLASS.insert(lock, class, 0);
+    insert_counted(&LOCK_CLASS, &lock, &class, counter::LOCK_CLASSES_CREATED);
     if CLASS_NAMES.get_ptr(class).is_some() {
         return;
     }
@@ -54,10 +57,11 @@ pub fn lock_initialised(lock: u64, name: u64, key: u64, site: u64, lock_kind: u3
     {
         return;
     }
+    count(counter::CLASS_NAMES_CREATED);
     let Some(mut entry) = EVENTS.reserve::<ClassEvent>(0) else {
         count(counter::RINGBUF_DROPPED);
         // Not named yet: let the next initialisation of this class try again.
-        let _ = CLASS_NAMES.remove(class);
+        remove_counted(&CLASS_NAMES, &class, counter::CLASS_NAMES_REMOVED);
         return;
     };
     let event = entry.as_mut_ptr();

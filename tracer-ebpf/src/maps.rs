@@ -1,10 +1,11 @@
 //! Maps and load-time globals shared by every probe family.
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
 use tracer_common::{
-    capacity, counter, DependencyKey, DependencySeen, HeldStack, CLASS_NAME_LEN, COMM_LEN,
+    capacity, counter, DependencyKey, DependencySeen, HeldStack, UserLock, CLASS_NAME_LEN, COMM_LEN,
 };
 
 /// Records for the daemon. Userspace may resize it before load (`--ringbuf-kib`).
@@ -43,13 +44,14 @@ pub static STACK_OWNER: Array<u64> = Array::with_max_entries(STACK_BUCKETS, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
-/// A user lock, by process: the key of [`USER_LOCK_CLASS`].
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct UserLock {
-    pub lock: u64,
-    pub tgid: u32,
-    pub _pad: u32,
+/// 1 while every probe is attached (set by the daemon): outside that window some probes of a
+/// lock would run and others not, and half-seen operations are false dependencies.
+#[map]
+pub static ARMED: Array<u32> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn armed() -> bool {
+    ARMED.get(0).is_some_and(|flag| *flag != 0)
 }
 
 /// User lock -> its initialisation site (`class_source::INIT_SITE`), learnt at
@@ -154,6 +156,25 @@ pub fn global(value: &'static u32) -> u32 {
     // SAFETY: a read-only global of the object; volatile so that the loader's value is read
     // rather than the compile-time default.
     unsafe { core::ptr::read_volatile(value) }
+}
+
+/// Insert or update `key` in an LRU map, counting in `created` an insert that made a new entry
+/// (which may have evicted another): the daemon derives evictions from it.
+#[inline(always)]
+pub fn insert_counted<K, V>(map: &LruHashMap<K, V>, key: &K, value: &V, created: u32) {
+    if map.insert(key, value, u64::from(BPF_NOEXIST)).is_ok() {
+        count(created);
+    } else {
+        let _ = map.insert(key, value, 0);
+    }
+}
+
+/// Remove `key` from an LRU map, counting in `removed` when it was there.
+#[inline(always)]
+pub fn remove_counted<K, V>(map: &LruHashMap<K, V>, key: &K, removed: u32) {
+    if map.remove(key).is_ok() {
+        count(removed);
+    }
 }
 
 #[inline(always)]

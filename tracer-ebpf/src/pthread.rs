@@ -8,11 +8,11 @@ use aya_ebpf::{
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
-use tracer_common::{class_source, flags, kind};
+use tracer_common::{class_source, counter, flags, kind, UserLock};
 
 use crate::{
     lock_state::{self, current_task, LockRef},
-    maps::{global, UserLock, GLIBC_MUTEX_LAYOUT, USER_LOCK_CLASS},
+    maps::{global, insert_counted, remove_counted, GLIBC_MUTEX_LAYOUT, USER_LOCK_CLASS},
 };
 
 fn lock_arg(ctx: &ProbeContext) -> Option<u64> {
@@ -61,9 +61,35 @@ fn recursive_mutex(lock: u64) -> Option<MutexHead> {
     (head.kind & MUTEX_TYPE_MASK == MUTEX_RECURSIVE).then_some(head)
 }
 
-fn try_acquire(ctx: &ProbeContext, lock_kind: u32, lock_flags: u32) -> Option<()> {
+/// Offset of `__flags` (the rwlock's kind) in glibc's x86-64 `pthread_rwlock_t`.
+const RWLOCK_FLAGS_OFFSET: u64 = 48;
+/// `PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP`: the one kind whose readers wait for a
+/// waiting writer. glibc treats every other kind (the default `PREFER_READER`, and
+/// `PREFER_WRITER`) as reader-preferring.
+const RWLOCK_WRITER_NONRECURSIVE: u32 = 2;
+
+/// Whether a read of this rwlock is a recursive read (lockdep's `read == 2`): a glibc
+/// rwlock of a reader-preferring kind. Unknown layouts count as non-recursive, which
+/// reports every cycle a plain read closes.
+#[inline(always)]
+fn recursive_read(lock: u64) -> bool {
+    if global(&GLIBC_MUTEX_LAYOUT) == 0 {
+        return false;
+    }
+    // SAFETY: a checked read of user memory into a local copy.
+    let kind = unsafe { bpf_probe_read_user((lock + RWLOCK_FLAGS_OFFSET) as *const u32) };
+    kind.is_ok_and(|kind| kind != RWLOCK_WRITER_NONRECURSIVE)
+}
+
+fn try_acquire(ctx: &ProbeContext, lock_kind: u32, mut lock_flags: u32) -> Option<()> {
     let task = current_task()?;
     let lock = lock_arg(ctx)?;
+    if lock_kind == kind::PTHREAD_RWLOCK
+        && lock_flags & flags::NEW_READ != 0
+        && recursive_read(lock)
+    {
+        lock_flags |= flags::NEW_RECURSIVE_READ;
+    }
     // Its owner taking a recursive mutex again only counts up: no wait, no dependency, and
     // nothing to hold (the outermost acquisition is held until the outermost unlock).
     if lock_kind == kind::PTHREAD_MUTEX
@@ -121,14 +147,16 @@ fn try_lock_init(ctx: &ProbeContext) -> Option<()> {
     if site == 0 {
         return None;
     }
-    let _ = USER_LOCK_CLASS.insert(
-        UserLock {
-            lock,
-            tgid: task.pid,
-            _pad: 0,
-        },
-        site,
-        0,
+    let key = UserLock {
+        lock,
+        tgid: task.pid,
+        _pad: 0,
+    };
+    insert_counted(
+        &USER_LOCK_CLASS,
+        &key,
+        &site,
+        counter::USER_LOCK_CLASSES_CREATED,
     );
     Some(())
 }
@@ -136,11 +164,12 @@ fn try_lock_init(ctx: &ProbeContext) -> Option<()> {
 fn try_lock_destroy(ctx: &ProbeContext) -> Option<()> {
     let task = current_task()?;
     let lock = lock_arg(ctx)?;
-    let _ = USER_LOCK_CLASS.remove(UserLock {
+    let key = UserLock {
         lock,
         tgid: task.pid,
         _pad: 0,
-    });
+    };
+    remove_counted(&USER_LOCK_CLASS, &key, counter::USER_LOCK_CLASSES_REMOVED);
     Some(())
 }
 

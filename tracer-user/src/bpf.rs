@@ -17,6 +17,8 @@ pub struct LoadOptions {
     pub emit_lock_ops: bool,
     /// Ring-buffer size in bytes (a power of two, multiple of the page size).
     pub ringbuf_bytes: Option<u32>,
+    /// (map name, entries) for the bounded maps the user resized.
+    pub map_capacities: Vec<(&'static str, u32)>,
     /// `--comm`: only trace tasks whose command name is exactly this (at most 15 bytes, as
     /// the kernel truncates `comm`; longer names are truncated the same way).
     pub comm: Option<String>,
@@ -75,6 +77,9 @@ pub fn load(options: &LoadOptions, kernel: &KernelGlobals) -> Result<Ebpf> {
     }
     if let Some(bytes) = options.ringbuf_bytes {
         loader.map_max_entries("EVENTS", bytes);
+    }
+    for &(map, entries) in &options.map_capacities {
+        loader.map_max_entries(map, entries);
     }
     let mut ebpf = loader
         .load(TRACER_OBJECT)
@@ -141,4 +146,42 @@ pub fn map_id(ebpf: &Ebpf, name: &str) -> Result<u32> {
 pub fn open_map(id: u32) -> Result<Map> {
     let data = MapData::from_id(id).with_context(|| format!("opening map {id}"))?;
     Map::from_map_data(data).with_context(|| format!("opening map {id}"))
+}
+
+/// Runs of a loaded program the kernel skipped because it was already running on that CPU
+/// (`bpf_prog_info.recursion_misses`, Linux 5.12+; 0 where unknown).
+pub fn recursion_misses(program: &std::os::fd::OwnedFd) -> u64 {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: plain integer structs (and a union of them): zeroed is valid; the union's
+    // `info` arm is what BPF_OBJ_GET_INFO_BY_FD reads.
+    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut attr: aya_obj::generated::bpf_attr = unsafe { std::mem::zeroed() };
+    attr.info.bpf_fd = program.as_raw_fd() as u32;
+    attr.info.info_len = std::mem::size_of_val(&info) as u32;
+    attr.info.info = std::ptr::addr_of_mut!(info) as u64;
+    // SAFETY: `attr` and the `info` buffer it points to outlive the call; the kernel writes
+    // at most `info_len` bytes.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            aya_obj::generated::bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
+            std::ptr::addr_of_mut!(attr),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if result == 0 {
+        info.recursion_misses
+    } else {
+        0
+    }
+}
+
+/// Switches the programs on (once every probe is attached) or off (before the last records
+/// are read and the probes detach): the attach and detach windows, in which some probes of a
+/// lock run and others not yet or no longer, make no half-seen lock operations.
+pub fn set_armed(ebpf: &mut Ebpf, armed: bool) -> Result<()> {
+    let map = ebpf.map_mut("ARMED").context("the ARMED map is missing")?;
+    let mut flag = aya::maps::Array::<_, u32>::try_from(map).context("ARMED")?;
+    flag.set(0, u32::from(armed), 0).context("setting ARMED")
 }

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use lockgraph::{
-    ClassId, ClassInfo, ClassKey, Cycle, Dependency, Frame, Guard, LockGraph, LockKind, NameSource,
-    TaskInfo,
+    ClassId, ClassInfo, ClassKey, Cycle, Dependency, Frame, Guard, LockGraph, LockKind, Mode,
+    NameSource, TaskInfo,
 };
 use tracer_common::{
     class_source, flags, pseudo, ClassEvent, DependencyEvent, DependencyKey, DependencySeen,
@@ -119,6 +119,8 @@ impl Ingest {
             new,
             held_read: event.flags & flags::HELD_READ != 0,
             new_read: event.flags & flags::NEW_READ != 0,
+            held_recursive: event.flags & flags::HELD_RECURSIVE_READ != 0,
+            new_recursive: event.flags & flags::NEW_RECURSIVE_READ != 0,
             timestamp_ns: event.timestamp_ns,
             task,
             new_stack,
@@ -172,8 +174,19 @@ impl Ingest {
         let held = self.resolve(&held, &[]);
         let new = self.resolve(&new, &[]);
         let guard = self.guard(key.scope, seen.guard_class, seen.guard_lock);
+        let mode = lockgraph::mode_bit(
+            Mode::of(
+                key.flags & flags::HELD_READ != 0,
+                key.flags & flags::HELD_RECURSIVE_READ != 0,
+            ),
+            Mode::of(
+                key.flags & flags::NEW_READ != 0,
+                key.flags & flags::NEW_RECURSIVE_READ != 0,
+            ),
+        );
         if let Some(edge) = self.graph.edge(held, new) {
-            if edge.guards.contains(&guard) || edge.guards.contains(&None) {
+            let guard_known = edge.guards.contains(&guard) || edge.guards.contains(&None);
+            if guard_known && edge.modes & mode != 0 {
                 return false;
             }
         }
@@ -182,6 +195,8 @@ impl Ingest {
             new,
             held_read: key.flags & flags::HELD_READ != 0,
             new_read: key.flags & flags::NEW_READ != 0,
+            held_recursive: key.flags & flags::HELD_RECURSIVE_READ != 0,
+            new_recursive: key.flags & flags::NEW_RECURSIVE_READ != 0,
             guard,
             ..Dependency::default()
         });

@@ -27,7 +27,7 @@ use crate::{
     events::{comm_str, lock_kind_name, LockOp, Record},
     held::{self, HeldMaps, HeldTable},
     ingest::{Ingest, StackSource},
-    kernel_state::{Counters, KernelState},
+    kernel_state::{Counters, KernelState, LRU_MAPS},
     output::{self, LiveFindings, LongHold, Outputs},
     report_options::{load_suppressions, ReportArgs},
     symbols::Symbols,
@@ -98,6 +98,34 @@ pub struct TraceArgs {
     /// Ring-buffer size in KiB (power of two, 4 to 1048576).
     #[arg(long, value_name = "KIB", value_parser = parse_ringbuf_kib)]
     pub ringbuf_kib: Option<u32>,
+    /// Size of a bounded in-kernel map, as MAP=ENTRIES (repeatable): held-tasks (8192),
+    /// lock-classes (65536), user-lock-classes (65536), class-names (16384). What a full
+    /// map evicts is counted and shown.
+    #[arg(long, value_name = "MAP=ENTRIES", value_parser = parse_map_capacity)]
+    pub map_capacity: Vec<(String, u32)>,
+}
+
+fn parse_map_capacity(text: &str) -> Result<(String, u32), String> {
+    let names = || {
+        LRU_MAPS
+            .iter()
+            .map(|map| map.option)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (name, entries) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}' is not MAP=ENTRIES (maps: {})", names()))?;
+    if !LRU_MAPS.iter().any(|map| map.option == name) {
+        return Err(format!("no map '{name}' (maps: {})", names()));
+    }
+    let entries: u32 = entries
+        .parse()
+        .map_err(|_| format!("'{entries}' is not a number of entries"))?;
+    if !(16..=1 << 24).contains(&entries) {
+        return Err(format!("{entries} entries: a map holds 16 to 16777216"));
+    }
+    Ok((name.to_string(), entries))
 }
 
 fn parse_ringbuf_kib(text: &str) -> Result<u32, String> {
@@ -166,6 +194,14 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
         pid: args.pid.unwrap_or(0),
         emit_lock_ops: args.events,
         ringbuf_bytes: args.ringbuf_kib.map(|kib| kib * 1024),
+        map_capacities: args
+            .map_capacity
+            .iter()
+            .filter_map(|(option, entries)| {
+                let map = LRU_MAPS.iter().find(|map| map.option == option)?;
+                Some((map.map, *entries))
+            })
+            .collect(),
         comm: args.comm.clone(),
         module: args.module.clone(),
         class_by_init_site: args.class_by_init_site,
@@ -182,7 +218,12 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     };
     let (mut ebpf, attached) = load_and_attach(&options, &probes)?;
 
-    let mut session = Session::new(&mut ebpf, args.events, args.hold_threshold)?;
+    let mut session = Session::new(
+        &mut ebpf,
+        &args.map_capacity,
+        args.events,
+        args.hold_threshold,
+    )?;
     if probes.kernel {
         // kallsyms now, with our programs in it: the first report is not held up by it.
         session.ingest.load_kernel_symbols();
@@ -227,7 +268,9 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
                 if session.kernel.wants_drain(Some(&counters)) {
                     session.drain_dependency_set();
                 }
-                session.console.show(&session.ingest.graph, &counters);
+                let mut stats = lockgraph::Stats::default();
+                session.kernel.fill_stats(&counters, &mut stats);
+                session.console.show(&session.ingest.graph, &counters, &stats);
             }
             _ = held_timer.tick() => session.check_held(),
             _ = sigusr2.recv() => {
@@ -241,9 +284,10 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
             () = &mut deadline => break,
         }
     }
-    // The last records, then the figures, all while every program is still attached: the
-    // programs detach one by one, and what is seen meanwhile (an acquire traced, its release
-    // no longer) is no lock order but false dependencies.
+    // Disarmed first, then the last records and the figures, all before detaching: the
+    // programs detach one by one, and what they saw meanwhile (an acquire traced, its release
+    // no longer) would be no lock order but false dependencies.
+    bpf::set_armed(&mut ebpf, false)?;
     session.drain(ring.get_mut())?;
     session.check_held();
     session.resync();
@@ -301,7 +345,12 @@ struct Session {
 }
 
 impl Session {
-    fn new(ebpf: &mut Ebpf, print_events: bool, hold_threshold: Option<Duration>) -> Result<Self> {
+    fn new(
+        ebpf: &mut Ebpf,
+        capacities: &[(String, u32)],
+        print_events: bool,
+        hold_threshold: Option<Duration>,
+    ) -> Result<Self> {
         let held_maps = HeldMaps::of_object(ebpf);
         if held_maps.is_none() {
             eprintln!("locktrace: held-lock maps unavailable: no deadlock-in-progress detection");
@@ -310,7 +359,7 @@ impl Session {
             StackTraceMap::try_from(ebpf.take_map("STACKS").context("STACKS map missing")?)?;
         Ok(Self {
             ingest: Ingest::new(),
-            kernel: KernelState::of_object(ebpf)?,
+            kernel: KernelState::of_object(ebpf, capacities)?,
             stacks: BpfStacks(stacks),
             print_events,
             resynced: 0,
@@ -500,7 +549,8 @@ impl StatusLine {
         }
     }
 
-    fn show(&self, graph: &lockgraph::LockGraph, counters: &Counters) {
+    /// The status line; `stats`: the kernel side's figures, whose losses it lists.
+    fn show(&self, graph: &lockgraph::LockGraph, counters: &Counters, stats: &lockgraph::Stats) {
         let seconds = self.started.elapsed().as_secs_f64().max(1.0);
         let mut line = format!(
             "locktrace: {:.0} lock ops/s, {} classes, {} dependencies, {} cycles, {} dropped",
@@ -510,20 +560,9 @@ impl StatusLine {
             graph.cycles().len(),
             counters.get(counter::RINGBUF_DROPPED),
         );
-        let lost = [
-            (
-                counters.get(counter::HELD_OVERFLOW),
-                "untracked (stack full)",
-            ),
-            (
-                counters.get(counter::DEPENDENCY_LOST),
-                "dependencies lost (set and ring full)",
-            ),
-        ];
-        for (n, what) in lost {
-            if n > 0 {
-                line.push_str(&format!(", {n} {what}"));
-            }
+        let gaps = stats.coverage_gaps();
+        if !gaps.is_empty() {
+            line.push_str(&format!("; coverage incomplete: {}", gaps.join(", ")));
         }
         match &self.bar {
             Some(bar) => bar.set_message(line),
@@ -547,6 +586,7 @@ fn print_lock_op(out: &mut impl std::io::Write, event: &tracer_common::LockOpEve
         "kind": kind,
         "lock": format!("{:#x}", event.lock),
         "read": event.flags & tracer_common::flags::NEW_READ != 0,
+        "recursive": event.flags & tracer_common::flags::NEW_RECURSIVE_READ != 0,
         "try": event.flags & tracer_common::flags::TRY != 0,
         "pid": event.pid,
         "tid": event.tid,

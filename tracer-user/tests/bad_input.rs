@@ -46,6 +46,19 @@ fn bad_cli_values_are_rejected_with_the_value_named() {
         (&["trace", "--pid", "-5"], "-5"),
         (&["trace", "--attach", "magic"], "magic"),
         (
+            &["trace", "--map-capacity", "held-tasks"],
+            "is not MAP=ENTRIES",
+        ),
+        (
+            &["trace", "--map-capacity", "stacks=100"],
+            "no map 'stacks'",
+        ),
+        (&["trace", "--map-capacity", "held-tasks=many"], "'many'"),
+        (
+            &["trace", "--map-capacity", "held-tasks=8"],
+            "16 to 16777216",
+        ),
+        (
             &[
                 "trace",
                 "--snapshot-interval",

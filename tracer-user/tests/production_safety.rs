@@ -85,3 +85,77 @@ fn more_dependencies_than_the_kernel_set_holds_are_kept_or_counted() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// 50 nested mutexes, two beyond the held-lock stack: both counted as not tracked, their
+/// releases expected (no unmatched release, no return missed), and nothing left held (the
+/// pair taken afterwards gets no dependency from a stale entry).
+#[test]
+fn acquires_beyond_the_held_stack_are_counted_and_their_releases_expected() {
+    let (dir, output, report) = trace_program("deep-nesting", "deep_nesting", &[]);
+    let stats = &report["stats"];
+    assert_eq!(stats["held_overflow"].as_u64(), Some(2), "{stats}");
+    assert_eq!(stats["unmatched_releases"].as_u64(), Some(0), "{stats}");
+    assert_eq!(stats["return_missed"].as_u64(), Some(0), "{stats}");
+    // m[i] -> m[i+1] for the 48 tracked, m[47] -> m[48] and m[47] -> m[49] (the two beyond
+    // the stack depend on the innermost tracked lock), then a -> b.
+    assert_eq!(stats["dependencies"].as_u64(), Some(47 + 2 + 1), "{stats}");
+    let line = output
+        .stderr
+        .lines()
+        .rfind(|line| line.starts_with("locktrace: coverage incomplete"))
+        .unwrap_or_else(|| panic!("no coverage line: {}", output.stderr));
+    assert!(line.contains("2 acquires not tracked"), "{line}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Maps made smaller than the workload: 1,064 user locks initialised for 256 lock -> class
+/// entries, 65 threads with a held-lock stack (64 holding a lock at once) for 16. What the
+/// maps evicted is counted, in the JSON, the summary's coverage line and the report text.
+#[test]
+fn what_full_lru_maps_evict_is_counted_and_shown() {
+    let dir = scratch_dir("evictions");
+    let text_path = dir.join("report.txt");
+    let (dir, output, report) = trace_program(
+        "evictions",
+        "many_instances",
+        &[
+            "--map-capacity",
+            "user-lock-classes=256",
+            "--map-capacity",
+            "held-tasks=16",
+            "--report-text",
+            text_path.to_str().unwrap(),
+        ],
+    );
+    let stats = &report["stats"];
+    let classes_evicted = stats["user_lock_classes_evicted"].as_u64().unwrap();
+    assert!(
+        (1_064 - 256..=1_064).contains(&classes_evicted),
+        "1,064 entries created in 256: {stats}"
+    );
+    let tasks_evicted = stats["held_tasks_evicted"].as_u64().unwrap();
+    assert!(
+        (64 - 16..=65).contains(&tasks_evicted),
+        "64 threads holding a lock at once in 16 entries: {stats}"
+    );
+    let line = output
+        .stderr
+        .lines()
+        .rfind(|line| line.starts_with("locktrace: coverage incomplete"))
+        .unwrap_or_else(|| panic!("no coverage line: {}", output.stderr));
+    assert!(
+        line.contains(&format!("{classes_evicted} user lock classes forgotten")),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("{tasks_evicted} threads' held locks forgotten")),
+        "{line}"
+    );
+    let text = std::fs::read_to_string(dir.join("report.txt")).unwrap();
+    let in_text = text
+        .lines()
+        .find(|line| line.starts_with("coverage incomplete"))
+        .unwrap_or_else(|| panic!("no coverage line in the report: {text}"));
+    assert!(in_text.contains("user lock classes forgotten"), "{in_text}");
+    std::fs::remove_dir_all(&dir).ok();
+}

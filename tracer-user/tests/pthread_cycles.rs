@@ -245,3 +245,59 @@ fn no_deadlock_reports_none() {
         traced.report
     );
 }
+
+#[test]
+fn a_read_write_inversion_is_a_cycle_only_for_writer_preferring_rwlocks() {
+    // Both pairs invert wrlock(a) -> rdlock(b) against rdlock(b) -> wrlock(a). The default
+    // glibc kind prefers readers (its reads are lockdep's recursive reads, "R"): no
+    // deadlock. PREFER_WRITER_NONRECURSIVE reads ("r") wait behind a waiting writer: one.
+    let traced = trace_program("rwlock_kinds", "kinds");
+    let edges = traced.report["edges"].as_array().unwrap();
+    let modes_of = |from: &str, to: &str| -> Vec<String> {
+        edges
+            .iter()
+            .find(|e| e["from"] == from && e["to"] == to)
+            .map(|e| {
+                e["modes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m.as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut by_modes: Vec<(Vec<String>, String, String)> = edges
+        .iter()
+        .map(|e| {
+            let (from, to) = (e["from"].as_str().unwrap(), e["to"].as_str().unwrap());
+            (modes_of(from, to), from.to_string(), to.to_string())
+        })
+        .collect();
+    by_modes.sort();
+    let modes: Vec<&Vec<String>> = by_modes.iter().map(|(modes, ..)| modes).collect();
+    assert_eq!(
+        modes,
+        [
+            &vec!["R/w".to_string()],
+            &vec!["r/w".to_string()],
+            &vec!["w/R".to_string()],
+            &vec!["w/r".to_string()]
+        ],
+        "{}",
+        traced.report
+    );
+    let cycles = unguarded_cycles(&traced.report);
+    assert_eq!(cycles.len(), 1, "{}", traced.report);
+    let mut classes: Vec<String> = cycles[0]["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|class| class.as_str().unwrap().to_string())
+        .collect();
+    classes.sort();
+    // The cycle is the writer-preferring pair: the classes of the "r" edges.
+    let mut writer_pair = vec![by_modes[1].1.clone(), by_modes[1].2.clone()];
+    writer_pair.sort();
+    assert_eq!(classes, writer_pair, "{}", traced.report);
+}

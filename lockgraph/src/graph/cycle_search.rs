@@ -101,6 +101,9 @@ impl LockGraph {
             if found.len() == MAX_CYCLES_PER_EDGE {
                 break;
             }
+            if !self.is_strong(&classes) {
+                continue;
+            }
             let id = cycle_id(&self.names(&classes));
             if !self.cycle_ids.insert(id.clone()) {
                 continue;
@@ -115,6 +118,37 @@ impl LockGraph {
             found.push(cycle);
         }
         found
+    }
+
+    /// lockdep's strong cycle: one seen mode per edge such that no class is taken as a
+    /// recursive reader by one edge and held for read by the next (`-(xR)->` then
+    /// `-(Sy)->`), where two readers would pass each other.
+    fn is_strong(&self, classes: &[ClassId]) -> bool {
+        let n = classes.len();
+        let Some(modes) = (0..n)
+            .map(|i| {
+                self.edge(classes[i], classes[(i + 1) % n])
+                    .map(|edge| mode_pairs(edge.modes).collect::<Vec<_>>())
+            })
+            .collect::<Option<Vec<_>>>()
+        else {
+            return false;
+        };
+        // A class taken as a recursive reader, then held for read: the readers pass.
+        let passes = |taken_recursive: bool, held: Mode| taken_recursive && held != Mode::Write;
+        modes[0].iter().any(|&(first_held, first_new)| {
+            // Whether the class between this edge and the next can have been taken as a
+            // recursive reader, over the choices that are strong so far.
+            let mut taken: HashSet<bool> = HashSet::from([first_new == Mode::RecursiveRead]);
+            for edge in &modes[1..] {
+                taken = edge
+                    .iter()
+                    .filter(|&&(held, _)| taken.iter().any(|&t| !passes(t, held)))
+                    .map(|&(_, new)| new == Mode::RecursiveRead)
+                    .collect();
+            }
+            taken.iter().any(|&t| !passes(t, first_held))
+        })
     }
 
     pub(super) fn names(&self, classes: &[ClassId]) -> Vec<&str> {

@@ -33,6 +33,10 @@ pub struct Dependency {
     pub new: ClassId,
     pub held_read: bool,
     pub new_read: bool,
+    /// The read was a recursive one (lockdep's `read == 2`: a reader that does not wait for
+    /// a waiting writer, as glibc's default reader-preferring rwlocks): only with `*_read`.
+    pub held_recursive: bool,
+    pub new_recursive: bool,
     pub timestamp_ns: u64,
     pub task: TaskInfo,
     /// Where `new` was being taken.
@@ -75,8 +79,12 @@ pub struct DepEdge {
     pub first_seen_ns: u64,
     pub held_read: bool,
     pub new_read: bool,
-    /// Bit `2*held_read + new_read` set for every read/write combination seen.
-    pub modes: u8,
+    /// Recursive reads (only with `*_read`), of the earliest occurrence too.
+    pub held_recursive: bool,
+    pub new_recursive: bool,
+    /// Bit `3 * held + new` set for every combination of modes seen, a mode being 0 (write),
+    /// 1 (read) or 2 (recursive read): see [`Mode`].
+    pub modes: u16,
     pub task: TaskInfo,
     pub new_stack: Vec<Frame>,
     pub held_stack: Vec<Frame>,
@@ -94,11 +102,48 @@ impl DepEdge {
     }
 }
 
+/// How one side of a dependency was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Write = 0,
+    /// A reader that waits for a waiting writer (rwsem readers, writer-preferring rwlocks).
+    Read = 1,
+    /// A reader that does not (glibc's default rwlocks): lockdep's recursive read.
+    RecursiveRead = 2,
+}
+
+impl Mode {
+    pub fn of(read: bool, recursive: bool) -> Mode {
+        match (read, recursive) {
+            (false, _) => Mode::Write,
+            (true, false) => Mode::Read,
+            (true, true) => Mode::RecursiveRead,
+        }
+    }
+
+    const ALL: [Mode; 3] = [Mode::Write, Mode::Read, Mode::RecursiveRead];
+}
+
+/// The bit of [`DepEdge::modes`] for one combination.
+pub fn mode_bit(held: Mode, new: Mode) -> u16 {
+    1 << (3 * held as u16 + new as u16)
+}
+
+/// The combinations set in `modes`.
+pub fn mode_pairs(modes: u16) -> impl Iterator<Item = (Mode, Mode)> {
+    Mode::ALL
+        .into_iter()
+        .flat_map(|held| Mode::ALL.map(|new| (held, new)))
+        .filter(move |&(held, new)| modes & mode_bit(held, new) != 0)
+}
+
 /// A dependency cycle. `classes[i] → classes[i+1]` and `classes[last] → classes[0]` are
 /// edges; the edge that closed it is `classes[last] → classes[0]` (held → new).
 ///
-/// Read-mode edges are treated as ordinary edges: a cycle counts as real regardless of
-/// read/write (lockdep's recursive-read rules are not applied); read flags are reported.
+/// Only lockdep's "strong" cycles are cycles: some choice of one seen mode per edge with no
+/// lock taken as a recursive reader by one edge and held for read by the next (two readers
+/// of a reader-preferring lock never wait for each other). Plain reads (rwsem readers)
+/// wait for a waiting writer, so they close cycles as writes do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cycle {
     /// Stable id: `cyc-` and the FNV-1a 64 hash of the class names, rotated to start at
@@ -282,26 +327,39 @@ impl LockGraph {
     ///
     /// A repeat of a known edge costs one hash lookup.
     pub fn add_dependency(&mut self, dep: Dependency) -> Vec<Cycle> {
+        let modes = mode_bit(
+            Mode::of(dep.held_read, dep.held_recursive),
+            Mode::of(dep.new_read, dep.new_recursive),
+        );
         if dep.held == dep.new {
-            self.add_recursive(dep);
+            // lockdep's check_deadlock: a recursive read inside a read of its class is fine.
+            if !(dep.new_read && dep.new_recursive && dep.held_read) {
+                self.add_recursive(dep);
+            }
             return Vec::new();
         }
         let key = edge_key(dep.held, dep.new);
         if let Some(&index) = self.edges.get(&key) {
             let edge = &mut self.graph[index];
             edge.count += 1;
-            edge.modes |= mode_bit(dep.held_read, dep.new_read);
+            let new_mode = edge.modes & modes == 0;
+            edge.modes |= modes;
             if dep.timestamp_ns < edge.first_seen_ns {
                 edge.first_seen_ns = dep.timestamp_ns;
                 edge.task = dep.task;
                 edge.new_stack = dep.new_stack;
                 edge.held_stack = dep.held_stack;
             }
-            if edge.guards.contains(&dep.guard) {
-                return Vec::new();
+            let mut cycles = Vec::new();
+            if !edge.guards.contains(&dep.guard) {
+                edge.guards.push(dep.guard);
+                cycles = self.reclassify(dep.held, dep.new);
             }
-            edge.guards.push(dep.guard);
-            return self.reclassify(dep.held, dep.new);
+            if new_mode {
+                // A mode not seen before can make strong a cycle that was not.
+                cycles.extend(self.find_new_cycles(dep.held, dep.new));
+            }
+            return cycles;
         }
         let (held, new) = (dep.held, dep.new);
         let index = self.graph.add_edge(
@@ -314,7 +372,9 @@ impl LockGraph {
                 first_seen_ns: dep.timestamp_ns,
                 held_read: dep.held_read,
                 new_read: dep.new_read,
-                modes: mode_bit(dep.held_read, dep.new_read),
+                held_recursive: dep.held_recursive,
+                new_recursive: dep.new_recursive,
+                modes,
                 task: dep.task,
                 new_stack: dep.new_stack,
                 held_stack: dep.held_stack,
@@ -337,6 +397,7 @@ impl LockGraph {
         if let Some(&index) = self.edges.get(&key) {
             let known = &mut self.graph[index];
             known.count = known.count.saturating_add(edge.count);
+            let new_modes = known.modes | edge.modes != known.modes;
             known.modes |= edge.modes;
             if edge.first_seen_ns < known.first_seen_ns {
                 known.first_seen_ns = edge.first_seen_ns;
@@ -349,12 +410,22 @@ impl LockGraph {
                     known.guards.push(guard);
                 }
             }
+            if new_modes {
+                // Modes not seen before can make strong a cycle that was not.
+                return self.find_new_cycles(edge.held, edge.new);
+            }
             return Vec::new();
         }
         if edge.held == edge.new {
             return Vec::new();
         }
-        edge.modes |= mode_bit(edge.held_read, edge.new_read);
+        if edge.modes == 0 {
+            // A snapshot from before modes were kept: the earliest occurrence's.
+            edge.modes = mode_bit(
+                Mode::of(edge.held_read, edge.held_recursive),
+                Mode::of(edge.new_read, edge.new_recursive),
+            );
+        }
         let (held, new) = (edge.held, edge.new);
         let index = self.graph.add_edge(held.node(), new.node(), edge);
         self.edges.insert(key, index);
@@ -411,10 +482,17 @@ impl LockGraph {
         }
     }
 
-    pub(crate) fn add_modes(&mut self, held: ClassId, new: ClassId, modes: u8) {
-        if let Some(&index) = self.edges.get(&edge_key(held, new)) {
-            self.graph[index].modes |= modes;
+    /// Adds modes seen on a known edge; the cycles they make strong.
+    pub(crate) fn add_modes(&mut self, held: ClassId, new: ClassId, modes: u16) -> Vec<Cycle> {
+        let Some(&index) = self.edges.get(&edge_key(held, new)) else {
+            return Vec::new();
+        };
+        let edge = &mut self.graph[index];
+        if edge.modes | modes == edge.modes {
+            return Vec::new();
         }
+        edge.modes |= modes;
+        self.find_new_cycles(held, new)
     }
 
     fn add_recursive(&mut self, dep: Dependency) {
@@ -470,8 +548,4 @@ impl LockGraph {
         }
         guard
     }
-}
-
-fn mode_bit(held_read: bool, new_read: bool) -> u8 {
-    1 << (2 * u8::from(held_read) + u8::from(new_read))
 }

@@ -12,7 +12,7 @@ fi
 awk '
 	function flush() { if (steps != "" && !fail) print n " " steps }
 	/^case / { flush(); n++; steps = ""; fail = 0; next }
-	/^[ \t]*(lock|rlock|trylock|rtrylock|lockfail|unlock) / {
+	/^[ \t]*(lock|rlock|trylock|rtrylock|iolock|lockfail|unlock) / {
 		sub(/^[ \t]+/, "")
 		steps = steps (steps == "" ? "" : "; ") $0
 		if ($0 ~ /lockfail/) fail = 1
@@ -25,4 +25,4 @@ while read -r line; do
 	cases=$((cases + 1))
 done < /tmp/rule-cases
 echo "rules: $cases cases run"
-[ "$cases" -ge 9 ]
+[ "$cases" -ge 10 ]

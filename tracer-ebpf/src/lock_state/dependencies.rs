@@ -259,11 +259,12 @@ fn dependency(scan: &mut DependencyScan, held: &HeldLock, index: u32) -> i64 {
         count(counter::DEPENDENCY_CHECKS);
     }
     let mut dep_flags = 0;
-    if new.flags & flags::NEW_READ != 0 {
-        dep_flags |= flags::NEW_READ;
-    }
+    dep_flags |= new.flags & (flags::NEW_READ | flags::NEW_RECURSIVE_READ);
     if held.flags & flags::NEW_READ != 0 {
         dep_flags |= flags::HELD_READ;
+    }
+    if held.flags & flags::NEW_RECURSIVE_READ != 0 {
+        dep_flags |= flags::HELD_RECURSIVE_READ;
     }
     let key = DependencyKey {
         held_class: held.class,

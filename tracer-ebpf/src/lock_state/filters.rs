@@ -7,7 +7,7 @@ use aya_ebpf::{
 use tracer_common::{held_state, COMM_LEN};
 
 use crate::maps::{
-    global, global_u64, FILTER_COMM, FILTER_MODULE_END, FILTER_MODULE_START, FILTER_PID,
+    armed, global, global_u64, FILTER_COMM, FILTER_MODULE_END, FILTER_MODULE_START, FILTER_PID,
     FILTER_SELF_TGID, MODULE_FRAMES, MODULE_FRAMES_SCRATCH,
 };
 
@@ -16,10 +16,13 @@ pub struct Task {
     pub tid: u32,
 }
 
-/// The current task, or `None` when a load-time filter (pid, the tracer itself, comm)
-/// excludes it.
+/// The current task, or `None` when tracing is not armed or a load-time filter (pid, the
+/// tracer itself, comm) excludes it.
 #[inline(always)]
 pub fn current_task() -> Option<Task> {
+    if !armed() {
+        return None;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     let task = Task {
         pid: (pid_tgid >> 32) as u32,

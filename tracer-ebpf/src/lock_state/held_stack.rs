@@ -18,7 +18,9 @@ use super::{
     stack_ids::{site_stack_id, stack_id},
     LockRef,
 };
-use crate::maps::{count, global, DEPENDENCIES, EMIT_LOCK_OPS, EVENTS, HELD, HELD_INIT};
+use crate::maps::{
+    count, global, remove_counted, DEPENDENCIES, EMIT_LOCK_OPS, EVENTS, HELD, HELD_INIT,
+};
 
 fn held_stack(task: &Task) -> Option<*mut HeldStack> {
     if let Some(stack) = HELD.get_ptr_mut(task.tid) {
@@ -29,18 +31,24 @@ fn held_stack(task: &Task) -> Option<*mut HeldStack> {
     unsafe {
         (*init).depth = 0;
         (*init).pid = task.pid;
+        (*init).overflow = 0;
         #[expect(
             clippy::needless_borrows_for_generic_args,
             reason = "by value would copy the 2 KiB stack onto the 512-byte BPF stack"
         )]
-        HELD.insert(task.tid, &*init, u64::from(BPF_NOEXIST)).ok();
+        if HELD
+            .insert(task.tid, &*init, u64::from(BPF_NOEXIST))
+            .is_ok()
+        {
+            count(counter::HELD_TASKS_CREATED);
+        }
     }
     HELD.get_ptr_mut(task.tid)
 }
 
 /// Forget a thread's held locks (it exited).
 pub fn forget_task(tid: u32) {
-    let _ = HELD.remove(tid);
+    remove_counted(&HELD, &tid, counter::HELD_TASKS_REMOVED);
 }
 
 fn emit_lock_op(task: &Task, lock: u64, kind: u32, lock_flags: u32, operation: u32) {
@@ -59,7 +67,7 @@ fn emit_lock_op(task: &Task, lock: u64, kind: u32, lock_flags: u32, operation: u
         (*event).record = record::LOCK_OP;
         (*event).op = operation;
         (*event).kind = kind;
-        (*event).flags = lock_flags & (flags::NEW_READ | flags::TRY);
+        (*event).flags = lock_flags & (flags::NEW_READ | flags::NEW_RECURSIVE_READ | flags::TRY);
         (*event).timestamp_ns = bpf_ktime_get_ns();
         (*event).lock = lock;
         (*event).pid = task.pid;
@@ -77,12 +85,18 @@ fn emit_lock_op(task: &Task, lock: u64, kind: u32, lock_flags: u32, operation: u
 /// state an acquire walks no stack — the walk is most of what a per-acquire tracer costs.
 pub fn acquire<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef, stack_flags: u64) {
     count(counter::LOCK_OPS);
-    emit_lock_op(task, new.lock, new.kind, new.flags, op::ACQUIRE);
     let Some(stack) = held_stack(task) else {
+        emit_lock_op(task, new.lock, new.kind, new.flags, op::ACQUIRE);
         return;
     };
     // SAFETY: pointer into this thread's map value; only this thread writes it.
     let stack = unsafe { &mut *stack };
+    if is_pending(stack, new) {
+        // A nested entry point (`mutex_lock_io` calls `mutex_lock`): one acquisition, whose
+        // return the inner function's probe reports and the outer one then finds done.
+        return;
+    }
+    emit_lock_op(task, new.lock, new.kind, new.flags, op::ACQUIRE);
     let stack_id = if stack_flags == 0 {
         let site = site_stack_id(ctx, new.caller);
         if new.flags & flags::TRY == 0 {
@@ -99,6 +113,7 @@ pub fn acquire<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef, stack_fla
     let depth = stack.depth as usize;
     let Some(slot) = stack.locks.get_mut(depth) else {
         count(counter::HELD_OVERFLOW);
+        stack.overflow += 1;
         return;
     };
     *slot = HeldLock {
@@ -106,13 +121,35 @@ pub fn acquire<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef, stack_fla
         class: new.class,
         acquired_ns: unsafe { bpf_ktime_get_ns() },
         stack_id,
-        flags: (new.flags & (flags::NEW_READ | flags::TRY | held_state::FROM_MODULE))
+        flags: (new.flags
+            & (flags::NEW_READ | flags::NEW_RECURSIVE_READ | flags::TRY | held_state::FROM_MODULE))
             | held_state::WAITING,
         kind: new.kind,
         class_source: new.class_source,
         caller: new.caller,
     };
     stack.depth = depth as u32 + 1;
+}
+
+/// Whether the innermost entry is an acquire of `new` that has not returned yet.
+fn is_pending(stack: &HeldStack, new: &LockRef) -> bool {
+    let depth = stack.depth as usize;
+    if depth == 0 || depth > MAX_HELD_LOCKS {
+        return false;
+    }
+    stack.locks.get(depth - 1).is_some_and(|top| {
+        top.lock == new.lock && top.kind == new.kind && top.flags & held_state::WAITING != 0
+    })
+}
+
+/// A release or failed acquire of a lock not on the stack: one of the acquires the full
+/// stack could not record, if any are outstanding (so not unmatched).
+fn was_overflow(stack: &mut HeldStack) -> bool {
+    if stack.overflow == 0 {
+        return false;
+    }
+    stack.overflow -= 1;
+    true
 }
 
 /// The innermost pending acquire returned. `lock` is `None` when the return probe cannot
@@ -137,6 +174,11 @@ pub fn acquire_returned(task: &Task, lock: Option<u64>, acquired: bool) {
         },
     );
     if !matched {
+        // Acquired: the outer return of a nested entry point. Failed: an acquire the full
+        // stack did not record.
+        if !acquired {
+            was_overflow(stack);
+        }
         return;
     }
     let Some(held) = found else {
@@ -160,9 +202,20 @@ pub fn release(task: &Task, lock: u64, kind: u32) {
     };
     // SAFETY: see `acquire`.
     let stack = unsafe { &mut *stack };
-    if update_innermost(stack, |held| held.lock == lock, tombstone) {
+    let mut was_waiting = false;
+    if update_innermost(
+        stack,
+        |held| held.lock == lock,
+        |entry| {
+            was_waiting = entry.flags & held_state::WAITING != 0;
+            tombstone(entry);
+        },
+    ) {
         pop_tombstones(stack);
-    } else {
+        if was_waiting {
+            count(counter::RETURN_MISSED);
+        }
+    } else if !was_overflow(stack) {
         count(counter::UNMATCHED_RELEASE);
     }
 }

@@ -83,5 +83,6 @@ pub fn load_and_attach(options: &LoadOptions, probes: &Probes) -> Result<(Ebpf, 
     for what in &report.attached {
         log::debug!("attached {what}");
     }
+    crate::bpf::set_armed(&mut ebpf, true)?;
     Ok((ebpf, report.attached.len()))
 }

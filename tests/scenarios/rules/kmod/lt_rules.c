@@ -6,9 +6,9 @@
  *
  *   N STEP LOCK; STEP LOCK; ...
  *
- * N is the case's number in the table (1-based), STEP is lock, rlock, trylock, rtrylock or
- * unlock, LOCK is CLASS.INSTANCE with a one-letter class (a-z) and an instance 1-4. Every
- * lock is an rwsem; the class of CLASS in case N is named "rN.CLASS" (its own name string,
+ * N is the case's number in the table (1-based), STEP is lock, rlock, trylock, rtrylock,
+ * iolock or unlock, LOCK is CLASS.INSTANCE with a one-letter class (a-z) and an instance 1-4.
+ * Every lock is an rwsem, but for iolock (a mutex, taken with mutex_lock_io()); the class of CLASS in case N is named "rN.CLASS" (its own name string,
  * so its own class), so cases never share classes. Locks still held at the end of a case
  * are released, innermost first. One writer at a time (the workload runs the cases in
  * turn): the static step array is not shared.
@@ -17,6 +17,7 @@
 #include <linux/fs.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
+#include <linux/mutex.h>
 #include <linux/rwsem.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
@@ -25,11 +26,13 @@
 #define LT_RULES_INSTANCES	4
 #define LT_RULES_STEPS		32
 
-enum lt_mode { LT_FREE, LT_READ, LT_WRITE };
+enum lt_mode { LT_FREE, LT_READ, LT_WRITE, LT_MUTEX };
 
 struct lt_rule_class {
 	char name[16];
 	struct rw_semaphore sem[LT_RULES_INSTANCES];
+	/* Same key and name as the rwsems: the same class (lockdep keys classes by key). */
+	struct mutex mutex[LT_RULES_INSTANCES];
 	enum lt_mode mode[LT_RULES_INSTANCES];
 };
 
@@ -48,8 +51,10 @@ static struct lt_rule_class *lt_class(int n, int letter)
 		return NULL;
 	snprintf(class->name, sizeof(class->name), "r%d.%c", n, 'a' + letter);
 	/* One name string per class: its own class, as two init sites are. */
-	for (i = 0; i < LT_RULES_INSTANCES; i++)
+	for (i = 0; i < LT_RULES_INSTANCES; i++) {
 		__init_rwsem(&class->sem[i], class->name, &lt_rules_key);
+		__mutex_init(&class->mutex[i], class->name, &lt_rules_key);
+	}
 	classes[n][letter] = class;
 	return class;
 }
@@ -60,6 +65,8 @@ static noinline void lt_release(struct lt_rule_class *class, int i)
 		up_read(&class->sem[i]);
 	else if (class->mode[i] == LT_WRITE)
 		up_write(&class->sem[i]);
+	else if (class->mode[i] == LT_MUTEX)
+		mutex_unlock(&class->mutex[i]);
 	class->mode[i] = LT_FREE;
 }
 
@@ -79,6 +86,10 @@ static noinline int lt_step(const char *op, struct lt_rule_class *class, int i)
 	} else if (!strcmp(op, "rlock")) {
 		down_read(&class->sem[i]);
 		class->mode[i] = LT_READ;
+	} else if (!strcmp(op, "iolock")) {
+		/* A nested entry point: mutex_lock_io() calls mutex_lock(). */
+		mutex_lock_io(&class->mutex[i]);
+		class->mode[i] = LT_MUTEX;
 	} else if (!strcmp(op, "trylock")) {
 		if (!down_write_trylock(&class->sem[i]))
 			return -EAGAIN;
