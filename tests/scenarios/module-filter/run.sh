@@ -5,13 +5,15 @@
 # under it, and checks its report: the nouveau-shaped cycle is still found, and the
 # dependencies made only by core kernel code (pipes, seq_file, inode locks of the shell's
 # activity) are gone. (&mm->mmap_lock edges stay: mmu_notifier_register(), called by the
-# module, takes fs_reclaim/the notifier pseudo-lock under it.)
+# module, takes fs_reclaim/the notifier pseudo-lock under it.) The second tracer runs in the
+# attach mode under test ($TRACER_ARGS, from the harness) and must exit 0.
 set -e
 if [ ! -e /dev/lt_mmu ]; then
 	IFS=: read -r major minor < /sys/class/misc/lt_mmu/dev
 	mknod /dev/lt_mmu c "$major" "$minor"
 fi
-/locktrace trace --kernel --module lt_mmu --report-json /tmp/module.json \
+# shellcheck disable=SC2086 # TRACER_ARGS is a list of options
+/locktrace trace --kernel $TRACER_ARGS --module lt_mmu --report-json /tmp/module.json \
 	--report-text /tmp/module.txt 2>/tmp/module.log &
 tracer=$!
 i=0
@@ -25,7 +27,14 @@ done
 ./workload
 sleep 2
 kill -INT $tracer
-wait $tracer || true
+status=0
+wait $tracer || status=$?
+if [ "$status" -ne 0 ]; then
+	echo "module-filter: FAIL: the filtered tracer ($TRACER_ARGS) exited with $status"
+	cat /tmp/module.log
+	exit 1
+fi
+echo "module-filter: filtered tracer ran with: $TRACER_ARGS"
 grep -v 'not attached' /tmp/module.log || true
 edges=$(grep -o '"from"' /tmp/module.json | wc -l)
 echo "module-filter: $edges edge entries with --module lt_mmu"

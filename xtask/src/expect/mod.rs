@@ -47,6 +47,7 @@ mod results;
 use std::{collections::BTreeSet, fs, path::Path};
 
 use anyhow::{bail, ensure, Context as _, Result};
+use lockgraph::CycleJson;
 use serde_json::Value;
 
 use self::results::{class_set, find_deadlock, strip_suffix, Results};
@@ -163,7 +164,7 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
             ];
             // An absent report must not pass a negative assertion by saying nothing.
             ensure!(
-                !(READS_REPORT.contains(&verb) && results.report.is_null()),
+                !(READS_REPORT.contains(&verb) && results.report.is_none()),
                 "no report.json in the results"
             );
             match verb {
@@ -187,18 +188,18 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
                     let want: BTreeSet<String> =
                         classes.split_whitespace().map(String::from).collect();
                     let guard = guard.trim();
-                    let cycles = results.report["cycles"]
-                        .as_array()
-                        .cloned()
-                        .unwrap_or_default();
-                    let same: Vec<&Value> =
-                        cycles.iter().filter(|c| class_set(c) == want).collect();
+                    let same: Vec<&CycleJson> = results
+                        .graph()
+                        .cycles
+                        .iter()
+                        .filter(|c| class_set(c) == want)
+                        .collect();
                     ensure!(!same.is_empty(), "no cycle {want:?} at all");
-                    let guards: Vec<&Value> = same.iter().map(|c| &c["guarded_by"]).collect();
+                    let guards: Vec<&Option<String>> = same.iter().map(|c| &c.guarded_by).collect();
                     ensure!(
                         same.iter().any(|c| {
-                            c["guarded_by"].as_str().map(strip_suffix) == Some(guard)
-                                && c["guard_lock"].as_str().is_some()
+                            c.guarded_by.as_deref().map(strip_suffix) == Some(guard)
+                                && c.guard_lock.is_some()
                         }),
                         "cycle {want:?} is not guarded by an instance of {guard}: guards {guards:?}"
                     );
@@ -257,25 +258,25 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
                 "min-dependencies" => {
                     let n: u64 = rest.parse()?;
                     ensure!(
-                        results.stat("dependencies") >= n,
+                        results.graph().stats.dependencies >= n,
                         "{} dependencies < {n}",
-                        results.stat("dependencies")
+                        results.graph().stats.dependencies
                     );
                 }
                 "min-events" => {
                     let n: u64 = rest.parse()?;
                     ensure!(
-                        results.stat("events") >= n,
+                        results.graph().stats.source.events >= n,
                         "{} lock operations seen < {n}",
-                        results.stat("events")
+                        results.graph().stats.source.events
                     );
                 }
                 "max-records" => {
                     let n: u64 = rest.parse()?;
                     ensure!(
-                        results.stat("records") <= n,
+                        results.graph().stats.source.records <= n,
                         "{} dependency records > {n}",
-                        results.stat("records")
+                        results.graph().stats.source.records
                     );
                 }
                 "cycle-stacks-module" => {
@@ -287,26 +288,21 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
                         if !expected_cycles.contains(&class_set(cycle)) {
                             continue;
                         }
-                        for edge in cycle["edges"].as_array().into_iter().flatten() {
-                            let (from, to) = (
-                                edge["from"].as_str().unwrap_or(""),
-                                edge["to"].as_str().unwrap_or(""),
-                            );
-                            let full = results.report["edges"]
-                                .as_array()
-                                .and_then(|all| {
-                                    all.iter().find(|e| e["from"] == from && e["to"] == to)
-                                })
+                        for edge in &cycle.edges {
+                            let (from, to) = (&edge.from, &edge.to);
+                            let full = results
+                                .graph()
+                                .edges
+                                .iter()
+                                .find(|e| &e.from == from && &e.to == to)
                                 .with_context(|| {
                                     format!("edge {from} -> {to} missing from edges[]")
                                 })?;
-                            let in_module = ["new_stack", "held_stack"].iter().any(|side| {
-                                full[side]
-                                    .as_array()
-                                    .into_iter()
-                                    .flatten()
-                                    .any(|frame| frame["module"] == rest)
-                            });
+                            let in_module =
+                                [&full.new_stack, &full.held_stack].iter().any(|side| {
+                                    side.iter()
+                                        .any(|frame| frame.module.as_deref() == Some(rest))
+                                });
                             ensure!(
                                 in_module,
                                 "edge {from} -> {to} has no stack frame in [{rest}]"
@@ -316,7 +312,7 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
                 }
                 "deadlock" | "held-deadlock" => {
                     let document = if verb == "deadlock" {
-                        &results.report
+                        &results.report_document
                     } else {
                         &results.held
                     };
@@ -404,7 +400,9 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
                     ensure!(wrong.is_empty(), "{}", wrong.join("\n"));
                 }
                 "no-deadlocks" => {
-                    let n = results.report["deadlocks"].as_array().map_or(0, Vec::len);
+                    let n = results.report_document["deadlocks"]
+                        .as_array()
+                        .map_or(0, Vec::len);
                     ensure!(n == 0, "{n} deadlocks in progress reported");
                 }
                 "text-contains" => {
@@ -481,11 +479,23 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use lockgraph::{
+        ClassId, ClassInfo, ClassKey, Dependency, Frame, Guard, LockGraph, LockKind, NameSource,
+        Suppressions,
+    };
+
     use super::*;
 
-    fn write_results(dir: &Path, report: &str) {
+    /// report.json as the tracer writes it: lockgraph's report of `graph`, plus the live
+    /// tracer's `extra` fields (deadlocks).
+    fn write_results(dir: &Path, graph: &LockGraph, extra: Value) {
+        let mut report =
+            serde_json::to_value(graph.report(&Suppressions::default()).json()).unwrap();
+        if let (Value::Object(report), Value::Object(extra)) = (&mut report, extra) {
+            report.extend(extra);
+        }
         fs::create_dir_all(dir).unwrap();
-        fs::write(dir.join("report.json"), report).unwrap();
+        fs::write(dir.join("report.json"), report.to_string()).unwrap();
         fs::write(
             dir.join("report.txt"),
             "WARNING: possible circular locking dependency detected",
@@ -494,19 +504,46 @@ mod tests {
         fs::write(dir.join("run.status"), "0\n").unwrap();
     }
 
+    /// A class named `name` (a second one of a name is shown as `name#2`).
+    fn class(graph: &mut LockGraph, id: u64, name: &str) -> ClassId {
+        graph.class(
+            ClassKey::Id { source: 0, id },
+            ClassInfo::new(name, LockKind::Mutex, NameSource::Given),
+        )
+    }
+
+    fn dep(held: ClassId, new: ClassId, guard: Option<(ClassId, u64)>) -> Dependency {
+        Dependency {
+            held,
+            new,
+            guard: guard.map(|(class, lock)| Guard { class, lock }),
+            ..Dependency::default()
+        }
+    }
+
     #[test]
     fn the_rule_table_is_compared_case_by_case() {
         let dir = std::env::temp_dir().join(format!("xtask-rules-{}", std::process::id()));
-        let report = |guard: &str| {
-            format!(
-                r#"{{"edges":[
-                    {{"from":"r1.g","to":"r1.a","guards":[null]}},
-                    {{"from":"r1.a","to":"r1.b","guards":[{guard}]}},
-                    {{"from":"other","to":"r1.a","guards":[null]}}],
-                  "recursive":[{{"class":"r2.a"}}],"cycles":[]}}"#
-            )
+        // r1.g -> r1.a, r1.a -> r1.b under `guards`, other -> r1.a, r2.a recursive.
+        let report = |guards: &[Option<u64>]| {
+            let mut graph = LockGraph::new();
+            let [g, a, b, other, a2] = [
+                (1, "r1.g"),
+                (2, "r1.a"),
+                (3, "r1.b"),
+                (4, "other"),
+                (5, "r2.a"),
+            ]
+            .map(|(id, name)| class(&mut graph, id, name));
+            graph.add_dependency(dep(g, a, None));
+            for guard in guards {
+                graph.add_dependency(dep(a, b, guard.map(|lock| (g, lock))));
+            }
+            graph.add_dependency(dep(other, a, None));
+            graph.add_dependency(dep(a2, a2, None));
+            write_results(&dir, &graph, Value::Null);
         };
-        write_results(&dir, &report(r#"{"class":"r1.g","lock":"0x10"}"#));
+        report(&[Some(0x10)]);
         let table = dir.join("rules.txt");
         fs::write(
             &table,
@@ -526,12 +563,9 @@ mod tests {
         }
         fs::write(&expect, format!("rule-table {}\n", table.display())).unwrap();
         // The guard lost, or a second instance seen: unguarded, and the case fails.
-        write_results(&dir, &report("null"));
+        report(&[None]);
         assert!(check(&expect, &dir).is_err());
-        write_results(
-            &dir,
-            &report(r#"{"class":"r1.g","lock":"0x10"},{"class":"r1.g","lock":"0x20"}"#),
-        );
+        report(&[Some(0x10), Some(0x20)]);
         assert!(check(&expect, &dir).is_err());
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -539,12 +573,15 @@ mod tests {
     #[test]
     fn guarded_cycles_name_their_guard() {
         let dir = std::env::temp_dir().join(format!("xtask-guarded-{}", std::process::id()));
-        write_results(
-            &dir,
-            r#"{"edges":[],"cycles":[
-                {"classes":["a","b"],"guarded_by":"g#2","guard_lock":"0x10","suppressed":false},
-                {"classes":["c","d"],"guarded_by":null,"suppressed":false}]}"#,
-        );
+        let mut graph = LockGraph::new();
+        let [a, b, c, d, _, g2] = [(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "g"), (6, "g")]
+            .map(|(id, name)| class(&mut graph, id, name));
+        assert_eq!(graph.name(g2), "g#2");
+        graph.add_dependency(dep(a, b, Some((g2, 0x10))));
+        graph.add_dependency(dep(b, a, Some((g2, 0x10))));
+        graph.add_dependency(dep(c, d, None));
+        graph.add_dependency(dep(d, c, None));
+        write_results(&dir, &graph, Value::Null);
         let expect = dir.join("expect");
         fs::write(&expect, "guarded-cycle a b by g\ncycle c d\n").unwrap();
         check(&expect, &dir).unwrap();
@@ -568,17 +605,28 @@ mod tests {
     #[test]
     fn checks_cycles_dependencies_and_exactness() {
         let dir = std::env::temp_dir().join(format!("xtask-expect-{}", std::process::id()));
+        let mut graph = LockGraph::new();
+        let [_, a2, b, c] =
+            [(1, "a"), (2, "a"), (3, "b"), (4, "c")].map(|(id, name)| class(&mut graph, id, name));
+        let in_m = || vec![Frame::parse("f+0x1/0x10 [m]").unwrap()];
+        graph.add_dependency(Dependency {
+            held_read: true,
+            new_stack: in_m(),
+            ..dep(a2, b, None)
+        });
+        graph.add_dependency(Dependency {
+            held_stack: in_m(),
+            ..dep(b, a2, None)
+        });
+        graph.add_dependency(dep(b, c, None));
+        let stats = graph.stats_mut();
+        stats.events = 10;
+        stats.records = 3;
         write_results(
             &dir,
-            r#"{"edges":[{"from":"a#2","to":"b","modes":["r/w"],"new_stack":[{"module":"m"}],
-                          "held_stack":[]},
-                         {"from":"b","to":"a","new_stack":[],"held_stack":[{"module":"m"}]},
-                         {"from":"b","to":"c","new_stack":[],"held_stack":[]}],
-                "cycles":[{"classes":["a#2","b"],"guarded_by":null,"suppressed":false,
-                           "edges":[{"from":"a#2","to":"b"},{"from":"b","to":"a"}]}],
-                "deadlocks":[{"tasks":[{"waiting_for":"a"},{"waiting_for":"b#2"}],
-                              "blocked":[{"tid":3}]}],
-                "stats":{"dependencies":3,"events":10,"records":3}}"#,
+            &graph,
+            serde_json::json!({"deadlocks": [{"tasks": [{"waiting_for": "a"},
+                {"waiting_for": "b#2"}], "blocked": [{"tid": 3}]}]}),
         );
         let expect = dir.join("expect");
         let pass =

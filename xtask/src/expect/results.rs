@@ -7,6 +7,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
+use lockgraph::{CycleJson, ReportJson};
 use serde_json::Value;
 
 pub(super) fn strip_suffix(name: &str) -> &str {
@@ -21,7 +22,12 @@ pub(super) fn strip_suffix(name: &str) -> &str {
 }
 
 pub(super) struct Results {
-    pub(super) report: Value,
+    /// report.json as lockgraph writes it: a field renamed there breaks this build, and a
+    /// report it cannot read fails the run. `None` in a `no-tracer` scenario.
+    pub(super) report: Option<ReportJson>,
+    /// The same document untyped, for what the live tracer adds to it (`deadlocks`, from
+    /// the `locktrace` binary, which no library shares).
+    pub(super) report_document: Value,
     pub(super) held: Value,
     pub(super) text: String,
     pub(super) console: String,
@@ -31,15 +37,23 @@ pub(super) struct Results {
     pub(super) tracer_status: Option<String>,
 }
 
+/// A class name from the report, modulo lockdep's `#N` suffix.
+fn class(name: &str) -> String {
+    strip_suffix(name).to_string()
+}
+
 impl Results {
     pub(super) fn load(out: &Path) -> Result<Self> {
         let read = |name: &str| {
             fs::read_to_string(out.join(name)).with_context(|| format!("reading {name}"))
         };
         // A no-tracer scenario has no report.json; only its assertions need one.
-        let report: Value = match read("report.json") {
-            Ok(text) => serde_json::from_str(&text).context("parsing report.json")?,
-            Err(_) => Value::Null,
+        let (report, report_document) = match read("report.json") {
+            Ok(text) => (
+                Some(serde_json::from_str(&text).context("report.json is no lockgraph report")?),
+                serde_json::from_str(&text).context("parsing report.json")?,
+            ),
+            Err(_) => (None, Value::Null),
         };
         let held = read("held.json")
             .ok()
@@ -47,6 +61,7 @@ impl Results {
             .unwrap_or(Value::Null);
         Ok(Self {
             report,
+            report_document,
             held,
             text: read("report.txt").unwrap_or_default(),
             console: read("console.log").unwrap_or_default(),
@@ -56,54 +71,45 @@ impl Results {
         })
     }
 
+    /// The typed report (assertions that read it run only when there is one).
+    pub(super) fn graph(&self) -> &ReportJson {
+        static EMPTY: std::sync::OnceLock<ReportJson> = std::sync::OnceLock::new();
+        self.report
+            .as_ref()
+            .unwrap_or_else(|| EMPTY.get_or_init(ReportJson::default))
+    }
+
     /// Modes (`w/w`, `r/w`, …: held/new) an edge was seen with.
     pub(super) fn modes(&self, from: &str, to: &str) -> Vec<String> {
-        self.report["edges"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|edge| {
-                strip_suffix(edge["from"].as_str().unwrap_or_default()) == from
-                    && strip_suffix(edge["to"].as_str().unwrap_or_default()) == to
-            })
-            .flat_map(|edge| edge["modes"].as_array().cloned().unwrap_or_default())
-            .filter_map(|mode| mode.as_str().map(String::from))
+        self.graph()
+            .edges
+            .iter()
+            .filter(|edge| class(&edge.from) == from && class(&edge.to) == to)
+            .flat_map(|edge| edge.modes.iter().cloned())
             .collect()
     }
 
     pub(super) fn edges(&self) -> BTreeSet<(String, String)> {
-        self.report["edges"]
-            .as_array()
-            .map(|edges| {
-                edges
-                    .iter()
-                    .map(|edge| {
-                        let name = |key: &str| {
-                            strip_suffix(edge[key].as_str().unwrap_or_default()).to_string()
-                        };
-                        (name("from"), name("to"))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.graph()
+            .edges
+            .iter()
+            .map(|edge| (class(&edge.from), class(&edge.to)))
+            .collect()
     }
 
     /// The dependencies among classes named `PREFIX…` (the prefix removed), each with the
     /// class of its guard when every occurrence ran under one and the same instance.
     pub(super) fn rule_verdicts(&self, prefix: &str) -> BTreeMap<(String, String), Option<String>> {
-        let strip = |value: &Value| -> Option<String> {
-            strip_suffix(value.as_str()?)
-                .strip_prefix(prefix)
-                .map(String::from)
+        let strip = |name: &str| -> Option<String> {
+            strip_suffix(name).strip_prefix(prefix).map(String::from)
         };
         let mut verdicts = BTreeMap::new();
-        for edge in self.report["edges"].as_array().into_iter().flatten() {
-            let (Some(from), Some(to)) = (strip(&edge["from"]), strip(&edge["to"])) else {
+        for edge in &self.graph().edges {
+            let (Some(from), Some(to)) = (strip(&edge.from), strip(&edge.to)) else {
                 continue;
             };
-            let guards = edge["guards"].as_array().cloned().unwrap_or_default();
-            let guard = match guards.as_slice() {
-                [only] => strip(&only["class"]),
+            let guard = match edge.guards.as_slice() {
+                [Some(only)] => strip(&only.class),
                 _ => None,
             };
             verdicts.insert((from, to), guard);
@@ -113,28 +119,23 @@ impl Results {
 
     /// The classes named `PREFIX…` (the prefix removed) with possible recursive locking.
     pub(super) fn rule_recursive(&self, prefix: &str) -> BTreeSet<String> {
-        self.report["recursive"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        self.graph()
+            .recursive
+            .iter()
             .filter_map(|found| {
-                strip_suffix(found["class"].as_str()?)
+                strip_suffix(&found.class)
                     .strip_prefix(prefix)
                     .map(String::from)
             })
             .collect()
     }
 
-    pub(super) fn unguarded_cycles(&self) -> Vec<&Value> {
-        self.report["cycles"]
-            .as_array()
-            .map(|cycles| {
-                cycles
-                    .iter()
-                    .filter(|c| c["guarded_by"].is_null() && c["suppressed"] != true)
-                    .collect()
-            })
-            .unwrap_or_default()
+    pub(super) fn unguarded_cycles(&self) -> Vec<&CycleJson> {
+        self.graph()
+            .cycles
+            .iter()
+            .filter(|c| c.guarded_by.is_none() && !c.suppressed)
+            .collect()
     }
 
     /// `uname -r` of the guest, from the harness's console line.
@@ -143,10 +144,6 @@ impl Results {
             .lines()
             .find_map(|line| line.strip_prefix("lt-init: uname-r "))
             .map_or("", str::trim)
-    }
-
-    pub(super) fn stat(&self, name: &str) -> u64 {
-        self.report["stats"][name].as_u64().unwrap_or(0)
     }
 }
 
@@ -175,15 +172,6 @@ pub(super) fn find_deadlock<'a>(
         .with_context(|| format!("no deadlock waiting for {classes:?}; deadlocks seen: {seen:?}"))
 }
 
-pub(super) fn class_set(cycle: &Value) -> BTreeSet<String> {
-    cycle["classes"]
-        .as_array()
-        .map(|names| {
-            names
-                .iter()
-                .filter_map(Value::as_str)
-                .map(|n| strip_suffix(n).to_string())
-                .collect()
-        })
-        .unwrap_or_default()
+pub(super) fn class_set(cycle: &CycleJson) -> BTreeSet<String> {
+    cycle.classes.iter().map(|name| class(name)).collect()
 }
