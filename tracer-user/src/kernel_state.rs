@@ -209,6 +209,23 @@ impl KernelState {
         self.drains += 1;
     }
 
+    /// Entries each LRU map created against its capacity (what sizes them): `held-tasks
+    /// 57/8192, …`.
+    pub fn map_use(&self, counters: &Counters) -> String {
+        self.lru_maps
+            .iter()
+            .map(|watched| {
+                format!(
+                    "{} {}/{}",
+                    watched.spec.option,
+                    counters.get(watched.spec.created),
+                    watched.capacity
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The kernel side's `counters` in [`Stats`]' terms, with what the LRU maps evicted (an
     /// entry created and neither removed nor live was evicted; live entries are counted only
     /// once a map may have evicted at all) and the probe runs the kernel skipped.

@@ -318,6 +318,10 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     if let Some(coverage) = final_report.coverage() {
         eprintln!("locktrace: {coverage}");
     }
+    eprintln!(
+        "locktrace: in-kernel map entries created/capacity: {}",
+        session.kernel.map_use(&counters)
+    );
     outputs.write(graph, &suppressions, &session.live)?;
     if args.report.fail_on_cycle && final_report.has_unguarded_cycle() {
         return Ok(ExitCode::from(EXIT_CYCLE));

@@ -16,6 +16,7 @@
 //! min-dependencies N     at least N dependencies in all
 //! min-events N           the eBPF side saw at least N lock operations
 //! max-records N          at most N dependency records crossed the ring buffer
+//! min-stat NAME N        the report's stats.NAME is at least N (an unknown NAME fails)
 //! cycle-stacks-module M  every edge of each expected cycle has a stack frame in module M
 //! lockdep-cycle FILE     the lockdep splat FILE (relative to the repository root), imported
 //!                        with lockgraph, has a cycle whose classes (modulo `#N`) are an
@@ -155,6 +156,7 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
                 "min-dependencies",
                 "min-events",
                 "max-records",
+                "min-stat",
                 "cycle-stacks-module",
                 "lockdep-cycle",
                 "rule-table",
@@ -270,6 +272,15 @@ pub fn check(expect_path: &Path, out: &Path) -> Result<()> {
                         "{} lock operations seen < {n}",
                         results.graph().stats.source.events
                     );
+                }
+                "min-stat" => {
+                    let (name, n) = rest.split_once(' ').context("expected `min-stat NAME N`")?;
+                    let n: u64 = n.trim().parse()?;
+                    let stats = serde_json::to_value(results.graph().stats)?;
+                    let value = stats[name]
+                        .as_u64()
+                        .with_context(|| format!("the report's stats have no `{name}`"))?;
+                    ensure!(value >= n, "stats.{name} is {value}, < {n}");
                 }
                 "max-records" => {
                     let n: u64 = rest.parse()?;
@@ -631,7 +642,7 @@ mod tests {
         let expect = dir.join("expect");
         let pass =
             "cycle a b\ndep a r -> b w\ndep b -> a\ndep b -> c\nonly-deps\nmin-dependencies 3\n\
-                    min-events 10\nmax-records 3\ncycle-stacks-module m\ntext-contains circular\n\
+                    min-events 10\nmax-records 3\nmin-stat records 3\ncycle-stacks-module m\ntext-contains circular\n\
                     deadlock a b\ndeadlock-blocked 1\n";
         fs::write(&expect, pass).unwrap();
         check(&expect, &dir).unwrap();
@@ -645,6 +656,8 @@ mod tests {
             "no-dep a -> b",
             "dep a -> b\ndep b -> c\nonly-deps",
             "min-events 11",
+            "min-stat events 11",
+            "min-stat no_such_figure 0",
             "max-records 2",
             "cycle a b\ncycle-stacks-module other",
             "run-status 1",
