@@ -245,6 +245,10 @@ pub struct Stats {
     pub lock_classes_evicted: u64,
     /// The same for user-space locks.
     pub user_lock_classes_evicted: u64,
+    /// Locks released by a thread other than the one holding them (a normal pthread mutex
+    /// unlocked by another thread: undefined behaviour glibc lets through). The holder no
+    /// longer holds it; nothing is lost.
+    pub foreign_releases: u64,
     /// Class names evicted from the kernel's cache of names sent. The name is sent again at
     /// the class's next initialisation, so nothing is lost (`locktrace held` may show an
     /// address meanwhile).
@@ -269,6 +273,7 @@ impl Stats {
             held_tasks_evicted,
             lock_classes_evicted,
             user_lock_classes_evicted,
+            foreign_releases,
             class_names_evicted,
         } = *other;
         self.events += events;
@@ -285,6 +290,7 @@ impl Stats {
         self.held_tasks_evicted += held_tasks_evicted;
         self.lock_classes_evicted += lock_classes_evicted;
         self.user_lock_classes_evicted += user_lock_classes_evicted;
+        self.foreign_releases += foreign_releases;
         self.class_names_evicted += class_names_evicted;
     }
 

@@ -291,8 +291,11 @@ pub mod counter {
     pub const USER_LOCK_CLASSES_REMOVED: u32 = 14;
     pub const CLASS_NAMES_CREATED: u32 = 15;
     pub const CLASS_NAMES_REMOVED: u32 = 16;
+    /// Releases of a lock by a thread other than its holder (a normal pthread mutex unlocked
+    /// by another thread, which glibc lets through): the holder's entry is removed.
+    pub const RELEASED_BY_OTHER: u32 = 17;
     /// Number of counters.
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 18;
 }
 
 /// Capacities of the eBPF maps, shared with the daemon (which drains the dependency set

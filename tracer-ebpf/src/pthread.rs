@@ -48,17 +48,35 @@ struct MutexHead {
 /// flag bits above them).
 const MUTEX_TYPE_MASK: i32 = 3;
 const MUTEX_RECURSIVE: i32 = 1;
+const MUTEX_ERRORCHECK: i32 = 2;
 
-/// The mutex's head if it is a recursive glibc mutex, read from the process (never
-/// written). Other libcs lay the mutex out differently: nothing is read.
+/// The mutex's head, read from the process (never written), if the library is glibc.
+/// Other libcs lay the mutex out differently: nothing is read.
 #[inline(always)]
-fn recursive_mutex(lock: u64) -> Option<MutexHead> {
+fn mutex_head(lock: u64) -> Option<MutexHead> {
     if global(&GLIBC_MUTEX_LAYOUT) == 0 {
         return None;
     }
     // SAFETY: a checked read of user memory into a local copy.
-    let head = unsafe { bpf_probe_read_user(lock as *const MutexHead) }.ok()?;
-    (head.kind & MUTEX_TYPE_MASK == MUTEX_RECURSIVE).then_some(head)
+    unsafe { bpf_probe_read_user(lock as *const MutexHead) }.ok()
+}
+
+/// The mutex's head if it is a recursive glibc mutex.
+#[inline(always)]
+fn recursive_mutex(lock: u64) -> Option<MutexHead> {
+    mutex_head(lock).filter(|head| head.kind & MUTEX_TYPE_MASK == MUTEX_RECURSIVE)
+}
+
+/// Robust, priority-inheritance and priority-protected mutexes: flag bits above the type.
+const MUTEX_PROTOCOL_FLAGS: i32 = 0x70;
+
+/// Whether glibc lets a thread other than the owner unlock the mutex: normal and adaptive
+/// mutexes (undefined behaviour it does not check); error-checking, recursive, robust and
+/// PI mutexes refuse with EPERM, and the owner still holds them.
+fn foreign_unlock_releases(head: &MutexHead) -> bool {
+    head.kind & MUTEX_PROTOCOL_FLAGS == 0
+        && head.kind & MUTEX_TYPE_MASK != MUTEX_RECURSIVE
+        && head.kind & MUTEX_TYPE_MASK != MUTEX_ERRORCHECK
 }
 
 /// Offset of `__flags` (the rwlock's kind) in glibc's x86-64 `pthread_rwlock_t`.
@@ -131,10 +149,20 @@ fn try_acquire_returned(ctx: &RetProbeContext) -> Option<()> {
 fn try_release(ctx: &ProbeContext, lock_kind: u32) -> Option<()> {
     let task = current_task()?;
     let lock = lock_arg(ctx)?;
-    // An inner unlock of a recursive mutex (the count is read before glibc lowers it).
-    if lock_kind == kind::PTHREAD_MUTEX && recursive_mutex(lock).is_some_and(|head| head.count > 1)
-    {
-        return None;
+    if lock_kind == kind::PTHREAD_MUTEX {
+        if let Some(head) = mutex_head(lock) {
+            // An inner unlock of a recursive mutex (the count is read before glibc lowers it).
+            if head.kind & MUTEX_TYPE_MASK == MUTEX_RECURSIVE && head.count > 1 {
+                return None;
+            }
+            let owner = head.owner as u32;
+            if owner != 0 && owner != task.tid {
+                if foreign_unlock_releases(&head) {
+                    lock_state::release_by_other(&task, owner, lock, lock_kind);
+                }
+                return Some(());
+            }
+        }
     }
     lock_state::release(&task, lock, lock_kind);
     Some(())

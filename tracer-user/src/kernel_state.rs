@@ -244,6 +244,7 @@ impl KernelState {
         }
         stats.probe_misses = self.programs.iter().map(bpf::recursion_misses).sum();
         stats.return_missed = counters.get(counter::RETURN_MISSED);
+        stats.foreign_releases = counters.get(counter::RELEASED_BY_OTHER);
         stats.events = counters.get(counter::LOCK_OPS);
         stats.dropped = counters.get(counter::RINGBUF_DROPPED);
         stats.held_overflow = counters.get(counter::HELD_OVERFLOW);

@@ -86,7 +86,11 @@ pub fn report(file: &Path, args: &ReportArgs) -> Result<ExitCode> {
 pub fn import_lockdep(file: &Path, args: &ReportArgs) -> Result<ExitCode> {
     let text = read_input(file)?;
     let mut graph = LockGraph::new();
-    lockgraph::import_lockdep(&mut graph, &text).with_context(|| format!("{}", file.display()))?;
+    let import = lockgraph::import_lockdep(&mut graph, &text)
+        .with_context(|| format!("{}", file.display()))?;
+    for note in &import.notes {
+        eprintln!("locktrace: {}: {note}", file.display());
+    }
     emit_report(&graph, args)
 }
 

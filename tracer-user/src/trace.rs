@@ -305,7 +305,8 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     let final_report = graph.report(&suppressions);
     eprintln!(
         "locktrace: detached; {} (lock ops {}, dependency checks {}, sent {}, dropped {}, \
-         resynced {}, set drained {} times, unmatched releases {})",
+         resynced {}, set drained {} times, unmatched releases {}, released by another thread \
+         {})",
         final_report.summary(),
         counters.get(counter::LOCK_OPS),
         counters.get(counter::DEPENDENCY_CHECKS),
@@ -314,6 +315,7 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
         session.resynced,
         stats.dependency_set_drains,
         stats.unmatched_releases,
+        stats.foreign_releases,
     );
     if let Some(coverage) = final_report.coverage() {
         eprintln!("locktrace: {coverage}");

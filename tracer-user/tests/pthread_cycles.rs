@@ -301,3 +301,29 @@ fn a_read_write_inversion_is_a_cycle_only_for_writer_preferring_rwlocks() {
     writer_pair.sort();
     assert_eq!(classes, writer_pair, "{}", traced.report);
 }
+
+#[test]
+fn a_mutex_unlocked_by_another_thread_is_no_longer_held_by_its_holder() {
+    let traced = trace_program("foreign_unlock", "run");
+    let edges: Vec<(String, String)> = traced.report["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["from"].as_str().unwrap().to_string(),
+                e["to"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // The normal mutex was released by main: the holder's next lock depends on nothing.
+    assert!(!edges.iter().any(|(from, _)| from == "normal"), "{edges:?}");
+    // The error-checking one was not (EPERM): still held, so after_checked depends on it.
+    assert!(
+        edges.contains(&("checked".to_string(), "after_checked".to_string())),
+        "{edges:?}"
+    );
+    let stats = &traced.report["stats"];
+    assert_eq!(stats["foreign_releases"].as_u64(), Some(1), "{stats}");
+    assert_eq!(stats["unmatched_releases"].as_u64(), Some(0), "{stats}");
+}

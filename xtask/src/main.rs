@@ -302,6 +302,22 @@ fn test(host_only: bool) -> Result<()> {
 
 /// Kernel e2e tests: every scenario under tests/scenarios that has an `expect` file, on
 /// each kernel series and in each attach mode, two guests at a time (one core each).
+/// A scenario's VM timeout: 300 s, or the seconds in its `timeout` file (a scenario that
+/// attaches several tracers in turn needs more under TCG).
+fn scenario_timeout(scenario: &Path) -> Result<Duration> {
+    let path = scenario.join("timeout");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let seconds: u64 = text
+                .trim()
+                .parse()
+                .with_context(|| format!("{}: not a number of seconds", path.display()))?;
+            Ok(Duration::from_secs(seconds))
+        }
+        Err(_) => Ok(Duration::from_secs(300)),
+    }
+}
+
 fn vm_tests(binary: &Path, results: &mut TestResults) {
     let root = workspace_root();
     let mut scenarios: Vec<PathBuf> = std::fs::read_dir(root.join("tests/scenarios"))
@@ -350,20 +366,23 @@ fn vm_tests(binary: &Path, results: &mut TestResults) {
                 let label = format!("vm {name} on {kernel} ({mode})");
                 let out = root.join(format!("target/vm-out/{name}-{kernel}-{mode}"));
                 let started = std::time::Instant::now();
-                let outcome = vm::run_vm(&vm::VmOptions {
-                    kernel: kernel.clone(),
-                    scenario: scenario.clone(),
-                    out: out.clone(),
-                    tracer_args: vec!["--attach".into(), mode.into()],
-                    timeout: Duration::from_secs(300),
-                    locktrace_bin: binary.to_path_buf(),
-                })
-                .and_then(|outcome| {
-                    expect::check(&scenario.join("expect"), &out).with_context(|| {
-                        format!("expectations of {name} (results in {})", out.display())
-                    })?;
-                    Ok(outcome)
-                });
+                let outcome = scenario_timeout(&scenario)
+                    .and_then(|timeout| {
+                        vm::run_vm(&vm::VmOptions {
+                            kernel: kernel.clone(),
+                            scenario: scenario.clone(),
+                            out: out.clone(),
+                            tracer_args: vec!["--attach".into(), mode.into()],
+                            timeout,
+                            locktrace_bin: binary.to_path_buf(),
+                        })
+                    })
+                    .and_then(|outcome| {
+                        expect::check(&scenario.join("expect"), &out).with_context(|| {
+                            format!("expectations of {name} (results in {})", out.display())
+                        })?;
+                        Ok(outcome)
+                    });
                 let outcome = outcome.map(|outcome| {
                     println!(
                         "xtask: {label}: kernel {} in {:.0} s",

@@ -34,7 +34,8 @@ if [ "$status" -ne 0 ]; then
 	cat /tmp/module.log
 	exit 1
 fi
-echo "module-filter: filtered tracer ran with: $TRACER_ARGS"
+# shellcheck disable=SC2086 # word splitting collapses the harness's spacing
+echo "module-filter: filtered tracer ran with:" $TRACER_ARGS
 grep -v 'not attached' /tmp/module.log || true
 edges=$(grep -o '"from"' /tmp/module.json | wc -l)
 echo "module-filter: $edges edge entries with --module lt_mmu"

@@ -220,6 +220,27 @@ pub fn release(task: &Task, lock: u64, kind: u32) {
     }
 }
 
+/// `lock` released by `task` while the thread `holder` holds it (a pthread mutex unlocked by
+/// another thread): the holder's entry goes, so the holder depends on it no longer.
+pub fn release_by_other(task: &Task, holder: u32, lock: u64, kind: u32) {
+    count(counter::LOCK_OPS);
+    count(counter::RELEASED_BY_OTHER);
+    emit_lock_op(task, lock, kind, 0, op::RELEASE);
+    let Some(stack) = HELD.get_ptr_mut(holder) else {
+        count(counter::UNMATCHED_RELEASE);
+        return;
+    };
+    // SAFETY: the holder's map value. The holder may be changing it at the same time (a
+    // race its program's own design excludes only for itself): at worst an entry of its
+    // stack is lost or kept, counted nowhere; nothing outside the map is touched.
+    let stack = unsafe { &mut *stack };
+    if update_innermost(stack, |held| held.lock == lock, tombstone) {
+        pop_tombstones(stack);
+    } else {
+        count(counter::UNMATCHED_RELEASE);
+    }
+}
+
 /// Apply `action` to the innermost entry that `matches`; whether there was one. The action
 /// runs inside the scan so that no index outlives it: an index returned from a 48-way loop
 /// made the verifier check everything after it once per possible value.

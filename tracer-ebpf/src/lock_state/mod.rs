@@ -17,7 +17,7 @@ mod stack_ids;
 pub use filters::{current_task, module_bit};
 pub use held_stack::{
     acquire, acquire_held, acquire_release, acquire_returned, downgrade, forget_task, holds_locks,
-    record_pair, release, release_if_held,
+    record_pair, release, release_by_other, release_if_held,
 };
 
 /// A lock as a probe sees it.
