@@ -95,6 +95,10 @@ fn is_caller_id(inside: &str) -> bool {
 /// A syslog or journal line's `DATE HOST kernel: ` (`Dec  2 10:00:00 host kernel: `,
 /// `2024-12-02T10:00:00.123+01:00 host kernel: `): the rest.
 fn after_syslog(line: &str) -> Option<&str> {
+    if let Some(rest) = line.strip_prefix("kernel: ") {
+        // rsyslog forwarding without date or host.
+        return Some(rest);
+    }
     let at = line.find(" kernel: ")?;
     let head = &line[..at];
     let words: Vec<&str> = head.split_whitespace().collect();
@@ -180,7 +184,10 @@ fn frame_of(line: &str) -> Option<Frame> {
         return None;
     }
     match words.next() {
-        Some(module) if module.starts_with('[') && module.ends_with(']') => {
+        // syzbot's `[inline]` marks an inlined frame, not a module.
+        Some(module)
+            if module.starts_with('[') && module.ends_with(']') && module != "[inline]" =>
+        {
             Frame::parse(&format!("{function} {module}"))
         }
         _ => Frame::parse(function),
@@ -243,7 +250,12 @@ fn class_id(graph: &mut LockGraph, name: &str, stack: &[Frame]) -> crate::ClassI
 /// Imports every lockdep report in `log` into `graph`. A log with no report at all is an
 /// error naming its last line; a report that cannot be imported whole is a note.
 pub fn import_lockdep(graph: &mut LockGraph, log: &str) -> Result<LockdepImport> {
-    let lines: Vec<&str> = log.lines().map(clean_line).collect();
+    // rsyslog escapes the newlines inside a message as `#012`.
+    let lines: Vec<&str> = log
+        .lines()
+        .flat_map(|line| line.split("#012"))
+        .map(clean_line)
+        .collect();
     let headers: Vec<(usize, ReportKind)> = lines
         .iter()
         .enumerate()
@@ -267,11 +279,19 @@ pub fn import_lockdep(graph: &mut LockGraph, log: &str) -> Result<LockdepImport>
             ReportKind::Circular => import_circular(graph, &report, &mut import),
             ReportKind::Recursive => import_recursive(graph, &report, &mut import),
             ReportKind::IrqInversion | ReportKind::Inconsistent => {
+                // The header's locks: the class lines right after a line ending in `:`
+                // ("just changed the state of lock:", "… takes:"), two or one of them.
+                let wanted = if kind == ReportKind::IrqInversion {
+                    2
+                } else {
+                    1
+                };
                 let classes: Vec<&str> = report
                     .lines
-                    .iter()
-                    .filter(|line| line.contains("){") || line.ends_with(':') && line.contains('('))
-                    .filter_map(|line| class_name(line))
+                    .windows(2)
+                    .filter(|pair| pair[0].ends_with(':') && pair[1].contains("){"))
+                    .filter_map(|pair| class_name(pair[1]))
+                    .take(wanted)
                     .collect();
                 let what = if kind == ReportKind::IrqInversion {
                     "irq lock inversion"
@@ -421,9 +441,10 @@ fn import_circular(graph: &mut LockGraph, report: &ReportLines, import: &mut Loc
             ),
         )
     });
+    let dependencies = if added == 1 { "dependency" } else { "dependencies" };
     import.notes.push(format!(
         "line {}: circular dependency report from line {} imported in part ({added} \
-         dependencies, no cycle of its own): {why}",
+         {dependencies}, no cycle of its own): {why}",
         report.line_no(at),
         report.first
     ));
