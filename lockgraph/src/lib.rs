@@ -47,7 +47,7 @@ pub use graph::{
     cycle_id, mode_bit, mode_pairs, Class, ClassId, Cycle, DepEdge, Dependency, Guard, LockGraph,
     Mode, RecursiveLock,
 };
-pub use lockdep::{import_lockdep, LockdepImport};
+pub use lockdep::{import_lockdep, import_proc_lockdep, LockdepImport};
 pub use model::{
     strip_lockdep_suffix, ClassInfo, ClassKey, Frame, LockKind, NameSource, Stats, TaskInfo,
 };

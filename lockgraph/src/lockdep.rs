@@ -441,7 +441,11 @@ fn import_circular(graph: &mut LockGraph, report: &ReportLines, import: &mut Loc
             ),
         )
     });
-    let dependencies = if added == 1 { "dependency" } else { "dependencies" };
+    let dependencies = if added == 1 {
+        "dependency"
+    } else {
+        "dependencies"
+    };
     import.notes.push(format!(
         "line {}: circular dependency report from line {} imported in part ({added} \
          {dependencies}, no cycle of its own): {why}",
@@ -504,4 +508,101 @@ fn import_recursive(graph: &mut LockGraph, report: &ReportLines, import: &mut Lo
         held_stack: holding_at.into_iter().collect(),
         ..Dependency::default()
     });
+}
+
+/// The name of a `/proc/lockdep` class line, `KEY[ OPS: N][ FD: N BD: N USAGE]: NAME`
+/// (the counts are space-padded after their colons; names may hold `: ` themselves).
+fn proc_class_name(line: &str) -> Option<&str> {
+    let (key, mut rest) = line.split_once(|c: char| c == ' ' || c == ':')?;
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    if line.as_bytes()[key.len()] == b':' {
+        rest = line[key.len()..].strip_prefix(':')?;
+        return Some(rest.trim()).filter(|name| !name.is_empty());
+    }
+    loop {
+        rest = rest.trim_start();
+        let Some(label) = ["OPS:", "FD:", "BD:"]
+            .into_iter()
+            .find(|l| rest.starts_with(l))
+        else {
+            break;
+        };
+        rest = rest[label.len()..]
+            .trim_start()
+            .trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    let name = match rest.strip_prefix(": ") {
+        Some(name) => name,
+        None => {
+            let (usage, name) = rest.split_once(": ")?;
+            if usage.contains(char::is_whitespace) {
+                return None;
+            }
+            name
+        }
+    };
+    Some(name.trim()).filter(|name| !name.is_empty())
+}
+
+/// Imports lockdep's whole graph as `/proc/lockdep` prints it: a line per class
+/// (`KEY [OPS: N] FD: N BD: N USAGE: NAME`) followed by its direct dependencies
+/// (` -> [KEY] NAME`), so that a lockdep box's graph merges and diffs with a trace. Classes
+/// are keyed by name (with lockdep's `#N` and `/SUBCLASS`); their kind is not printed
+/// (`unknown`, or `pseudo` for lockdep's pseudo-locks). Returns the cycles found (lockdep
+/// keeps none: it reports one when it first closes, then turns itself off).
+pub fn import_proc_lockdep(graph: &mut LockGraph, text: &str) -> Result<Vec<Cycle>> {
+    let class = |graph: &mut LockGraph, name: &str| {
+        let (kind, naming) = if naming::LOCKDEP_PSEUDO_LOCKS.contains(&name) {
+            (LockKind::Pseudo, NameSource::Lockdep)
+        } else {
+            (LockKind::Unknown, NameSource::Lockdep)
+        };
+        graph.class(ClassKey::name(name), ClassInfo::new(name, kind, naming))
+    };
+    let mut cycles = Vec::new();
+    let mut current = None;
+    let mut classes = 0;
+    for (index, line) in text.lines().enumerate() {
+        let number = index + 1;
+        if line.trim().is_empty() || line.trim() == "all lock classes:" {
+            continue;
+        }
+        if let Some(dependency) = line.trim_start().strip_prefix("-> [") {
+            let held = current
+                .ok_or_else(|| Error::at(number, "a dependency line before any class line"))?;
+            let name = dependency
+                .split_once("] ")
+                .map(|(_, name)| name.trim())
+                .filter(|name| !name.is_empty())
+                .ok_or_else(|| {
+                    Error::at(number, format!("expected ` -> [KEY] NAME`, found `{line}`"))
+                })?;
+            let new = class(graph, name);
+            cycles.extend(graph.add_dependency(Dependency {
+                held,
+                new,
+                ..Dependency::default()
+            }));
+            continue;
+        }
+        let name = proc_class_name(line).ok_or_else(|| {
+            Error::at(
+                number,
+                format!(
+                    "expected `KEY FD: N BD: N USAGE: NAME` or ` -> [KEY] NAME`, found `{line}`"
+                ),
+            )
+        })?;
+        current = Some(class(graph, name));
+        classes += 1;
+    }
+    if classes == 0 {
+        return Err(Error::at(
+            text.lines().count().max(1),
+            "no lock class found: not /proc/lockdep output",
+        ));
+    }
+    Ok(cycles)
 }

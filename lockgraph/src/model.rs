@@ -14,6 +14,8 @@ pub enum LockKind {
     Pseudo,
     PthreadMutex,
     PthreadRwlock,
+    /// A lock whose kind the source does not say (a class from `/proc/lockdep`).
+    Unknown,
 }
 
 impl LockKind {
@@ -25,6 +27,7 @@ impl LockKind {
             Self::Pseudo => "pseudo",
             Self::PthreadMutex => "pthread_mutex",
             Self::PthreadRwlock => "pthread_rwlock",
+            Self::Unknown => "unknown",
         }
     }
 
@@ -360,6 +363,7 @@ mod tests {
             LockKind::Pseudo,
             LockKind::PthreadMutex,
             LockKind::PthreadRwlock,
+            LockKind::Unknown,
         ] {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }

@@ -223,3 +223,67 @@ fn cut_and_damaged_reports_give_what_they_hold_and_no_cycle() {
         .is_some());
     assert_eq!(graph.edge_count(), 1);
 }
+
+#[test]
+fn proc_lockdep_imports_every_class_and_direct_dependency() {
+    let mut graph = LockGraph::new();
+    let cycles =
+        import_proc_lockdep(&mut graph, &corpus("proc-lockdep-prove-locking.txt")).unwrap();
+    assert!(cycles.is_empty());
+    let id = |n: &str| {
+        graph
+            .class_by_name(n)
+            .unwrap_or_else(|| panic!("no class {n}"))
+    };
+    let out = |n: &str| graph.edges().filter(|e| e.held == id(n)).count();
+    assert_eq!(
+        (
+            out("cgroup_mutex"),
+            out("(console_sem).lock"),
+            out("console_lock")
+        ),
+        (7, 0, 26)
+    );
+    assert!(graph
+        .edge(id("console_lock"), id("subsys mutex#19"))
+        .is_some());
+    assert!(graph
+        .edge(id("console_lock"), id("(console_sem).lock"))
+        .is_some());
+    assert_eq!(
+        graph.class_info(id("fs_reclaim")).info.kind,
+        LockKind::Pseudo
+    );
+    assert_eq!(
+        graph.class_info(id("cgroup_mutex")).info.kind,
+        LockKind::Unknown
+    );
+    // Without CONFIG_PROVE_LOCKING: classes, no dependencies.
+    let mut graph = LockGraph::new();
+    import_proc_lockdep(&mut graph, &corpus("proc-lockdep-no-prove-locking.txt")).unwrap();
+    assert_eq!((graph.class_count(), graph.edge_count()), (6, 0));
+    assert!(graph.class_by_name("(console_sem).lock").is_some());
+}
+
+#[test]
+fn proc_lockdep_with_debug_counts_and_a_cycle_between_dumps() {
+    // `OPS:` (CONFIG_DEBUG_LOCKDEP) before the counts; a cycle made of direct dependencies.
+    let text = "all lock classes:\n\
+        ffff888119656528 OPS:      25 FD:  470 BD:    1 +.+.: (wq_completion)loop0\n \
+        -> [ffffffffa0353078] (work_completion)(&worker->work)\n\n\
+        ffffffffa0353078 OPS:     235 FD:  467 BD:    2 +.+.: (work_completion)(&worker->work)\n \
+        -> [ffff888119656528] (wq_completion)loop0\n";
+    let mut graph = LockGraph::new();
+    let cycles = import_proc_lockdep(&mut graph, text).unwrap();
+    assert_eq!(cycles.len(), 1);
+    assert_eq!(graph.edge_count(), 2);
+    for bad in [
+        "",
+        "all lock classes:\n",
+        " -> [ffff] orphan\n",
+        "not a class line\n",
+    ] {
+        let err = import_proc_lockdep(&mut LockGraph::new(), bad).unwrap_err();
+        assert!(matches!(err, Error::Parse { .. }), "{bad:?}: {err}");
+    }
+}

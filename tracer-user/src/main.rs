@@ -51,10 +51,15 @@ enum Command {
         #[command(flatten)]
         report: report_options::ReportArgs,
     },
-    /// Parse lockdep "possible circular locking dependency" reports from a console log.
+    /// Import lockdep reports from a console log (circular dependencies, recursive locking;
+    /// notes for the rest), or lockdep's whole graph from `/proc/lockdep`.
     ImportLockdep {
-        /// dmesg or console log; `-` for standard input.
+        /// dmesg, console, syslog or journal log, or a mail quoting one; `-` for standard
+        /// input.
         file: PathBuf,
+        /// FILE is a copy of `/proc/lockdep` (every class and its direct dependencies).
+        #[arg(long)]
+        proc_lockdep: bool,
         #[command(flatten)]
         report: report_options::ReportArgs,
     },
@@ -96,7 +101,11 @@ fn main() -> ExitCode {
         Command::Doctor => doctor::run(),
         Command::Held(args) => held::run(&args),
         Command::Report { file, report } => offline::report(&file, &report),
-        Command::ImportLockdep { file, report } => offline::import_lockdep(&file, &report),
+        Command::ImportLockdep {
+            file,
+            proc_lockdep,
+            report,
+        } => offline::import_lockdep(&file, proc_lockdep, &report),
         Command::Export {
             file,
             format,

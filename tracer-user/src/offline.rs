@@ -82,14 +82,20 @@ pub fn report(file: &Path, args: &ReportArgs) -> Result<ExitCode> {
     emit_report(&load_graph(file)?, args)
 }
 
-/// `locktrace import-lockdep FILE|-`: lockdep splats from a console log into the graph.
-pub fn import_lockdep(file: &Path, args: &ReportArgs) -> Result<ExitCode> {
+/// `locktrace import-lockdep [--proc-lockdep] FILE|-`: lockdep reports from a console log,
+/// or lockdep's graph from `/proc/lockdep`, into the graph.
+pub fn import_lockdep(file: &Path, proc_lockdep: bool, args: &ReportArgs) -> Result<ExitCode> {
     let text = read_input(file)?;
     let mut graph = LockGraph::new();
-    let import = lockgraph::import_lockdep(&mut graph, &text)
-        .with_context(|| format!("{}", file.display()))?;
-    for note in &import.notes {
-        eprintln!("locktrace: {}: {note}", file.display());
+    if proc_lockdep {
+        lockgraph::import_proc_lockdep(&mut graph, &text)
+            .with_context(|| format!("{}", file.display()))?;
+    } else {
+        let import = lockgraph::import_lockdep(&mut graph, &text)
+            .with_context(|| format!("{}", file.display()))?;
+        for note in &import.notes {
+            eprintln!("locktrace: {}: {note}", file.display());
+        }
     }
     emit_report(&graph, args)
 }

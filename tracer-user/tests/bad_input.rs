@@ -181,3 +181,24 @@ fn tracing_without_privileges_is_one_line_and_non_zero() {
         "{stderr}"
     );
 }
+
+#[test]
+fn proc_lockdep_imports_and_bad_input_is_a_numbered_error() {
+    let proc_lockdep = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../lockgraph/tests/data/lockdep-corpus/proc-lockdep-prove-locking.txt"
+    );
+    let output = locktrace(&["import-lockdep", "--proc-lockdep", proc_lockdep], None);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("33 dependencies"), "{stdout}");
+    let output = locktrace(
+        &["import-lockdep", "--proc-lockdep", "-"],
+        Some(b"all lock classes:\n -> [ffff] orphan\n"),
+    );
+    assert_clean_failure(&output, 1, "line 2");
+}
