@@ -513,7 +513,7 @@ fn import_recursive(graph: &mut LockGraph, report: &ReportLines, import: &mut Lo
 /// The name of a `/proc/lockdep` class line, `KEY[ OPS: N][ FD: N BD: N USAGE]: NAME`
 /// (the counts are space-padded after their colons; names may hold `: ` themselves).
 fn proc_class_name(line: &str) -> Option<&str> {
-    let (key, mut rest) = line.split_once(|c: char| c == ' ' || c == ':')?;
+    let (key, mut rest) = line.split_once([' ', ':'])?;
     if key.is_empty() || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
