@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{assert_root, compile, scratch_dir, Target, Tracer, TracerOutput};
+use common::{assert_root, compile, edge_pairs, scratch_dir, Target, Tracer, TracerOutput};
 
 /// Runs `tests/programs/PROGRAM.c` under `trace --user --pid` (plus `extra` options) until it
 /// exits; the scratch directory, what the tracer printed (it must have succeeded) and its
@@ -40,17 +40,7 @@ fn a_tiny_ring_buffer_drops_records_but_no_dependency() {
     );
     assert!(stats["resynced"].as_u64().unwrap() > 0, "{stats}");
     // 48 locks, every ordered pair: 48 * 47 / 2 dependencies, all present.
-    let edges: BTreeSet<(String, String)> = report["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["from"].as_str().unwrap().to_string(),
-                e["to"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let edges: BTreeSet<(String, String)> = edge_pairs(&report);
     assert_eq!(edges.len(), 48 * 47 / 2, "{stats}");
     assert_eq!(stats["dependencies"].as_u64(), Some(48 * 47 / 2));
     assert!(report["cycles"].as_array().unwrap().is_empty());

@@ -4,7 +4,7 @@
 //! heap locks are classed by their initialisation site, as lockdep classes kernel locks.
 mod common;
 
-use common::{assert_root, compile, scratch_dir, Target, Tracer};
+use common::{assert_root, compile, edge_pairs, scratch_dir, Target, Tracer};
 
 struct Traced {
     report: serde_json::Value,
@@ -305,17 +305,7 @@ fn a_read_write_inversion_is_a_cycle_only_for_writer_preferring_rwlocks() {
 #[test]
 fn a_mutex_unlocked_by_another_thread_is_no_longer_held_by_its_holder() {
     let traced = trace_program("foreign_unlock", "run");
-    let edges: Vec<(String, String)> = traced.report["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["from"].as_str().unwrap().to_string(),
-                e["to"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let edges: Vec<(String, String)> = edge_pairs(&traced.report);
     // The normal mutex was released by main: the holder's next lock depends on nothing.
     assert!(!edges.iter().any(|(from, _)| from == "normal"), "{edges:?}");
     // The error-checking one was not (EPERM): still held, so after_checked depends on it.

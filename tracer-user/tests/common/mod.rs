@@ -149,3 +149,18 @@ impl Tracer {
         }
     }
 }
+
+/// The `(from, to)` class names of every edge of a JSON report.
+pub fn edge_pairs<C: FromIterator<(String, String)>>(report: &serde_json::Value) -> C {
+    report["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["from"].as_str().unwrap().to_string(),
+                e["to"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
