@@ -2,6 +2,7 @@
 mod bench;
 mod expect;
 mod layering;
+mod lockdep_compare;
 mod readme;
 mod setup;
 mod vm;
@@ -54,6 +55,17 @@ enum Task {
     },
     /// The one-minute demo: the nouveau svmm/vmm deadlock found on a production 6.12 kernel.
     Demo,
+    /// Lockdep as the oracle: each kernel scenario on the lockdep kernel (lockdep observing) and
+    /// on production 6.12 (locktrace tracing), compared: recall, precision, verdicts. Builds
+    /// the lockdep kernel first if it is not cached (about 20 minutes on 2 cores).
+    LockdepCompare {
+        /// Scenarios to compare (default: everyday, semantics, plain-mutex, nouveau-svmm,
+        /// nouveau-svmm-interval, nouveau-svmm-fixed, guards, rules).
+        scenarios: Vec<String>,
+        /// Compare the results of the last run again, without running the guests.
+        #[arg(long)]
+        compare_only: bool,
+    },
     /// Check a scenario's `expect` file against the results of an earlier `vm` run.
     Check {
         #[arg(long)]
@@ -63,8 +75,9 @@ enum Task {
     },
     /// Boot a Debian kernel in qemu and run a scenario directory under locktrace.
     Vm {
-        /// Kernel series: 6.1 (bookworm) or 6.12 (bookworm-backports).
-        #[arg(long, default_value = "6.12", value_parser = ["6.1", "6.12"])]
+        /// Kernel series: 6.1 (bookworm), 6.12 (bookworm-backports), or 6.12-lockdep (the same
+        /// 6.12 source built with PROVE_LOCKING, once: lockdep observes, no tracer runs).
+        #[arg(long, default_value = "6.12", value_parser = ["6.1", "6.12", "6.12-lockdep"])]
         kernel: String,
         #[arg(long)]
         scenario: PathBuf,
@@ -97,6 +110,10 @@ fn dispatch(cli: Cli) -> Result<()> {
         Task::Test { host_only } => test(host_only),
         Task::Fuzz { seconds } => fuzz(seconds),
         Task::Demo => demo(),
+        Task::LockdepCompare {
+            scenarios,
+            compare_only,
+        } => lockdep_compare::lockdep_compare(&scenarios, compare_only),
         Task::Check { scenario, out } => {
             expect::check(&scenario.join("expect"), &out)?;
             println!(

@@ -62,6 +62,7 @@ pub(super) fn boot(
         "console=ttyS0 loglevel=5 panic=-1 oops=panic softlockup_panic=1 rdinit=/init \
          lt.deadline={deadline} lt.attach_timeout={attach} lt.stop_timeout={STOP_TIMEOUT_S}"
     );
+    let lockdep_kernel = opts.kernel == super::LOCKDEP_KERNEL;
     let results_file = work.join("results.ttyS1");
     let qemu_stderr = work.join("qemu.stderr");
     let mut cmd = Command::new("qemu-system-x86_64");
@@ -161,7 +162,10 @@ pub(super) fn boot(
                     eprintln!("{line}");
                 }
                 if let Some(p) = kernel_problem(&line) {
-                    run.problems.push(format!("{p}: {line}"));
+                    // On the lockdep kernel lockdep's reports are what is measured.
+                    if !(lockdep_kernel && is_lockdep_report(&line)) {
+                        run.problems.push(format!("{p}: {line}"));
+                    }
                 }
                 if let Some(rest) = line.strip_prefix("lt-init: ") {
                     if let Some(rel) = rest.strip_prefix("uname-r ") {
@@ -270,6 +274,7 @@ impl GuestRun {
         match fs::read_to_string(opts.out.join("tracer.status")) {
             Ok(s) if s.trim() == "0" => {}
             Ok(s) => eprintln!("vm: WARNING: tracer did not exit cleanly: {}", s.trim()),
+            Err(_) if opts.kernel == super::LOCKDEP_KERNEL => {}
             Err(_) => eprintln!("vm: WARNING: no tracer.status in the results"),
         }
         eprintln!("vm: kernel {kernel_release}: run.sh exit status {run_status}");
@@ -313,6 +318,19 @@ fn kernel_problem(line: &str) -> Option<&'static str> {
         };
         hit.then_some(*kind)
     })
+}
+
+/// The header of a lockdep (or RCU-lockdep) report: `WARNING: possible circular locking
+/// dependency detected`, `WARNING: inconsistent lock state`, ... `WARN()` splats, which name a
+/// CPU (`WARNING: CPU: 1 PID: 7 at ...`) or a place (`WARNING: at ...`), are not.
+fn is_lockdep_report(line: &str) -> bool {
+    let Some(stamp) = find_printk_stamp(line) else {
+        return false;
+    };
+    line[stamp..]
+        .trim_start()
+        .strip_prefix("WARNING: ")
+        .is_some_and(|rest| !rest.starts_with("CPU: ") && !rest.starts_with("at "))
 }
 
 /// Byte index just after the first "[ 12.345678] " printk stamp in `line`.
@@ -418,6 +436,27 @@ mod tests {
         ];
         for line in good {
             assert_eq!(kernel_problem(line), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn lockdep_reports_are_told_from_warn_splats() {
+        for header in [
+            "[   12.5] WARNING: possible circular locking dependency detected",
+            "[   12.5] WARNING: possible recursive locking detected",
+            "[   12.5] WARNING: inconsistent lock state",
+            "[   12.5] WARNING: suspicious RCU usage",
+        ] {
+            assert!(is_lockdep_report(header), "{header}");
+            assert_eq!(kernel_problem(header), Some("WARNING"), "{header}");
+        }
+        for splat in [
+            "[    8.1] WARNING: CPU: 1 PID: 77 at kernel/locking/mutex.c:582 __mutex_lock+0x1/0x2",
+            "[    8.1] WARNING: at kernel/foo.c:10 bar()",
+            "[    8.1] BUG: kernel NULL pointer dereference, address: 0000000000000008",
+            "WARNING: possible circular locking dependency detected",
+        ] {
+            assert!(!is_lockdep_report(splat), "{splat}");
         }
     }
 

@@ -77,8 +77,18 @@ TRACER_ARGS=""
 [ -f /lt/tracer-args ] && TRACER_ARGS="$TRACER_ARGS $(cat /lt/tracer-args)"
 export TRACER_ARGS
 
+# On the lockdep kernel lockdep is the observer: no tracer runs, and lockdep's state is
+# collected after run.sh.
+LOCKDEP_MODE=""
+[ -f /lt/lockdep-mode ] && LOCKDEP_MODE=1
+NO_TRACER=""
+[ -f /scenario/no-tracer ] || [ -n "$LOCKDEP_MODE" ] && NO_TRACER=1
+
 # 1. start the tracer (unless the scenario runs tracers itself: a `no-tracer` file)
-if [ -f /scenario/no-tracer ]; then
+if [ -n "$LOCKDEP_MODE" ]; then
+	say "lockdep kernel: lockdep observes, no tracer"
+	[ -e /proc/lockdep ] || fail "/proc/lockdep missing: not a lockdep kernel"
+elif [ -f /scenario/no-tracer ]; then
 	say "no-tracer scenario: run.sh starts what it measures"
 else
 	# 1. start the tracer; stderr -> /out/tracer.log, echoed to the console; stdout -> /out/tracer.stdout
@@ -108,6 +118,9 @@ else
 	say "tracer attached (pid $TPID)"
 fi
 
+# lockdep's graph holds everything since boot: what it had before the scenario is set apart
+[ -n "$LOCKDEP_MODE" ] && cat /proc/lockdep > /out/lockdep-before.txt
+
 # 2. load the scenario's modules
 for ko in /scenario/kmod/*.ko; do
 	[ -f "$ko" ] || continue
@@ -129,8 +142,17 @@ done
 cp /tmp/run.status /out/run.status
 say "run.sh exit status $(cat /out/run.status)"
 
-# 4. stop the tracer
-if [ ! -f /scenario/no-tracer ]; then
+# 4. stop the tracer, or collect lockdep's state: its graph, chains and statistics, and the
+#    kinds of its classes (lt_lockdep_classes.ko)
+if [ -n "$LOCKDEP_MODE" ]; then
+	insmod /lt/lt_lockdep_classes.ko || fail "insmod lt_lockdep_classes.ko failed"
+	cat /proc/lockdep > /out/lockdep.txt
+	cat /proc/lockdep_chains > /out/lockdep_chains.txt
+	cat /proc/lockdep_stats > /out/lockdep_stats.txt
+	cat /proc/lt_lockdep_classes > /out/lockdep_classes.txt
+	dmesg > /out/dmesg.txt
+	say "lockdep state collected: $(wc -l < /out/lockdep.txt) lines of /proc/lockdep, $(grep -c . /out/lockdep_classes.txt) classes, $(grep 'debug_locks:' /out/lockdep_stats.txt | tr -s ' ')"
+elif [ -z "$NO_TRACER" ]; then
 	if alive $TPID; then
 		kill -INT $TPID
 		t=0

@@ -24,6 +24,7 @@ mod fs_helpers;
 mod guest;
 mod initramfs;
 mod kernels;
+mod lockdep_kernel;
 mod results;
 mod scenario;
 
@@ -35,13 +36,16 @@ use std::{
 
 use anyhow::{ensure, Context as _, Result};
 
-pub use self::kernels::KERNEL_SERIES;
 use self::{
     fs_helpers::{copy_dir, WorkDir},
     guest::boot,
     initramfs::{make_cpio, stage_initramfs},
     kernels::{cache_dir, ensure_kernel},
     scenario::{build_scenario, Scenario},
+};
+pub use self::{
+    kernels::KERNEL_SERIES,
+    lockdep_kernel::{build_time as lockdep_kernel_build_time, LOCKDEP_KERNEL},
 };
 
 #[derive(Debug, Clone)]
@@ -90,6 +94,13 @@ pub fn apt_packages() -> &'static [&'static str] {
         "tar",
         "libc-bin",     // ldd
         "libbpf-tools", // klockstat, the peer `cargo xtask bench` compares against
+        // building the lockdep kernel (`cargo xtask lockdep-compare`)
+        "flex",
+        "bison",
+        "libelf-dev",
+        "libssl-dev",
+        "openssl",
+        "xz-utils",
     ]
 }
 
@@ -114,7 +125,7 @@ pub fn run_vm(opts: &VmOptions) -> Result<VmOutcome> {
     }
 
     let cache = cache_dir();
-    let kernel = ensure_kernel(&opts.kernel, &cache)?;
+    let kernel = kernel_for(&opts.kernel, &cache)?;
     let t_kernel = t_start.elapsed();
     eprintln!(
         "vm: kernel {} ({}), ready in {:.1}s",
@@ -131,6 +142,9 @@ pub fn run_vm(opts: &VmOptions) -> Result<VmOutcome> {
     let t_build = t_start.elapsed();
 
     stage_initramfs(&staged, opts)?;
+    if opts.kernel == LOCKDEP_KERNEL {
+        stage_lockdep_observer(&staged, &kernel)?;
+    }
     let initrd = work.path().join("initrd.cpio");
     make_cpio(&staged, &initrd)?;
     let t_initrd = t_start.elapsed();
@@ -157,9 +171,43 @@ pub fn run_vm(opts: &VmOptions) -> Result<VmOutcome> {
 /// Resolves and fetches (once, into the cache) the newest kernel of `series` ("6.1", "6.12")
 /// or an exact release; returns its release. Call it before running guests in parallel.
 pub fn prepare_kernel(series: &str) -> Result<String> {
-    let kernel = ensure_kernel(series, &cache_dir())?;
+    let kernel = kernel_for(series, &cache_dir())?;
     eprintln!("vm: kernel {} ready", kernel.release);
     Ok(kernel.release)
+}
+
+/// A Debian kernel, or the lockdep kernel built from the same source.
+fn kernel_for(name: &str, cache: &std::path::Path) -> Result<kernels::Kernel> {
+    if name == LOCKDEP_KERNEL {
+        lockdep_kernel::ensure_lockdep_kernel(cache)
+    } else {
+        ensure_kernel(name, cache)
+    }
+}
+
+/// On the lockdep kernel the guest runs no tracer and collects lockdep's state after run.sh,
+/// with `lt_lockdep_classes.ko` for the class kinds /proc/lockdep does not print.
+fn stage_lockdep_observer(staged: &std::path::Path, kernel: &kernels::Kernel) -> Result<()> {
+    const SOURCES: &[(&str, &str)] = &[
+        ("Makefile", include_str!("lockdep-classes/Makefile")),
+        (
+            "lt_lockdep_classes.c",
+            include_str!("lockdep-classes/lt_lockdep_classes.c"),
+        ),
+    ];
+    let dir = staged.with_file_name("lockdep-classes");
+    fs::create_dir_all(&dir)?;
+    for (name, text) in SOURCES {
+        fs::write(dir.join(name), text)?;
+    }
+    scenario::build_module(&dir, kernel)?;
+    fs::copy(
+        dir.join("lt_lockdep_classes.ko"),
+        staged.join("lt/lt_lockdep_classes.ko"),
+    )
+    .context("staging lt_lockdep_classes.ko")?;
+    fs::write(staged.join("lt/lockdep-mode"), "")?;
+    Ok(())
 }
 
 /// Files the guest may send back; anything else it sends is written too.

@@ -67,40 +67,46 @@ impl Scenario {
     }
 }
 
+/// Builds the out-of-tree module(s) in `dir` against `kernel` (kbuild `M=`).
+pub(super) fn build_module(dir: &Path, kernel: &Kernel) -> Result<()> {
+    let out = Command::new("make")
+        .arg("-C")
+        .arg(&kernel.build_dir)
+        .arg(format!("M={}", dir.display()))
+        .arg("modules")
+        .env_remove("MAKEFLAGS")
+        .env_remove("MFLAGS")
+        .output()
+        .context("running make for an out-of-tree module (is make installed?)")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        out.status.success(),
+        "make M={} against {} failed ({}):\n{text}",
+        dir.display(),
+        kernel.release,
+        out.status
+    );
+    for line in text.lines().filter(|l| l.contains("warning:")) {
+        eprintln!("vm: module build: {line}");
+    }
+    let kos = list_ext(dir, "ko")?;
+    ensure!(
+        !kos.is_empty(),
+        "building {} produced no .ko",
+        dir.display()
+    );
+    Ok(())
+}
+
 /// Builds kmod/*.ko and ./workload inside the staged copy `dst` of the scenario.
 pub(super) fn build_scenario(scenario: &Scenario, dst: &Path, kernel: &Kernel) -> Result<()> {
     if scenario.has_kmod {
-        let kmod = dst.join("kmod");
-        let out = Command::new("make")
-            .arg("-C")
-            .arg(&kernel.build_dir)
-            .arg(format!("M={}", kmod.display()))
-            .arg("modules")
-            .env_remove("MAKEFLAGS")
-            .env_remove("MFLAGS")
-            .output()
-            .context("running make for the scenario's kmod/ (is make installed?)")?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        ensure!(
-            out.status.success(),
-            "building {}/kmod against {} failed ({}):\n{text}",
-            scenario.dir.display(),
-            kernel.release,
-            out.status
-        );
-        for line in text.lines().filter(|l| l.contains("warning:")) {
-            eprintln!("vm: kmod build: {line}");
-        }
-        let kos = list_ext(&kmod, "ko")?;
-        ensure!(
-            !kos.is_empty(),
-            "building {} produced no .ko",
-            kmod.display()
-        );
+        build_module(&dst.join("kmod"), kernel)
+            .with_context(|| format!("building {}/kmod", scenario.dir.display()))?;
     }
     if scenario.has_workload {
         let out = Command::new("gcc")

@@ -26,6 +26,14 @@
  * nouveau_svmm_fixed), the GET path allocates the nvkm_vma it may need before taking
  * vmm->mutex, so &vmm->mutex -> fs_reclaim, and with it the cycle, is gone.
  *
+ * Built with -DNOUVEAU_SVMM_INTERVAL (tests/scenarios/nouveau-svmm-interval, module
+ * nouveau_svmm_interval), svmm->mutex is taken by an interval notifier's invalidate callback,
+ * as nouveau's HMM range faults do (nouveau_svm_range_invalidate()), instead of a classic
+ * notifier's invalidate_range_start. The classic notifiers run inside SRCU's read side
+ * (mn_hlist_invalidate_range_start()), which lockdep (since 5.x) records as a recursive read
+ * between mmu_notifier_invalidate_range_start and &svmm->mutex, so lockdep's strong-path rule
+ * does not close the cycle there; interval notifiers run outside it, and lockdep reports it.
+ *
  * The misc device is /dev/<module name>; see nouveau_svmm.h for the ioctls.
  * Functions on the lock paths are noinline so that stacks read like the real splat.
  */
@@ -302,7 +310,11 @@ static void nvkm_vmm_del(struct nvkm_vmm *vmm)
 /* ---- nouveau: the DRM client (one per open file) and its SVM state */
 
 struct nouveau_svmm {
+#ifdef NOUVEAU_SVMM_INTERVAL
+	struct mmu_interval_notifier range;	/* over the whole user address space */
+#else
 	struct mmu_notifier notifier;
+#endif
 	struct nvkm_vmm *vmm;	/* NULL once nouveau_svmm_fini() ran; under svmm->mutex */
 	struct mutex mutex;	/* lockdep/locktrace class "&svmm->mutex" */
 };
@@ -324,6 +336,7 @@ nouveau_svmm_invalidate(struct nouveau_svmm *svmm, u64 start, u64 limit)
 	WARN_ON_ONCE(ret);
 }
 
+#ifndef NOUVEAU_SVMM_INTERVAL
 static noinline int
 nouveau_svmm_invalidate_range_start(struct mmu_notifier *mn,
 				    const struct mmu_notifier_range *update)
@@ -349,6 +362,29 @@ out:
 static const struct mmu_notifier_ops nouveau_mn = {
 	.invalidate_range_start = nouveau_svmm_invalidate_range_start,
 };
+#else
+/* As nouveau_svm_range_invalidate(): svmm->mutex around the sequence update. */
+static noinline bool
+nouveau_svm_range_invalidate(struct mmu_interval_notifier *mni,
+			     const struct mmu_notifier_range *range, unsigned long cur_seq)
+{
+	struct nouveau_svmm *svmm = container_of(mni, struct nouveau_svmm, range);
+
+	if (!mmu_notifier_range_blockable(range))
+		return false;
+	mutex_lock(&svmm->mutex);
+	mmu_interval_set_seq(mni, cur_seq);
+	atomic64_inc(&nouveau_svmm_stats.invalidate_range_start);
+	if (svmm->vmm && range->end > range->start)
+		nouveau_svmm_invalidate(svmm, range->start, range->end);
+	mutex_unlock(&svmm->mutex);
+	return true;
+}
+
+static const struct mmu_interval_notifier_ops nouveau_svm_mni_ops = {
+	.invalidate = nouveau_svm_range_invalidate,
+};
+#endif
 
 /* DRM_NOUVEAU_SVM_INIT: enable SVM for this client on the calling process's mm. */
 static noinline int nouveau_svmm_init(struct nouveau_cli *cli)
@@ -377,6 +413,16 @@ static noinline int nouveau_svmm_init(struct nouveau_cli *cli)
 	 * As nouveau does: __mmu_notifier_register() under mmap_write_lock(). It is where
 	 * lockdep primes fs_reclaim -> mmu_notifier_invalidate_range_start.
 	 */
+#ifdef NOUVEAU_SVMM_INTERVAL
+	/* Registers the mm's notifier subscriptions itself (under mmap_write_lock). */
+	ret = mmu_interval_notifier_insert(&svmm->range, current->mm, 0, TASK_SIZE & PAGE_MASK,
+					   &nouveau_svm_mni_ops);
+	if (ret)
+		goto out_free;
+	cli->svmm = svmm;
+	mutex_unlock(&cli->mutex);
+	return 0;
+#else
 	mmap_write_lock(current->mm);
 	svmm->notifier.ops = &nouveau_mn;
 	ret = __mmu_notifier_register(&svmm->notifier, current->mm);
@@ -389,6 +435,7 @@ static noinline int nouveau_svmm_init(struct nouveau_cli *cli)
 
 out_mm_unlock:
 	mmap_write_unlock(current->mm);
+#endif
 out_free:
 	mutex_unlock(&cli->mutex);
 	mutex_destroy(&svmm->mutex);
@@ -406,7 +453,11 @@ static noinline void nouveau_svmm_fini(struct nouveau_svmm **psvmm)
 	svmm->vmm = NULL;
 	mutex_unlock(&svmm->mutex);
 	/* Synchronous: no callback runs after this returns; drops the mm reference. */
+#ifdef NOUVEAU_SVMM_INTERVAL
+	mmu_interval_notifier_remove(&svmm->range);
+#else
 	mmu_notifier_unregister(&svmm->notifier, svmm->notifier.mm);
+#endif
 	mutex_destroy(&svmm->mutex);
 	kfree(svmm);
 	*psvmm = NULL;

@@ -1,0 +1,1 @@
+../../nouveau-svmm/kmod/nouveau_svmm.h

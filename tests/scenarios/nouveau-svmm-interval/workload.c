@@ -1,0 +1,1 @@
+../nouveau-svmm/workload.c
