@@ -130,7 +130,8 @@ done
 
 # 3. run.sh (bounded: it may block forever, e.g. in a deadlock scenario)
 say "running run.sh"
-( cd /scenario && /bin/sh ./run.sh > /dev/console 2>&1; echo $? > /tmp/run.status ) &
+# written whole then renamed: the loop below must never see it created but empty
+( cd /scenario && /bin/sh ./run.sh > /dev/console 2>&1; echo $? > /tmp/run.rc; mv /tmp/run.rc /tmp/run.status ) &
 while [ ! -f /tmp/run.status ]; do
 	if [ "$(uptime_s)" -ge "$DEADLINE" ]; then
 		say "run.sh still running at uptime ${DEADLINE}s; continuing without it (status 124)"
