@@ -27,12 +27,25 @@ pub fn unnamed_init_key(key: u64) -> String {
     format!("class@{key:#x}")
 }
 
-/// A lock inside a data symbol: `symbol`, or `symbol+0xOFFSET` inside a larger object.
-pub fn data_symbol(symbol: &str, offset: u64) -> String {
-    if offset == 0 {
-        symbol.to_string()
-    } else {
-        format!("{symbol}+{offset:#x}")
+/// A lock inside a data symbol: `symbol`; `symbol[K]` when the variable is an array of
+/// locks (its size a multiple of the lock's, larger than one) and the lock is element K;
+/// `symbol+0xOFFSET` inside any other larger object.
+pub fn data_symbol(
+    symbol: &str,
+    offset: u64,
+    symbol_size: Option<u64>,
+    lock_size: Option<u64>,
+) -> String {
+    match (symbol_size, lock_size) {
+        (Some(total), Some(lock)) if lock > 0 && total > lock && total % lock == 0 => {
+            if offset % lock == 0 {
+                format!("{symbol}[{}]", offset / lock)
+            } else {
+                format!("{symbol}[{}]+{:#x}", offset / lock, offset % lock)
+            }
+        }
+        _ if offset == 0 => symbol.to_string(),
+        _ => format!("{symbol}+{offset:#x}"),
     }
 }
 
@@ -162,8 +175,15 @@ mod tests {
 
     #[test]
     fn names_are_spelled_one_way() {
-        assert_eq!(data_symbol("big_lock", 0), "big_lock");
-        assert_eq!(data_symbol("chop", 0x28), "chop+0x28");
+        assert_eq!(data_symbol("big_lock", 0, None, None), "big_lock");
+        assert_eq!(data_symbol("big_lock", 0, Some(40), Some(40)), "big_lock");
+        assert_eq!(data_symbol("chop", 0x28, None, Some(40)), "chop+0x28");
+        // An array of five 40-byte mutexes.
+        assert_eq!(data_symbol("chop", 0, Some(200), Some(40)), "chop[0]");
+        assert_eq!(data_symbol("chop", 0x50, Some(200), Some(40)), "chop[2]");
+        assert_eq!(data_symbol("chop", 0x54, Some(200), Some(40)), "chop[2]+0x4");
+        // A struct holding a lock: its size is no multiple of the lock's.
+        assert_eq!(data_symbol("state", 0x8, Some(52), Some(40)), "state+0x8");
         assert_eq!(acquired_at(Some("worker"), 0x10), "lock@worker");
         assert_eq!(acquired_at(None, 0x10), "lock@0x10");
         assert_eq!(

@@ -2,7 +2,7 @@
 //! init key, init call site, lock instance): the one place that decides them, for the
 //! live graph and the held-lock table alike. Spellings are `lockgraph::naming`'s.
 use lockgraph::{naming, Frame, NameSource};
-use tracer_common::pseudo;
+use tracer_common::{kind, pseudo};
 
 use crate::symbols::Symbols;
 
@@ -43,26 +43,50 @@ pub fn init_site(symbols: &mut Symbols, pid: u32, site: u64) -> String {
     naming::init_site(symbol, site)
 }
 
+/// The size of a lock of this wire kind where it is fixed by the ABI (glibc on x86-64:
+/// `pthread_mutex_t` 40 bytes, `pthread_rwlock_t` 56), so that an array of locks names its
+/// elements. Kernel lock sizes depend on the configuration: unknown.
+pub fn lock_size(lock_kind: u32) -> Option<u64> {
+    match lock_kind {
+        kind::PTHREAD_MUTEX => Some(40),
+        kind::PTHREAD_RWLOCK => Some(56),
+        _ => None,
+    }
+}
+
 /// A lock whose initialisation was not seen (`scope` 0: a kernel lock, else the process):
-/// a static lock by its data symbol, any other by the function that acquired it in `stack`.
+/// a static lock by its data symbol (`chop[2]` for an element of an array of locks), any
+/// other by the function that acquired it in `stack`.
 pub fn instance(
     symbols: &mut Symbols,
     scope: u32,
     lock: u64,
+    lock_kind: u32,
     stack: &[Frame],
 ) -> (String, NameSource) {
-    let symbol = if scope == 0 {
-        symbols.kernel_data_symbol(lock)
-    } else {
-        symbols.user_data_symbol(scope, lock)
-    };
-    match symbol {
-        Some((symbol, offset)) => (naming::data_symbol(&symbol, offset), NameSource::Symbol),
+    match static_name(symbols, scope, lock, lock_kind) {
+        Some(name) => (name, NameSource::Symbol),
         None => (
             naming::acquired_at(naming::acquisition_site(stack), lock),
             NameSource::AcquireSite,
         ),
     }
+}
+
+/// A static lock's name from the variable it lies in (`lock_a`, `chop[2]`); `None` for
+/// heap, stack and anonymous memory.
+pub fn static_name(symbols: &mut Symbols, scope: u32, lock: u64, lock_kind: u32) -> Option<String> {
+    let at = if scope == 0 {
+        symbols.kernel_data_symbol(lock)
+    } else {
+        symbols.user_data_symbol(scope, lock)
+    }?;
+    Some(naming::data_symbol(
+        &at.symbol,
+        at.offset,
+        at.size,
+        lock_size(lock_kind),
+    ))
 }
 
 #[cfg(test)]
@@ -87,12 +111,12 @@ mod tests {
             Frame::symbol("nvkm_uvmm_mthd", 0x4d5),
         ];
         // No kernel data symbol at a user-space-looking address on this host.
-        let (name, source) = instance(&mut symbols, 0, 0x10, &stack);
+        let (name, source) = instance(&mut symbols, 0, 0x10, kind::MUTEX, &stack);
         assert_eq!(
             (name.as_str(), source),
             ("lock@nvkm_uvmm_mthd", NameSource::AcquireSite)
         );
-        let (name, _) = instance(&mut symbols, 0, 0x10, &[Frame::addr(1)]);
+        let (name, _) = instance(&mut symbols, 0, 0x10, kind::MUTEX, &[Frame::addr(1)]);
         assert_eq!(name, "lock@0x10");
         let named = init_key(&mut symbols, Some("&vmm->mutex".into()), 0xff);
         assert_eq!(named, ("&vmm->mutex".to_string(), NameSource::InitName));

@@ -301,7 +301,7 @@ impl Ingest {
             source: class_source::INSTANCE,
             id: raw.lock ^ (u64::from(raw.scope) << 48),
         };
-        let (name, naming) = class_names::instance(&mut self.symbols, raw.scope, raw.lock, stack);
+        let (name, naming) = class_names::instance(&mut self.symbols, raw.scope, raw.lock, raw.kind, stack);
         (key, ClassInfo::new(name, kind, naming))
     }
 }

@@ -59,6 +59,15 @@ struct Mapping {
     file: Option<ElfIdentity>,
 }
 
+/// Where a static lock lies: the variable, the offset into it and the variable's size
+/// (`None` when the symbol table does not say, as kallsyms does not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataLocation {
+    pub symbol: String,
+    pub offset: u64,
+    pub size: Option<u64>,
+}
+
 /// A `PT_LOAD` program header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct LoadSegment {
@@ -85,10 +94,14 @@ struct ElfData {
 
 impl ElfData {
     /// The variable containing the ELF virtual address `vaddr`, with the offset into it.
-    fn symbol_at(&self, vaddr: u64) -> Option<(String, u64)> {
+    fn symbol_at(&self, vaddr: u64) -> Option<DataLocation> {
         let after = self.symbols.partition_point(|symbol| symbol.addr <= vaddr);
         let symbol = self.symbols[..after].last()?;
-        (vaddr < symbol.addr + symbol.size).then(|| (symbol.name.clone(), vaddr - symbol.addr))
+        (vaddr < symbol.addr + symbol.size).then(|| DataLocation {
+            symbol: symbol.name.clone(),
+            offset: vaddr - symbol.addr,
+            size: Some(symbol.size),
+        })
     }
 }
 
@@ -206,11 +219,15 @@ impl Symbols {
     }
 
     /// The symbol an address lies in, with its offset: names static locks (`cgroup_mutex`).
-    pub fn kernel_data_symbol(&mut self, addr: u64) -> Option<(String, u64)> {
+    pub fn kernel_data_symbol(&mut self, addr: u64) -> Option<DataLocation> {
         let frame = self.kernel_frames(&[addr]).pop()?;
         let symbol = frame.symbol?;
         // A heap address far from any symbol is not a static lock.
-        (frame.offset < 4096).then_some((symbol, frame.offset))
+        (frame.offset < 4096).then_some(DataLocation {
+            symbol,
+            offset: frame.offset,
+            size: None,
+        })
     }
 
     /// The variable of process `pid` that `addr` lies in, with the offset into it: names
@@ -219,7 +236,7 @@ impl Symbols {
     /// ELF virtual address with the file's load bias, and looked up among the file's
     /// `STT_OBJECT` symbols (`.symtab` and `.dynsym`). Names are as in the symbol table (not
     /// demangled). `None` for heap, stack and anonymous memory.
-    pub fn user_data_symbol(&mut self, pid: u32, addr: u64) -> Option<(String, u64)> {
+    pub fn user_data_symbol(&mut self, pid: u32, addr: u64) -> Option<DataLocation> {
         let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
         let mappings = parse_maps(&maps);
         let (file, first) = file_of(&mappings, addr)?;
@@ -454,14 +471,13 @@ mod tests {
         let mut symbols = Symbols::new();
         let addr = std::hint::black_box(&raw const LOCKTRACE_DATA_SYMBOL_PROBE) as u64;
         let pid = std::process::id();
-        assert_eq!(
-            symbols.user_data_symbol(pid, addr),
-            Some(("LOCKTRACE_DATA_SYMBOL_PROBE".into(), 0))
-        );
-        assert_eq!(
-            symbols.user_data_symbol(pid, addr + 4),
-            Some(("LOCKTRACE_DATA_SYMBOL_PROBE".into(), 4))
-        );
+        let at = |offset| DataLocation {
+            symbol: "LOCKTRACE_DATA_SYMBOL_PROBE".into(),
+            offset,
+            size: Some(8),
+        };
+        assert_eq!(symbols.user_data_symbol(pid, addr), Some(at(0)));
+        assert_eq!(symbols.user_data_symbol(pid, addr + 4), Some(at(4)));
         // Heap and stack addresses are no variable's.
         let heap = Box::new(0u64);
         assert_eq!(symbols.user_data_symbol(pid, &raw const *heap as u64), None);

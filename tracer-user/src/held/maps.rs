@@ -197,6 +197,6 @@ fn class_name(
         (class_source::INIT_KEY, _) => {
             class_names::init_key(symbols, maps.class_name(held.class), held.class).0
         }
-        _ => class_names::instance(symbols, user_pid.unwrap_or(0), held.lock, frames).0,
+        _ => class_names::instance(symbols, user_pid.unwrap_or(0), held.lock, held.kind, frames).0,
     }
 }

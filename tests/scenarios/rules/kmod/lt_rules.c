@@ -30,6 +30,12 @@ enum lt_mode { LT_FREE, LT_READ, LT_WRITE, LT_MUTEX };
 
 struct lt_rule_class {
 	char name[16];
+	/*
+	 * A key of its own per class, as lockdep requires (one key with several names is one
+	 * lockdep class and a "same key, different name" warning). Registered because it is
+	 * not static; on a production kernel the key is empty and only its address counts.
+	 */
+	struct lock_class_key key;
 	struct rw_semaphore sem[LT_RULES_INSTANCES];
 	/* Same key and name as the rwsems: the same class (lockdep keys classes by key). */
 	struct mutex mutex[LT_RULES_INSTANCES];
@@ -37,7 +43,6 @@ struct lt_rule_class {
 };
 
 static struct lt_rule_class *classes[LT_RULES_CASES][26];
-static struct lock_class_key lt_rules_key;
 
 static struct lt_rule_class *lt_class(int n, int letter)
 {
@@ -50,10 +55,11 @@ static struct lt_rule_class *lt_class(int n, int letter)
 	if (!class)
 		return NULL;
 	snprintf(class->name, sizeof(class->name), "r%d.%c", n, 'a' + letter);
-	/* One name string per class: its own class, as two init sites are. */
+	lockdep_register_key(&class->key);
+	/* One key and name per class: its own class, as two init sites are. */
 	for (i = 0; i < LT_RULES_INSTANCES; i++) {
-		__init_rwsem(&class->sem[i], class->name, &lt_rules_key);
-		__mutex_init(&class->mutex[i], class->name, &lt_rules_key);
+		__init_rwsem(&class->sem[i], class->name, &class->key);
+		__mutex_init(&class->mutex[i], class->name, &class->key);
 	}
 	classes[n][letter] = class;
 	return class;
@@ -198,8 +204,12 @@ static void __exit lt_rules_exit(void)
 
 	misc_deregister(&lt_rules_dev);
 	for (n = 0; n < LT_RULES_CASES; n++)
-		for (c = 0; c < 26; c++)
+		for (c = 0; c < 26; c++) {
+			if (!classes[n][c])
+				continue;
+			lockdep_unregister_key(&classes[n][c]->key);
 			kfree(classes[n][c]);
+		}
 }
 
 module_init(lt_rules_init);
