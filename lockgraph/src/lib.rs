@@ -35,6 +35,7 @@ mod graph;
 pub mod lockdep;
 mod model;
 pub mod naming;
+pub mod nesting;
 pub mod recording;
 mod report;
 pub mod rules;

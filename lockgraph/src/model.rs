@@ -50,6 +50,10 @@ pub enum NameSource {
     Symbol,
     /// Named after the function that takes it (no better name known).
     AcquireSite,
+    /// One instance of a user-space class whose instances were nested in each other,
+    /// tracked on its own (a heap lock: its class and address, `init@f+0x1c[0x5581c2a0]`;
+    /// a static one is named by [`NameSource::Symbol`], `chop[2]`).
+    Instance,
     /// A fixed pseudo-lock name.
     Pseudo,
     /// Imported from a lockdep report.

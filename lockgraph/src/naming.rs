@@ -49,6 +49,12 @@ pub fn data_symbol(
     }
 }
 
+/// One heap instance of a class, when instances of the class are ordered among themselves:
+/// `CLASS[0xADDRESS]`.
+pub fn instance_of(class: &str, lock: u64) -> String {
+    format!("{class}[{lock:#x}]")
+}
+
 /// A lock named by the first function seen acquiring it, or by its address when the stack
 /// had no function outside the locking machinery.
 pub fn acquired_at(site: Option<&str>, lock: u64) -> String {
@@ -181,7 +187,10 @@ mod tests {
         // An array of five 40-byte mutexes.
         assert_eq!(data_symbol("chop", 0, Some(200), Some(40)), "chop[0]");
         assert_eq!(data_symbol("chop", 0x50, Some(200), Some(40)), "chop[2]");
-        assert_eq!(data_symbol("chop", 0x54, Some(200), Some(40)), "chop[2]+0x4");
+        assert_eq!(
+            data_symbol("chop", 0x54, Some(200), Some(40)),
+            "chop[2]+0x4"
+        );
         // A struct holding a lock: its size is no multiple of the lock's.
         assert_eq!(data_symbol("state", 0x8, Some(52), Some(40)), "state+0x8");
         assert_eq!(acquired_at(Some("worker"), 0x10), "lock@worker");

@@ -181,6 +181,7 @@ impl<'a> Report<'a> {
                 tid: r.task.tid,
                 new_stack: r.new_stack.clone(),
                 held_stack: r.held_stack.clone(),
+                nesting_annotation: r.nesting_annotation.clone(),
             })
             .collect();
         let stats = StatsJson {
@@ -194,7 +195,7 @@ impl<'a> Report<'a> {
                 .count() as u64,
             guarded_cycles: cycles.iter().filter(|c| c.guarded_by.is_some()).count() as u64,
             suppressed_cycles: cycles.iter().filter(|c| c.suppressed).count() as u64,
-            recursive: g.recursive().len() as u64,
+            recursive: g.recursive().iter().filter(|r| r.is_finding()).count() as u64,
         };
         ReportJson {
             classes,
@@ -276,8 +277,30 @@ impl<'a> Report<'a> {
             }
             out.push('\n');
         }
-        for found in self.graph.recursive() {
+        for found in self.graph.recursive().iter().filter(|r| r.is_finding()) {
             self.write_recursive(&mut out, found);
+        }
+        let annotated: Vec<&RecursiveLock> = self
+            .graph
+            .recursive()
+            .iter()
+            .filter(|r| !r.is_finding())
+            .collect();
+        if !annotated.is_empty() {
+            out.push_str(
+                "nestings of one class that lockdep's annotations declare (compiled away on \
+                 this kernel; no finding):\n",
+            );
+            for found in annotated {
+                let _ = writeln!(
+                    out,
+                    "  {} at {}: {}",
+                    self.graph.name(found.class),
+                    at_frame(&found.new_stack),
+                    found.nesting_annotation.as_deref().unwrap_or_default()
+                );
+            }
+            out.push('\n');
         }
         let suppressed: Vec<(&Cycle, &str)> = self
             .graph

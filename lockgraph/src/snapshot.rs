@@ -113,6 +113,9 @@ pub struct RecursiveJson {
     pub tid: u32,
     pub new_stack: Vec<Frame>,
     pub held_stack: Vec<Frame>,
+    /// A nesting a lockdep annotation declares (compiled away on this kernel): no finding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nesting_annotation: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -246,6 +249,7 @@ impl LockGraph {
                 },
                 new_stack: found.new_stack.clone(),
                 held_stack: found.held_stack.clone(),
+                nesting_annotation: found.nesting_annotation.clone(),
             });
         }
         self.refresh_guards();

@@ -169,8 +169,21 @@ fn sample() -> LockGraph {
         false,
         100,
         task("rename", 15),
-        &["down_write+0x1/0x2", "lock_two_nondirectories+0x10/0x40"],
+        &["down_write+0x1/0x2", "myfs_swap_inodes+0x10/0x40"],
         &["vfs_rename+0x100/0x400"],
+        None,
+    );
+    // Fork's nesting of the child's mm in the parent's: a `_nested` annotation compiled
+    // away, recognised by where it is made, listed as no finding.
+    add(
+        b,
+        b,
+        false,
+        false,
+        110,
+        task("init", 1),
+        &["down_write+0x9/0x40", "copy_process+0x10b7/0x2230"],
+        &["down_write_killable+0x9/0x50", "copy_process+0x106f/0x2230"],
         None,
     );
     let stats = graph.stats_mut();

@@ -23,6 +23,26 @@ pub mod record {
     /// A lock class's lockdep-style name, seen at its first `__mutex_init`/`__init_rwsem`
     /// ([`super::ClassEvent`]); always sent before any dependency that uses the class.
     pub const CLASS: u32 = 3;
+    /// A traced thread group called `execve` ([`super::TaskEvent`], `trace -- COMMAND`
+    /// only): its address space is a new one, and what the daemon knew of the old one no
+    /// longer names its addresses.
+    pub const EXEC: u32 = 4;
+    /// A traced thread group that took traced locks is exiting before the daemon has read
+    /// its maps ([`super::TaskEvent`], on the task-tree ring): it waits in its exit, its
+    /// address space still whole, until the daemon has ([`super::tree_state::MAPPED`]) or
+    /// a few milliseconds have passed.
+    pub const EXITING: u32 = 5;
+}
+
+/// What the daemon knows of a thread group of the traced tree (`trace -- COMMAND`): the
+/// values of the tree map.
+pub mod tree_state {
+    /// In the tree; no traced lock operation yet.
+    pub const NEW: u32 = 0;
+    /// It took a traced lock: its maps are needed to name its frames and static locks.
+    pub const LOCKED: u32 = 1;
+    /// The daemon has read its maps: it waits for nothing when it exits.
+    pub const MAPPED: u32 = 2;
 }
 
 /// What happened to a lock, as carried in [`LockOpEvent::op`].
@@ -64,6 +84,11 @@ pub mod flags {
     pub const NEW_RECURSIVE_READ: u32 = 1 << 4;
     /// The already-held lock's read was a recursive one.
     pub const HELD_RECURSIVE_READ: u32 = 1 << 5;
+    /// A dependency between two instances of one user-space class (a lock array, locks
+    /// initialised in one wrapper): its [`super::DependencyKey`] holds the two instances, not
+    /// the class twice, so that each ordered pair of instances is seen; the record still
+    /// carries the class in `held_class`/`new_class` and the instances in `*_lock`.
+    pub const INSTANCES: u32 = 1 << 6;
 }
 
 /// Occurrences of a dependency at which the eBPF side sends it again ([`flags::RESENT`]).
@@ -178,14 +203,26 @@ pub struct ClassEvent {
 }
 const _: () = assert!(core::mem::size_of::<ClassEvent>() == 16 + CLASS_NAME_LEN);
 
+/// A traced thread group's `execve` ([`record::EXEC`]) or exit ([`record::EXITING`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskEvent {
+    /// [`record::EXEC`] or [`record::EXITING`].
+    pub record: u32,
+    /// The thread group (its pid, also after a non-leader thread's exec).
+    pub pid: u32,
+}
+const _: () = assert!(core::mem::size_of::<TaskEvent>() == 8);
+
 /// Key of the in-kernel dependency set: the authoritative record of what was seen.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DependencyKey {
     pub held_class: u64,
     pub new_class: u64,
-    /// [`flags::NEW_READ`], [`flags::HELD_READ`], [`flags::NEW_RECURSIVE_READ`] and
-    /// [`flags::HELD_RECURSIVE_READ`] only.
+    /// [`flags::NEW_READ`], [`flags::HELD_READ`], [`flags::NEW_RECURSIVE_READ`],
+    /// [`flags::HELD_RECURSIVE_READ`] and [`flags::INSTANCES`] only (with the latter, the two
+    /// "class" fields are lock instances).
     pub flags: u32,
     /// Thread group the class ids belong to for user-space locks (addresses are per
     /// process); 0 for kernel classes.
@@ -294,8 +331,11 @@ pub mod counter {
     /// Releases of a lock by a thread other than its holder (a normal pthread mutex unlocked
     /// by another thread, which glibc lets through): the holder's entry is removed.
     pub const RELEASED_BY_OTHER: u32 = 17;
+    /// Tasks forked by a traced task (`trace -- COMMAND`) that did not fit the map of the
+    /// traced process tree: neither they nor their children are traced.
+    pub const TRACED_TASKS_FULL: u32 = 18;
     /// Number of counters.
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 19;
 }
 
 /// Capacities of the eBPF maps, shared with the daemon (which drains the dependency set
@@ -311,6 +351,9 @@ pub mod capacity {
     pub const USER_LOCK_CLASSES: u32 = 65536;
     /// Class names already sent.
     pub const CLASS_NAMES: u32 = 16384;
+    /// Live tasks of the traced process tree (`trace -- COMMAND`): its thread groups, and
+    /// the threads they created (a fork tracepoint does not say whether the child is one).
+    pub const TRACED_TASKS: u32 = 16384;
 }
 
 /// A raw user or kernel stack as stored in the stack-trace map.
@@ -328,4 +371,5 @@ mod pod {
     unsafe impl aya::Pod for super::HeldLock {}
     unsafe impl aya::Pod for super::HeldStack {}
     unsafe impl aya::Pod for super::UserLock {}
+    unsafe impl aya::Pod for super::TaskEvent {}
 }

@@ -13,6 +13,7 @@ mod pthread;
 mod reclaim;
 mod rwsem;
 mod task;
+mod task_tree;
 
 #[cfg(not(test))]
 #[panic_handler]

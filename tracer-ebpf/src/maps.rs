@@ -69,6 +69,26 @@ pub static GLIBC_MUTEX_LAYOUT: u32 = 0;
 /// Only trace this thread group (0: all).
 #[no_mangle]
 pub static FILTER_PID: u32 = 0;
+/// `trace -- COMMAND`: only trace the thread groups in [`TRACED_TASKS`] (1), the command's
+/// process tree.
+#[no_mangle]
+pub static FILTER_TREE: u32 = 0;
+/// Offsets in the `sched:sched_process_fork` record of `child_pid`, and in
+/// `sched:sched_process_exec`'s of `old_pid` (layouts differ between kernels: read by
+/// userspace from each event's `format` file); in `sched:sched_process_exit`'s of
+/// `group_dead` (`u32::MAX`: a kernel before 6.16 has none, the group leader's exit stands
+/// for it).
+#[no_mangle]
+pub static FORK_CHILD_PID_OFFSET: u32 = 0;
+#[no_mangle]
+pub static EXEC_OLD_PID_OFFSET: u32 = 0;
+#[no_mangle]
+pub static EXIT_GROUP_DEAD_OFFSET: u32 = u32::MAX;
+/// How long a traced thread group that took locks waits in its exit for the daemon to read
+/// its maps (0: not at all; where `sched_process_exit` comes after the address space is
+/// torn down, before Linux 6.16, waiting would be of no use).
+#[no_mangle]
+pub static TREE_EXIT_WAIT_NS: u64 = 0;
 /// The tracer's own thread group, never traced (its output would feed back into events).
 #[no_mangle]
 pub static FILTER_SELF_TGID: u32 = 0;
@@ -128,6 +148,18 @@ pub static TASK_FLAGS_OFFSET: u32 = u32::MAX;
 pub static PF_MEMALLOC: u32 = 0x800;
 #[no_mangle]
 pub static PF_MEMALLOC_NOFS_NOIO: u32 = 0x40000 | 0x80000;
+
+/// The traced process tree (`trace -- COMMAND`, [`FILTER_TREE`]): its thread groups by pid,
+/// and the threads they created by tid (the fork tracepoint does not tell a thread from a
+/// process), each until it exits, with a [`tracer_common::tree_state`] (meaningful for
+/// thread groups). Not LRU: a full map refuses (counted), never evicts a traced process.
+#[map]
+pub static TRACED_TASKS: HashMap<u32, u32> = HashMap::with_max_entries(capacity::TRACED_TASKS, 0);
+
+/// [`tracer_common::record::EXITING`] records, for the daemon's thread that reads the maps
+/// of exiting processes (never held up by the main ring's work).
+#[map]
+pub static TREE_EVENTS: RingBuf = RingBuf::with_byte_size(16 * 4096, 0);
 
 /// Kernel lock instance -> class id, learnt at `__mutex_init`/`__init_rwsem`.
 #[map]

@@ -13,6 +13,9 @@ static TRACER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"
 pub struct LoadOptions {
     /// Only trace this thread group (0: all).
     pub pid: u32,
+    /// `trace -- COMMAND`: only trace the command's process tree (the `TRACED_TASKS` map,
+    /// filled by the task-tree programs; needs their record offsets among the globals).
+    pub tree: bool,
     /// Stream every lock operation too.
     pub emit_lock_ops: bool,
     /// Ring-buffer size in bytes (a power of two, multiple of the page size).
@@ -39,6 +42,7 @@ pub struct LoadOptions {
 pub struct KernelGlobals {
     /// (global name, value) pairs for `EbpfLoader::override_global`.
     pub u32s: Vec<(&'static str, u32)>,
+    pub u64s: Vec<(&'static str, u64)>,
     /// `--module`'s text range, `[start, end)`; `(0, 0)` without `--module`.
     pub module_text: (u64, u64),
     /// What could not be determined, for the attach report.
@@ -62,9 +66,11 @@ pub fn load(options: &LoadOptions, kernel: &KernelGlobals) -> Result<Ebpf> {
     let self_tgid = std::process::id();
     let glibc_mutexes = u32::from(options.glibc_mutexes);
     let class_by_init_site = u32::from(options.class_by_init_site);
+    let tree = u32::from(options.tree);
     let mut loader = EbpfLoader::new();
     loader
         .override_global("FILTER_PID", &options.pid, true)
+        .override_global("FILTER_TREE", &tree, true)
         .override_global("EMIT_LOCK_OPS", &emit_lock_ops, true)
         .override_global("FILTER_COMM", &comm, true)
         .override_global("FILTER_SELF_TGID", &self_tgid, true)
@@ -73,6 +79,9 @@ pub fn load(options: &LoadOptions, kernel: &KernelGlobals) -> Result<Ebpf> {
         .override_global("GLIBC_MUTEX_LAYOUT", &glibc_mutexes, true)
         .override_global("CLASS_BY_INIT_SITE", &class_by_init_site, true);
     for (name, value) in &kernel.u32s {
+        loader.override_global(name, value, true);
+    }
+    for (name, value) in &kernel.u64s {
         loader.override_global(name, value, true);
     }
     if let Some(bytes) = options.ringbuf_bytes {

@@ -1,12 +1,15 @@
 //! Decoding ring-buffer records from their `#[repr(C)]` wire form (`tracer-common`).
 use lockgraph::LockKind;
-use tracer_common::{kind, op, record, ClassEvent, DependencyEvent, LockOpEvent, COMM_LEN};
+use tracer_common::{
+    kind, op, record, ClassEvent, DependencyEvent, LockOpEvent, TaskEvent, COMM_LEN,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Record {
     LockOp(LockOpEvent),
     Dependency(DependencyEvent),
     Class(ClassEvent),
+    Exec(TaskEvent),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +38,7 @@ impl TryFrom<&[u8]> for Record {
             record::LOCK_OP => Ok(Self::LockOp(read_pod(bytes)?)),
             record::DEPENDENCY => Ok(Self::Dependency(read_pod(bytes)?)),
             record::CLASS => Ok(Self::Class(read_pod(bytes)?)),
+            record::EXEC => Ok(Self::Exec(read_pod(bytes)?)),
             other => Err(DecodeError::UnknownRecord(other)),
         }
     }

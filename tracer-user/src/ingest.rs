@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use lockgraph::{
-    ClassId, ClassInfo, ClassKey, Cycle, Dependency, Frame, Guard, LockGraph, LockKind, Mode,
-    NameSource, TaskInfo,
+    naming, ClassId, ClassInfo, ClassKey, Cycle, Dependency, Frame, Guard, LockGraph, LockKind,
+    Mode, NameSource, TaskInfo,
 };
 use tracer_common::{
     class_source, flags, pseudo, ClassEvent, DependencyEvent, DependencyKey, DependencySeen,
@@ -95,8 +95,12 @@ impl Ingest {
             kind: event.new_kind,
             source: event.new_class_source,
         };
-        let held = self.resolve(&held_raw, &held_stack);
-        let new = self.resolve(&new_raw, &new_stack);
+        let mut held = self.resolve(&held_raw, &held_stack);
+        let mut new = self.resolve(&new_raw, &new_stack);
+        if event.flags & flags::INSTANCES != 0 && scope != 0 {
+            held = self.instance_node(&held_raw, Some(held));
+            new = self.instance_node(&new_raw, Some(new));
+        }
         if event.flags & flags::RESENT != 0 {
             // A later occurrence of a known dependency: only its stacks are news.
             self.graph.refresh_stacks(held, new, new_stack, held_stack);
@@ -171,8 +175,16 @@ impl Ingest {
     pub fn add_resynced(&mut self, key: &DependencyKey, seen: &DependencySeen) -> bool {
         let held = self.raw_from_key(key.scope, key.held_class);
         let new = self.raw_from_key(key.scope, key.new_class);
-        let held = self.resolve(&held, &[]);
-        let new = self.resolve(&new, &[]);
+        let (held, new) = if key.flags & flags::INSTANCES != 0 && key.scope != 0 {
+            // The key holds the two instances; their class is known if a record of either
+            // arrived, else they are named by themselves.
+            (
+                self.instance_node(&held, None),
+                self.instance_node(&new, None),
+            )
+        } else {
+            (self.resolve(&held, &[]), self.resolve(&new, &[]))
+        };
         let guard = self.guard(key.scope, seen.guard_class, seen.guard_lock);
         let mode = lockgraph::mode_bit(
             Mode::of(
@@ -277,6 +289,38 @@ impl Ingest {
         id
     }
 
+    /// The node of one instance of a user class whose instances are nested in each other
+    /// (`class`: the class, when known): its orders with the class's other instances are
+    /// edges between such nodes, so inversions among instances are cycles, a consistent
+    /// nesting none. Static locks by their symbol (`chop[2]`), others by class and address.
+    fn instance_node(&mut self, raw: &RawLock, class: Option<ClassId>) -> ClassId {
+        let identity = raw.lock ^ (u64::from(raw.scope) << 48);
+        if let Some(&id) = self.resolved.get(&(raw.scope, identity, INSTANCE_NODE)) {
+            return id;
+        }
+        let kind = lock_kind(raw.kind);
+        let info = match class_names::static_name(&mut self.symbols, raw.scope, raw.lock, raw.kind)
+        {
+            Some(name) => ClassInfo::new(name, kind, NameSource::Symbol),
+            None => {
+                let class_name = match class {
+                    Some(class) => lockgraph::strip_lockdep_suffix(self.graph.name(class)),
+                    None => "lock",
+                };
+                let name = naming::instance_of(class_name, raw.lock);
+                ClassInfo::new(name, kind, NameSource::Instance)
+            }
+        };
+        let key = ClassKey::Id {
+            source: INSTANCE_NODE,
+            id: identity,
+        };
+        let id = self.graph.class(key, info);
+        self.resolved
+            .insert((raw.scope, identity, INSTANCE_NODE), id);
+        id
+    }
+
     /// A user lock initialised while tracing: the class of its `pthread_*_init` call site,
     /// named `init@FUNCTION+OFFSET` (the return address of that call, in the process).
     fn init_site_class(&mut self, raw: &RawLock, kind: LockKind) -> (ClassKey, ClassInfo) {
@@ -301,10 +345,15 @@ impl Ingest {
             source: class_source::INSTANCE,
             id: raw.lock ^ (u64::from(raw.scope) << 48),
         };
-        let (name, naming) = class_names::instance(&mut self.symbols, raw.scope, raw.lock, raw.kind, stack);
+        let (name, naming) =
+            class_names::instance(&mut self.symbols, raw.scope, raw.lock, raw.kind, stack);
         (key, ClassInfo::new(name, kind, naming))
     }
 }
+
+/// The key source of [`Ingest::instance_node`]s: not a wire value (those of
+/// `class_source` are small), so no eBPF class can share a key with an instance node.
+const INSTANCE_NODE: u32 = 0x100;
 
 fn is_user_kind(kind: u32) -> bool {
     crate::events::lock_kind(kind).is_ok_and(LockKind::is_user)

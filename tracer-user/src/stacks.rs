@@ -1,8 +1,9 @@
 //! Symbolized stacks as reports show them: the probe's caller put back where an unwinder
-//! loses it, the tracer's own frames dropped.
+//! loses it, the tracer's own frames dropped, user stacks cut where the frame-pointer walk
+//! left the process's code.
 use lockgraph::{naming, Frame};
 
-use crate::symbols::Symbols;
+use crate::{process_maps, symbols::Symbols};
 
 /// A user stack with the lock function's caller put back: the frame-pointer walk from the
 /// entry of a function that keeps no frame pointer (glibc's `pthread_mutex_lock`) goes from
@@ -17,13 +18,15 @@ pub fn with_caller(mut addrs: Vec<u64>, caller: u64) -> Vec<u64> {
 
 /// Symbolized frames of a stack (`scope`: 0 for the kernel, else the process), with the
 /// probe's `caller` put back where the unwinder lost it (see [`with_caller`]); kernel
-/// stacks without our own probe's frames.
+/// stacks without our own probe's frames; user stacks up to their first frame outside the
+/// process's executable mappings (see [`process_maps::executable_prefix`]).
 pub fn stack_frames(symbols: &mut Symbols, scope: u32, addrs: Vec<u64>, caller: u64) -> Vec<Frame> {
     if addrs.is_empty() {
         return Vec::new();
     }
     if scope != 0 {
-        return symbols.user_frames(scope, &with_caller(addrs, caller));
+        let addrs = process_maps::executable_prefix(scope, with_caller(addrs, caller));
+        return symbols.user_frames(scope, &addrs);
     }
     // Trimmed first: the caller belongs right after the lock function.
     let frames = without_tracer_frames(symbols.kernel_frames(&addrs));

@@ -7,19 +7,28 @@
 //! to whichever older symbol precedes it in the module area — often one of our own BPF
 //! programs, whose frames are then dropped as tracing machinery. So the kernel symbolizer
 //! is rebuilt whenever the set of loaded modules changes.
+//!
+//! User addresses are symbolized through the process's maps as `process_maps` read them at
+//! its first sight: file and file offset, from the file itself, so that a process that has
+//! exited since still has its frames and static locks named.
 use std::{
-    collections::HashMap, fs, num::NonZeroU32, ops::ControlFlow, os::unix::fs::FileExt as _, rc::Rc,
+    collections::HashMap, fs, num::NonZeroU32, ops::ControlFlow, os::unix::fs::FileExt as _,
+    path::Path, rc::Rc,
 };
 
 use blazesym::{
     inspect::{self, Inspector},
     symbolize::{
-        source::{Kernel, Process, Source},
-        Input, Symbolized, Symbolizer,
+        source::{Elf, Kernel, Process, Source},
+        Input, Sym, Symbolized, Symbolizer,
     },
     MaybeDefault, Pid, SymType,
 };
 use lockgraph::Frame;
+
+#[cfg(test)]
+use crate::process_maps::parse_maps;
+use crate::process_maps::{self, file_of, ElfIdentity, Mapping};
 
 /// A loaded module's text range, for `[module]` annotations.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,24 +48,6 @@ pub struct Symbols {
     /// Variables of the ELF files seen so far, by the file's identity in /proc/PID/maps
     /// (`None`: not a readable ELF file).
     elf_data: HashMap<ElfIdentity, Option<Rc<ElfData>>>,
-}
-
-/// A mapped file as /proc/PID/maps names it: device, inode and path.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct ElfIdentity {
-    dev: String,
-    inode: u64,
-    path: String,
-}
-
-/// One line of /proc/PID/maps.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Mapping {
-    start: u64,
-    end: u64,
-    offset: u64,
-    /// `None` for anonymous and special (`[heap]`, deleted) mappings.
-    file: Option<ElfIdentity>,
 }
 
 /// Where a static lock lies: the variable, the offset into it and the variable's size
@@ -190,32 +181,59 @@ impl Symbols {
         frames
     }
 
+    /// Frames of process `pid`: through the files its maps snapshot names (file offsets),
+    /// whether or not it still runs; code in no file (the vDSO, JIT code) only while it runs.
     pub fn user_frames(&mut self, pid: u32, addrs: &[u64]) -> Vec<Frame> {
-        let Some(pid) = NonZeroU32::new(pid) else {
-            return addrs.iter().map(|&addr| Frame::addr(addr)).collect();
+        let mut frames: Vec<Frame> = addrs.iter().map(|&addr| Frame::addr(addr)).collect();
+        let Some(snapshot) = process_maps::covering(pid, addrs) else {
+            return frames;
         };
+        let mut by_file: HashMap<&ElfIdentity, Vec<(usize, u64)>> = HashMap::new();
+        let mut fileless = Vec::new();
+        for (index, &addr) in addrs.iter().enumerate() {
+            match snapshot.file_offset(addr) {
+                Some((file, offset)) => by_file.entry(file).or_default().push((index, offset)),
+                None if snapshot.is_executable(addr) => fileless.push(index),
+                None => {}
+            }
+        }
+        for (file, entries) in by_file {
+            let mapped = process_maps::mapped_file(pid, file);
+            let offsets: Vec<u64> = entries.iter().map(|&(_, offset)| offset).collect();
+            let source = Source::Elf(Elf::new(mapped.path()));
+            let Ok(symbolized) = self.user.symbolize(&source, Input::FileOffset(&offsets)) else {
+                continue;
+            };
+            let module = Path::new(&file.path)
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned());
+            for (&(index, _), symbolized) in entries.iter().zip(&symbolized) {
+                if let Symbolized::Sym(sym) = symbolized {
+                    frames[index] = user_frame(addrs[index], sym, module.clone());
+                }
+            }
+        }
+        let Some(pid) = NonZeroU32::new(pid).filter(|_| !fileless.is_empty()) else {
+            return frames;
+        };
+        let fileless_addrs: Vec<u64> = fileless.iter().map(|&index| addrs[index]).collect();
         let source = Source::Process(Process::new(Pid::Pid(pid)));
-        let symbolized = self.user.symbolize(&source, Input::AbsAddr(addrs)).ok();
-        addrs
-            .iter()
-            .enumerate()
-            .map(
-                |(index, &addr)| match symbolized.as_ref().and_then(|all| all.get(index)) {
-                    Some(Symbolized::Sym(sym)) => Frame {
-                        addr,
-                        symbol: Some(sym.name.to_string()),
-                        offset: sym.offset as u64,
-                        size: sym.size.map(|size| size as u64),
-                        module: sym
-                            .module
-                            .as_ref()
-                            .and_then(|path| std::path::Path::new(path).file_name())
-                            .map(|name| name.to_string_lossy().into_owned()),
-                    },
-                    _ => Frame::addr(addr),
-                },
-            )
-            .collect()
+        if let Ok(symbolized) = self
+            .user
+            .symbolize(&source, Input::AbsAddr(&fileless_addrs))
+        {
+            for (&index, symbolized) in fileless.iter().zip(&symbolized) {
+                if let Symbolized::Sym(sym) = symbolized {
+                    let module = sym
+                        .module
+                        .as_ref()
+                        .and_then(|path| Path::new(path).file_name())
+                        .map(|name| name.to_string_lossy().into_owned());
+                    frames[index] = user_frame(addrs[index], sym, module);
+                }
+            }
+        }
+        frames
     }
 
     /// The symbol an address lies in, with its offset: names static locks (`cgroup_mutex`).
@@ -236,10 +254,13 @@ impl Symbols {
     /// ELF virtual address with the file's load bias, and looked up among the file's
     /// `STT_OBJECT` symbols (`.symtab` and `.dynsym`). Names are as in the symbol table (not
     /// demangled). `None` for heap, stack and anonymous memory.
+    ///
+    /// The maps are the snapshot `process_maps` took at the process's first sight (read
+    /// again while it runs if the address lies in no mapping of it), the file the one it
+    /// opened then: a process that has exited still has its static locks named.
     pub fn user_data_symbol(&mut self, pid: u32, addr: u64) -> Option<DataLocation> {
-        let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-        let mappings = parse_maps(&maps);
-        let (file, first) = file_of(&mappings, addr)?;
+        let snapshot = process_maps::covering(pid, &[addr])?;
+        let (file, first) = file_of(&snapshot.mappings, addr)?;
         let data = self.elf_data(pid, file)?;
         data.symbol_at(elf_vaddr(first, &data.loads, addr)?)
     }
@@ -248,35 +269,26 @@ impl Symbols {
         if let Some(data) = self.elf_data.get(file) {
             return data.clone();
         }
-        // Through the process's root: the path is in its mount namespace.
-        let path = format!("/proc/{pid}/root{}", file.path);
-        let data = read_elf_data(&self.inspector, &path).map(Rc::new);
+        let mapped = process_maps::mapped_file(pid, file);
+        let data = mapped
+            .path()
+            .to_str()
+            .and_then(|path| read_elf_data(&self.inspector, path))
+            .map(Rc::new);
         self.elf_data.insert(file.clone(), data.clone());
         data
     }
 }
 
-/// The file mapping `addr` (an anonymous mapping right after a file mapping is that file's
-/// `.bss`), and the file's first mapping.
-fn file_of(mappings: &[Mapping], addr: u64) -> Option<(&ElfIdentity, &Mapping)> {
-    let index = mappings
-        .iter()
-        .position(|m| m.start <= addr && addr < m.end)?;
-    let file = match &mappings[index].file {
-        Some(file) => file,
-        None => {
-            let previous = mappings.get(index.checked_sub(1)?)?;
-            if previous.end != mappings[index].start {
-                return None;
-            }
-            previous.file.as_ref()?
-        }
-    };
-    let first = mappings
-        .iter()
-        .filter(|m| m.file.as_ref() == Some(file))
-        .min_by_key(|m| m.start)?;
-    Some((file, first))
+/// A user frame from blazesym's symbol, `module` the file it lies in.
+fn user_frame(addr: u64, sym: &Sym<'_>, module: Option<String>) -> Frame {
+    Frame {
+        addr,
+        symbol: Some(sym.name.to_string()),
+        offset: sym.offset as u64,
+        size: sym.size.map(|size| size as u64),
+        module,
+    }
 }
 
 /// `addr`'s ELF virtual address. ld.so and the kernel map every segment with one bias, which
@@ -291,35 +303,6 @@ fn elf_vaddr(first: &Mapping, loads: &[LoadSegment], addr: u64) -> Option<u64> {
         .iter()
         .any(|load| load.vaddr <= vaddr && vaddr - load.vaddr < load.memsz)
         .then_some(vaddr)
-}
-
-/// `start-end perms offset dev inode path` lines.
-fn parse_maps(text: &str) -> Vec<Mapping> {
-    text.lines()
-        .filter_map(|line| {
-            let mut fields = line.splitn(6, ' ');
-            let (start, end) = fields.next()?.split_once('-')?;
-            let _perms = fields.next()?;
-            let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
-            let dev = fields.next()?.to_string();
-            let inode: u64 = fields.next()?.parse().ok()?;
-            let path = fields.next().unwrap_or("").trim_start();
-            let file =
-                (inode != 0 && path.starts_with('/') && !path.ends_with(" (deleted)")).then(|| {
-                    ElfIdentity {
-                        dev,
-                        inode,
-                        path: path.to_string(),
-                    }
-                });
-            Some(Mapping {
-                start: u64::from_str_radix(start, 16).ok()?,
-                end: u64::from_str_radix(end, 16).ok()?,
-                offset,
-                file,
-            })
-        })
-        .collect()
 }
 
 /// The `PT_LOAD` segments of a 64-bit little-endian ELF file, in file order.

@@ -2,6 +2,7 @@
 //! graph, report cycles the moment they appear, write reports and snapshots.
 use std::{
     collections::HashSet,
+    ffi::OsString,
     io::{IsTerminal as _, Write as _},
     path::{Path, PathBuf},
     process::ExitCode,
@@ -24,19 +25,26 @@ use tracer_common::{counter, DependencyKey, DependencySeen};
 use crate::{
     attach::{self, kernel::AttachMode, load_and_attach, Probes},
     bpf, capabilities,
-    events::{comm_str, lock_kind_name, LockOp, Record},
+    command::{self, Command, ExitWatch},
+    events::{self, comm_str, lock_kind_name, LockOp, Record},
     held::{self, HeldMaps, HeldTable},
     ingest::{Ingest, StackSource},
     kernel_state::{Counters, KernelState, LRU_MAPS},
+    map_reader::MapReader,
     output::{self, LiveFindings, LongHold, Outputs},
+    process_maps,
     report_options::{load_suppressions, ReportArgs},
     symbols::Symbols,
 };
 
 /// Exit status of `--fail-on-cycle` when an unguarded cycle was found.
 const EXIT_CYCLE: u8 = 3;
-/// Records read between two looks at the dependency set's occupancy.
-const DRAIN_CHECK_RECORDS: u32 = 1024;
+/// Records read in one batch (the maps of every process in it are read before any record
+/// is processed), and between two looks at the dependency set's occupancy.
+const BATCH_RECORDS: usize = 1024;
+/// Stop signals (SIGINT, SIGTERM) after which `trace -- COMMAND` stops without waiting for
+/// the command any longer (it is killed): the first ones are passed on to it.
+const STOP_SIGNALS_TO_GIVE_UP: u32 = 3;
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
@@ -51,7 +59,7 @@ pub struct TraceArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub attach: AttachMode,
     /// Only trace this process (thread group id).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "command")]
     pub pid: Option<u32>,
     /// Only trace tasks with this command name (exact, as in /proc/PID/comm; 15 bytes max).
     #[arg(long, value_name = "NAME")]
@@ -87,8 +95,13 @@ pub struct TraceArgs {
     /// Print every lock operation as a JSON line on stdout (a debugging aid; costs per event).
     #[arg(long)]
     pub events: bool,
-    /// Stop after this many seconds (default: until SIGINT/SIGTERM).
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Stop after this many seconds (default: until SIGINT/SIGTERM, or the COMMAND's exit).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..),
+        conflicts_with = "command"
+    )]
     pub duration: Option<u64>,
     /// Key and name kernel lock classes by their init call site (`init@FUNCTION+OFFSET`),
     /// as kernels whose init functions pass no name or key get anyway (PREEMPT_RT, newer
@@ -103,6 +116,11 @@ pub struct TraceArgs {
     /// map evicts is counted and shown.
     #[arg(long, value_name = "MAP=ENTRIES", value_parser = parse_map_capacity)]
     pub map_capacity: Vec<(String, u32)>,
+    /// Start COMMAND (after `--`) and trace it and every process it forks, from their first
+    /// lock operation, until it exits; exit with its status (128 + signal if killed; 3 with
+    /// --fail-on-cycle and a cycle). SIGINT and SIGTERM are passed on to it.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
 }
 
 fn parse_map_capacity(text: &str) -> Result<(String, u32), String> {
@@ -148,12 +166,18 @@ pub fn run(args: TraceArgs) -> Result<ExitCode> {
             privileges.detail
         );
     }
+    // Forked before any thread exists, held before its execve until the probes are in place.
+    let command = if args.command.is_empty() {
+        None
+    } else {
+        Some(Command::start(&args.command)?)
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(trace(args))
+    runtime.block_on(trace(args, command))
 }
 
 /// The BPF stack-trace map as the ingest's stack source.
@@ -171,7 +195,38 @@ impl StackSource for BpfStacks {
     }
 }
 
-async fn trace(args: TraceArgs) -> Result<ExitCode> {
+/// The command's exit (never, without one).
+async fn command_exit(watch: Option<&ExitWatch>) -> Result<i32> {
+    match watch {
+        Some(watch) => watch.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A stop signal: whether to stop tracing now. With a command still running, it is passed
+/// on instead (but for a first SIGINT from the terminal, which the command got as well, being
+/// in our process group), until the third, after which we stop.
+fn stop_signal(command: Option<&Command>, received: &mut u32, signal: i32) -> bool {
+    let Some(command) = command.filter(|command| command.exit_code().is_none()) else {
+        return true;
+    };
+    *received += 1;
+    if *received >= STOP_SIGNALS_TO_GIVE_UP {
+        eprintln!(
+            "locktrace: stopping before {} exited (it is killed)",
+            command.display()
+        );
+        return true;
+    }
+    let from_terminal =
+        signal == libc::SIGINT && *received == 1 && command::interrupt_reached_command();
+    if !from_terminal {
+        command.signal(signal);
+    }
+    false
+}
+
+async fn trace(args: TraceArgs, mut command: Option<Command>) -> Result<ExitCode> {
     let suppressions = load_suppressions(args.report.suppress.as_deref())?;
     let outputs = Outputs {
         report_json: args.report.report_json.clone(),
@@ -192,6 +247,7 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     capabilities::ensure_tracefs();
     let options = bpf::LoadOptions {
         pid: args.pid.unwrap_or(0),
+        tree: command.is_some(),
         emit_lock_ops: args.events,
         ringbuf_bytes: args.ringbuf_kib.map(|kib| kib * 1024),
         map_capacities: args
@@ -215,8 +271,14 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
         attach: args.attach,
         pid: args.pid,
         binary: args.binary.clone(),
+        tree_root: command.as_ref().map(Command::pid),
     };
     let (mut ebpf, attached) = load_and_attach(&options, &probes)?;
+    // The tree's processes that exit before their maps were read wait for it.
+    let map_reader = match &command {
+        Some(_) => Some(MapReader::start(&mut ebpf)?),
+        None => None,
+    };
 
     let mut session = Session::new(
         &mut ebpf,
@@ -240,6 +302,12 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     let mut status_timer = tokio::time::interval(Duration::from_secs(5));
     // The wait-for graph is rebuilt about once a second.
     let mut held_timer = tokio::time::interval(Duration::from_secs(1));
+    // Everything is ready for its first lock operation: let the command exec.
+    let exit_watch = match &mut command {
+        Some(command) => Some(command.release()?),
+        None => None,
+    };
+    let mut stop_signals = 0;
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -271,6 +339,7 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
                 let mut stats = lockgraph::Stats::default();
                 session.kernel.fill_stats(&counters, &mut stats);
                 session.console.show(&session.ingest.graph, &counters, &stats);
+                process_maps::sweep();
             }
             _ = held_timer.tick() => session.check_held(),
             _ = sigusr2.recv() => {
@@ -279,11 +348,27 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
                     std::io::stdout().flush()?;
                 }
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            status = command_exit(exit_watch.as_ref()) => {
+                if let Some(command) = &mut command {
+                    command.reaped(status?);
+                }
+                break;
+            }
+            _ = sigint.recv() => {
+                if stop_signal(command.as_ref(), &mut stop_signals, libc::SIGINT) {
+                    break;
+                }
+            }
+            _ = sigterm.recv() => {
+                if stop_signal(command.as_ref(), &mut stop_signals, libc::SIGTERM) {
+                    break;
+                }
+            }
             () = &mut deadline => break,
         }
     }
+    // The command's status: it has exited, or is killed now (given up on, or an error).
+    let command_status = command.as_mut().map(Command::kill);
     // Disarmed first, then the last records and the figures, all before detaching: the
     // programs detach one by one, and what they saw meanwhile (an acquire traced, its release
     // no longer) would be no lock order but false dependencies.
@@ -300,6 +385,7 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     drop(ring);
     // Detach before the (possibly slow) report writing.
     drop(ebpf);
+    drop(map_reader);
     session.console.clear();
     let graph = &session.ingest.graph;
     let final_report = graph.report(&suppressions);
@@ -324,11 +410,19 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
         "locktrace: in-kernel map entries created/capacity: {}",
         session.kernel.map_use(&counters)
     );
+    let untraced = counters.get(counter::TRACED_TASKS_FULL);
+    if untraced > 0 {
+        eprintln!(
+            "locktrace: {untraced} tasks forked in the traced tree were NOT traced: the tree's \
+             map ({} tasks) was full",
+            tracer_common::capacity::TRACED_TASKS
+        );
+    }
     outputs.write(graph, &suppressions, &session.live)?;
     if args.report.fail_on_cycle && final_report.has_unguarded_cycle() {
         return Ok(ExitCode::from(EXIT_CYCLE));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(command_status.map_or(ExitCode::SUCCESS, ExitCode::from))
 }
 
 /// Everything the event loop updates.
@@ -444,25 +538,38 @@ impl Session {
 
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
         let mut stdout = std::io::stdout().lock();
-        let mut read = 0u32;
-        while let Some(item) = ring.next() {
-            read += 1;
+        let mut batch = Vec::with_capacity(BATCH_RECORDS);
+        loop {
+            batch.clear();
+            while batch.len() < BATCH_RECORDS {
+                let Some(item) = ring.next() else {
+                    break;
+                };
+                batch.push(Record::try_from(&*item));
+            }
+            if batch.is_empty() {
+                break;
+            }
+            see_processes(&batch);
+            for record in batch.drain(..) {
+                match record {
+                    Ok(Record::LockOp(event)) if self.print_events => {
+                        print_lock_op(&mut stdout, &event)?
+                    }
+                    Ok(Record::LockOp(_)) => {}
+                    Ok(Record::Class(event)) => self.ingest.on_class(&event),
+                    Ok(Record::Dependency(event)) => {
+                        let cycles = self.ingest.on_dependency(&event, &self.stacks);
+                        self.announce(&cycles);
+                    }
+                    Ok(Record::Exec(event)) => process_maps::forget(event.pid),
+                    Err(err) => log::warn!("{err}"),
+                }
+            }
             // A ring that never runs dry (a burst the daemon reads slower than it comes)
             // must not keep the dependency set from being drained.
-            if read.is_multiple_of(DRAIN_CHECK_RECORDS) && self.kernel.wants_drain(None) {
+            if self.kernel.wants_drain(None) {
                 self.drain_dependency_set();
-            }
-            match Record::try_from(&*item) {
-                Ok(Record::LockOp(event)) if self.print_events => {
-                    print_lock_op(&mut stdout, &event)?
-                }
-                Ok(Record::LockOp(_)) => {}
-                Ok(Record::Class(event)) => self.ingest.on_class(&event),
-                Ok(Record::Dependency(event)) => {
-                    let cycles = self.ingest.on_dependency(&event, &self.stacks);
-                    self.announce(&cycles);
-                }
-                Err(err) => log::warn!("{err}"),
             }
         }
         stdout.flush()?;
@@ -520,6 +627,28 @@ impl Session {
         self.last_dropped = self.kernel.counter(counter::RINGBUF_DROPPED);
         let entries = self.resync_entries();
         self.kernel.forget(&entries);
+    }
+}
+
+/// The first sight of each process with user-lock records in `batch`: its maps are read
+/// before any record is symbolized (which is slow at first), while it most likely still
+/// runs. Not for a process after its `execve` in the batch: those records are the new
+/// program's, read when they are processed.
+fn see_processes(batch: &[Result<Record, events::DecodeError>]) {
+    let mut execed = HashSet::new();
+    for record in batch {
+        match record {
+            Ok(Record::Dependency(event))
+                if events::lock_kind(event.new_kind).is_ok_and(lockgraph::LockKind::is_user)
+                    && !execed.contains(&event.pid) =>
+            {
+                process_maps::first_sight(event.pid);
+            }
+            Ok(Record::Exec(event)) => {
+                execed.insert(event.pid);
+            }
+            _ => {}
+        }
     }
 }
 

@@ -174,6 +174,17 @@ pub struct RecursiveLock {
     pub task: TaskInfo,
     pub new_stack: Vec<Frame>,
     pub held_stack: Vec<Frame>,
+    /// Set while every occurrence was a nesting that a lockdep annotation compiled away on
+    /// this kernel declares (see [`crate::nesting`]): the annotation. Such a nesting is no
+    /// finding; it is kept, not dropped, so that the report can say what it recognised.
+    pub nesting_annotation: Option<String>,
+}
+
+impl RecursiveLock {
+    /// Whether it is a finding (not a nesting an annotation declares).
+    pub fn is_finding(&self) -> bool {
+        self.nesting_annotation.is_none()
+    }
 }
 
 /// The lock-order graph: classes, dependencies, cycles and recursive-locking findings.
@@ -457,6 +468,9 @@ impl LockGraph {
             let known = &mut self.recursive[i];
             known.count += found.count;
             known.first_seen_ns = known.first_seen_ns.min(found.first_seen_ns);
+            if found.nesting_annotation.is_none() {
+                known.nesting_annotation = None;
+            }
             return;
         }
         self.recursive_index
@@ -496,10 +510,25 @@ impl LockGraph {
     }
 
     fn add_recursive(&mut self, dep: Dependency) {
+        let annotation = crate::nesting::nesting_annotation(
+            crate::model::strip_lockdep_suffix(self.name(dep.held)),
+            &dep.held_stack,
+            &dep.new_stack,
+        )
+        .map(|annotation| annotation.annotation.to_string());
         if let Some(&i) = self.recursive_index.get(&dep.held) {
             let found = &mut self.recursive[i];
             found.count += 1;
             found.first_seen_ns = found.first_seen_ns.min(dep.timestamp_ns);
+            if found.nesting_annotation.is_some() && annotation.is_none() {
+                // An unannotated occurrence: a finding after all, with its own stacks.
+                found.nesting_annotation = None;
+                found.held_read = dep.held_read;
+                found.new_read = dep.new_read;
+                found.task = dep.task;
+                found.new_stack = dep.new_stack;
+                found.held_stack = dep.held_stack;
+            }
             return;
         }
         self.recursive_index.insert(dep.held, self.recursive.len());
@@ -512,6 +541,7 @@ impl LockGraph {
             task: dep.task,
             new_stack: dep.new_stack,
             held_stack: dep.held_stack,
+            nesting_annotation: annotation,
         });
     }
 

@@ -266,12 +266,20 @@ fn dependency(scan: &mut DependencyScan, held: &HeldLock, index: u32) -> i64 {
     if held.flags & flags::NEW_RECURSIVE_READ != 0 {
         dep_flags |= flags::HELD_RECURSIVE_READ;
     }
-    let key = DependencyKey {
+    let mut key = DependencyKey {
         held_class: held.class,
         new_class: new.class,
         flags: dep_flags,
         scope: new.scope,
     };
+    // Two instances of one user class: ordered per instance pair (ThreadSanitizer's and
+    // Helgrind's granularity), so an inversion among a lock array's elements is seen. Kernel
+    // classes keep lockdep's rule (any nesting within a class is recursive locking).
+    if held.class == new.class && new.scope != 0 && held.lock != new.lock {
+        key.held_class = held.lock;
+        key.new_class = new.lock;
+        key.flags |= flags::INSTANCES;
+    }
     // One value, updated in place: kprobe programs are near the 512-byte combined stack.
     let mut occurrence = Occurrence {
         key,
@@ -405,8 +413,9 @@ pub(super) fn emit_dependency(
     unsafe {
         (*event).record = record::DEPENDENCY;
         (*event).flags = occurrence.key.flags;
-        (*event).held_class = occurrence.key.held_class;
-        (*event).new_class = occurrence.key.new_class;
+        // Not the key's: for [`flags::INSTANCES`] those are the instances.
+        (*event).held_class = held.class;
+        (*event).new_class = new.class;
         (*event).guard_class = occurrence.seen.guard_class;
         (*event).guard_lock = occurrence.seen.guard_lock;
         (*event).guard_kind = occurrence.guard_kind;

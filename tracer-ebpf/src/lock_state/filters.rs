@@ -1,14 +1,14 @@
-//! The current task and the load-time filters: `--pid`, the tracer's own thread group,
-//! `--comm` and `--module`.
+//! The current task and the load-time filters: `--pid`, the process tree of
+//! `trace -- COMMAND`, the tracer's own thread group, `--comm` and `--module`.
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_stack},
     EbpfContext,
 };
-use tracer_common::{held_state, COMM_LEN};
+use tracer_common::{held_state, tree_state, COMM_LEN};
 
 use crate::maps::{
     armed, global, global_u64, FILTER_COMM, FILTER_MODULE_END, FILTER_MODULE_START, FILTER_PID,
-    FILTER_SELF_TGID, MODULE_FRAMES, MODULE_FRAMES_SCRATCH,
+    FILTER_SELF_TGID, FILTER_TREE, MODULE_FRAMES, MODULE_FRAMES_SCRATCH, TRACED_TASKS,
 };
 
 pub struct Task {
@@ -17,7 +17,7 @@ pub struct Task {
 }
 
 /// The current task, or `None` when tracing is not armed or a load-time filter (pid, the
-/// tracer itself, comm) excludes it.
+/// traced process tree, the tracer itself, comm) excludes it.
 #[inline(always)]
 pub fn current_task() -> Option<Task> {
     if !armed() {
@@ -31,6 +31,15 @@ pub fn current_task() -> Option<Task> {
     let filter = global(&FILTER_PID);
     if filter != 0 && filter != task.pid {
         return None;
+    }
+    if global(&FILTER_TREE) != 0 {
+        let state = TRACED_TASKS.get_ptr_mut(task.pid)?;
+        // SAFETY: a `u32` map value; racing writers all write the same.
+        unsafe {
+            if *state == tree_state::NEW {
+                *state = tree_state::LOCKED;
+            }
+        }
     }
     if task.pid == global(&FILTER_SELF_TGID) {
         return None;

@@ -6,6 +6,7 @@ mod kernel_globals;
 pub mod kernel_table;
 pub mod pthread;
 pub mod task;
+pub mod task_tree;
 
 use std::{fmt, path::PathBuf};
 
@@ -37,7 +38,10 @@ impl AttachReport {
 
 /// Loads the object with the user's filters and this kernel's facts, attaching nothing.
 pub fn load_object(options: &LoadOptions) -> Result<Ebpf> {
-    let kernel = kernel_globals::kernel_globals(options.module.as_deref())?;
+    let mut kernel = kernel_globals::kernel_globals(options.module.as_deref())?;
+    if options.tree {
+        task_tree::globals(&mut kernel)?;
+    }
     for note in &kernel.notes {
         log::debug!("kernel probes: {note}");
     }
@@ -51,6 +55,9 @@ pub struct Probes {
     pub attach: AttachMode,
     pub pid: Option<u32>,
     pub binary: Option<PathBuf>,
+    /// `trace -- COMMAND`: the command's pid (started, not yet exec'd), the root of the
+    /// traced process tree (the object is loaded with [`LoadOptions::tree`]).
+    pub tree_root: Option<u32>,
 }
 
 /// Loads the object and attaches what this kernel allows, saying plainly what it could not.
@@ -61,6 +68,11 @@ pub fn load_and_attach(options: &LoadOptions, probes: &Probes) -> Result<(Ebpf, 
     let caps = capabilities::probe(Some(&mut ebpf));
     let mut report = AttachReport::default();
     task::attach_task_probes(&mut ebpf, &mut report)?;
+    if let Some(root) = probes.tree_root {
+        task_tree::attach_task_tree(&mut ebpf, root, &mut report)?;
+    }
+    // Task bookkeeping alone traces no lock.
+    let bookkeeping = report.attached.len();
     if probes.kernel {
         let attached = kernel::attach_kernel_probes(&mut ebpf, probes.attach, &caps, &mut report);
         match attached {
@@ -76,8 +88,7 @@ pub fn load_and_attach(options: &LoadOptions, probes: &Probes) -> Result<(Ebpf, 
     for (what, why) in &report.skipped {
         eprintln!("locktrace: not attached: {what}: {why}");
     }
-    // The task-exit tracepoint alone traces no lock.
-    if report.attached.len() <= 1 {
+    if report.attached.len() <= bookkeeping {
         bail!("no lock probe could be attached (see `locktrace doctor`)");
     }
     for what in &report.attached {

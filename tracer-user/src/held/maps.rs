@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, StackTraceMap};
-use lockgraph::Frame;
+use lockgraph::{naming, Frame};
 use tracer_common::{
     class_source, flags, held_state, HeldLock, HeldStack, CLASS_NAME_LEN, MAX_HELD_LOCKS,
 };
@@ -134,8 +134,10 @@ pub fn snapshot(maps: &HeldMaps, symbols: &mut Symbols) -> HeldTable {
             let scope = if user { stack.pid } else { 0 };
             let frames =
                 stacks::stack_frames(symbols, scope, maps.frames(held.stack_id), held.caller);
+            let class = class_name(maps, symbols, held, user.then_some(stack.pid), &frames);
             let info = HeldLockInfo {
-                class: class_name(maps, symbols, held, user.then_some(stack.pid), &frames),
+                instance: instance_name(symbols, held, user.then_some(stack.pid), &class),
+                class,
                 kind: lock_kind_name(held.kind),
                 lock: held.lock,
                 read: held.flags & flags::NEW_READ != 0,
@@ -162,24 +164,41 @@ pub fn snapshot(maps: &HeldMaps, symbols: &mut Symbols) -> HeldTable {
         }
     }
     // A lock named after its acquisition site gets the holder's name in the waiter's line too.
-    let mut held_names: HashMap<u64, String> = HashMap::new();
+    let mut held_names: HashMap<u64, (String, Option<String>)> = HashMap::new();
     for task in &tasks {
         for held in &task.holding {
             held_names
                 .entry(held.lock)
-                .or_insert_with(|| held.class.clone());
+                .or_insert_with(|| (held.class.clone(), held.instance.clone()));
         }
     }
     for task in &mut tasks {
         if let Some(waiting) = &mut task.waiting_for {
             task.waiting_on = holders.get(&waiting.lock).cloned().unwrap_or_default();
-            if let Some(name) = held_names.get(&waiting.lock) {
-                waiting.class = name.clone();
+            if let Some((class, instance)) = held_names.get(&waiting.lock) {
+                waiting.class = class.clone();
+                waiting.instance = instance.clone();
             }
         }
     }
     let deadlocks = find_deadlocks(&tasks);
     HeldTable { tasks, deadlocks }
+}
+
+/// A user lock's instance name when its class may have several instances (a class by
+/// init site): `chop[2]` for a static lock, `CLASS[0xADDRESS]` for another, as the live
+/// graph names the instances it orders.
+fn instance_name(
+    symbols: &mut Symbols,
+    held: &HeldLock,
+    user_pid: Option<u32>,
+    class: &str,
+) -> Option<String> {
+    let pid = user_pid.filter(|_| held.class_source == class_source::INIT_SITE)?;
+    Some(
+        class_names::static_name(symbols, pid, held.lock, held.kind)
+            .unwrap_or_else(|| naming::instance_of(class, held.lock)),
+    )
 }
 
 /// A held lock's class name, as the live graph names it; `user_pid` is the owner of a user

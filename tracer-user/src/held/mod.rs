@@ -68,6 +68,7 @@ pub fn run(args: &HeldArgs) -> Result<ExitCode> {
                 attach: AttachMode::Auto,
                 pid: None,
                 binary: None,
+                tree_root: None,
             };
             let (ebpf, attached) = attach::load_and_attach(&LoadOptions::default(), &probes)?;
             eprintln!("locktrace: attached {attached} probes");

@@ -1,7 +1,7 @@
 //! The held-lock table and deadlocks in progress, as text.
 use std::{collections::BTreeMap, fmt::Write as _};
 
-use super::wait_for::{Deadlock, HeldTable, TaskLocks};
+use super::wait_for::{Deadlock, HeldLockInfo, HeldTable, TaskLocks};
 
 /// A stack under its heading, indented as lockdep indents its frames.
 pub fn push_stack(out: &mut String, frames: &[String]) {
@@ -31,7 +31,7 @@ pub fn render(table: &HeldTable) -> String {
             let _ = writeln!(
                 out,
                 " #{index}: {} ({}, {mode}) held for {}, acquired at:",
-                held.class,
+                lock_label(held),
                 held.kind,
                 duration(held.for_ns)
             );
@@ -55,7 +55,7 @@ pub fn render(table: &HeldTable) -> String {
             let _ = writeln!(
                 out,
                 " waiting for {} ({}) for {}, held by {held_by}; waiting at:",
-                waiting.class,
+                lock_label(waiting),
                 waiting.kind,
                 duration(waiting.for_ns)
             );
@@ -69,6 +69,14 @@ pub fn render(table: &HeldTable) -> String {
         let _ = writeln!(out, "\nno deadlock in progress");
     }
     out
+}
+
+/// `chop[2] of class init@set_table+0x1c`, or the class alone.
+fn lock_label(lock: &HeldLockInfo) -> String {
+    match &lock.instance {
+        Some(instance) => format!("{instance} of class {}", lock.class),
+        None => lock.class.clone(),
+    }
 }
 
 pub fn render_deadlock(deadlock: &Deadlock) -> String {

@@ -7,6 +7,10 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize)]
 pub struct HeldLockInfo {
     pub class: String,
+    /// The instance, for a user lock whose class has several (a lock array's element
+    /// `chop[2]`, a heap lock `CLASS[0xADDRESS]`): which of them is held or wanted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     pub kind: &'static str,
     #[serde(skip)]
     pub lock: u64,
@@ -17,6 +21,13 @@ pub struct HeldLockInfo {
     #[serde(skip)]
     pub since_ns: u64,
     pub stack: Vec<String>,
+}
+
+impl HeldLockInfo {
+    /// The instance where it has a name of its own, else the class.
+    pub fn name(&self) -> &str {
+        self.instance.as_deref().unwrap_or(&self.class)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -139,8 +150,12 @@ pub fn find_deadlocks(tasks: &[TaskLocks]) -> Vec<Deadlock> {
                 pid: task.pid,
                 tid: task.tid,
                 comm: task.comm.clone(),
-                holding: task.holding.iter().map(|held| held.class.clone()).collect(),
-                waiting_for: waiting.map(|w| w.class.clone()).unwrap_or_default(),
+                holding: task
+                    .holding
+                    .iter()
+                    .map(|held| held.name().to_string())
+                    .collect(),
+                waiting_for: waiting.map(|w| w.name().to_string()).unwrap_or_default(),
                 stack: waiting.map(|w| w.stack.clone()).unwrap_or_default(),
                 waiting_ns: waiting.map_or(0, |w| w.for_ns),
                 wait_started_ns: waiting.map_or(0, |w| w.since_ns),
@@ -164,6 +179,7 @@ mod tests {
     fn lock(class: &str, lock: u64) -> HeldLockInfo {
         HeldLockInfo {
             class: class.into(),
+            instance: None,
             kind: "mutex",
             lock,
             read: false,

@@ -104,6 +104,14 @@ impl Target {
     }
 }
 
+impl Drop for Target {
+    /// A test that fails while the program hangs (a real deadlock) leaves no process behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// `locktrace trace ARGS` running in the background until `stop`.
 pub struct Tracer {
     child: Child,

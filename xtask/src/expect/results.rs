@@ -122,6 +122,7 @@ impl Results {
         self.graph()
             .recursive
             .iter()
+            .filter(|found| found.nesting_annotation.is_none())
             .filter_map(|found| {
                 strip_suffix(&found.class)
                     .strip_prefix(prefix)

@@ -442,10 +442,11 @@ pub fn compare(lockdep: &LockdepSide, locktrace: &ReportJson) -> Comparison {
             Cause::TracerOwnWork
         } else if novalidate.contains(held) || novalidate.contains(new) {
             Cause::NovalidateClass
+        } else if lockdep.turned_off {
+            // Classes first taken after lockdep's report were never registered either.
+            Cause::LockdepTurnedOff
         } else if !lockdep_classes.contains(held) || !lockdep_classes.contains(new) {
             Cause::ClassNotSeenByLockdep
-        } else if lockdep.turned_off {
-            Cause::LockdepTurnedOff
         } else {
             Cause::NotOrderedByLockdep
         };
@@ -466,12 +467,18 @@ pub fn compare(lockdep: &LockdepSide, locktrace: &ReportJson) -> Comparison {
                 LockdepVerdict::Circular(cycle),
             )
         })
-        .chain(locktrace.recursive.iter().map(|r| {
-            (
-                format!("possible recursive locking on {}", r.class),
-                LockdepVerdict::Recursive(base_name(&r.class).to_string()),
-            )
-        }))
+        .chain(
+            locktrace
+                .recursive
+                .iter()
+                .filter(|r| r.nesting_annotation.is_none())
+                .map(|r| {
+                    (
+                        format!("possible recursive locking on {}", r.class),
+                        LockdepVerdict::Recursive(base_name(&r.class).to_string()),
+                    )
+                }),
+        )
         .collect();
     for verdict in &lockdep.verdicts {
         let found = findings.iter().any(|(_, f)| f == verdict);
@@ -520,6 +527,8 @@ fn explain(
                      compiled away on production kernels",
                     subclasses.join(", ")
                 )
+            } else if lockdep.turned_off {
+                "lockdep turned itself off after its first report".to_string()
             } else if lockdep.classes.iter().any(|c| base_name(c) == class) {
                 "lockdep has the class and no subclass of it: a nest_lock annotation or \
                  instances of one class locktrace cannot order (unexplained)"
