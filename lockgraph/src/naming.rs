@@ -37,8 +37,8 @@ pub fn data_symbol(
     lock_size: Option<u64>,
 ) -> String {
     match (symbol_size, lock_size) {
-        (Some(total), Some(lock)) if lock > 0 && total > lock && total % lock == 0 => {
-            if offset % lock == 0 {
+        (Some(total), Some(lock)) if lock > 0 && total > lock && total.is_multiple_of(lock) => {
+            if offset.is_multiple_of(lock) {
                 format!("{symbol}[{}]", offset / lock)
             } else {
                 format!("{symbol}[{}]+{:#x}", offset / lock, offset % lock)

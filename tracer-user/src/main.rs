@@ -41,7 +41,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Attach probes and trace lock-order dependencies until interrupted.
-    Trace(trace::TraceArgs),
+    Trace(Box<trace::TraceArgs>),
     /// Show which task holds which traced lock and who waits for whom (deadlocks in progress).
     Held(held::HeldArgs),
     /// Print what this kernel allows (BTF, fentry, kprobes, uprobes, tracepoints, lockdep,
@@ -100,7 +100,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Trace(args) => trace::run(args),
+        Command::Trace(args) => trace::run(*args),
         Command::Doctor => doctor::run(),
         Command::Held(args) => held::run(&args),
         Command::Report { file, report } => offline::report(&file, &report),
