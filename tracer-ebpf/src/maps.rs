@@ -140,6 +140,15 @@ pub static GFP_ARG_MM_PAGE_ALLOC: u32 = u32::MAX;
 pub static GFP_DIRECT_RECLAIM: u32 = 0x400;
 #[no_mangle]
 pub static GFP_FS: u32 = 0x80;
+/// Offsets (from BTF; `u32::MAX`: unknown) of `task_struct.mm`, `mm_struct.exe_file` and
+/// `vm_area_struct.vm_file`: a user lock initialised from inside a shared library (a
+/// wrapper) is classed by the first frame outside that library, found with `bpf_find_vma`.
+#[no_mangle]
+pub static TASK_MM_OFFSET: u32 = u32::MAX;
+#[no_mangle]
+pub static MM_EXE_FILE_OFFSET: u32 = u32::MAX;
+#[no_mangle]
+pub static VMA_FILE_OFFSET: u32 = u32::MAX;
 /// Offset of `task_struct.flags` (from BTF; `u32::MAX`: unknown, scopes not checked) and the
 /// `PF_MEMALLOC` / `PF_MEMALLOC_NOFS | PF_MEMALLOC_NOIO` bits that suppress `fs_reclaim`.
 #[no_mangle]

@@ -4,7 +4,10 @@
 //! kernel lock to its `mutex_init()` call's; any other lock is a class of its own.
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
-    helpers::bpf_probe_read_user,
+    helpers::{
+        bpf_find_vma, bpf_get_current_task, bpf_get_current_task_btf, bpf_probe_read_kernel,
+        bpf_probe_read_user,
+    },
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
@@ -12,7 +15,10 @@ use tracer_common::{class_source, counter, flags, kind, UserLock};
 
 use crate::{
     lock_state::{self, current_task, LockRef},
-    maps::{global, insert_counted, remove_counted, GLIBC_MUTEX_LAYOUT, USER_LOCK_CLASS},
+    maps::{
+        global, insert_counted, remove_counted, GLIBC_MUTEX_LAYOUT, MM_EXE_FILE_OFFSET,
+        TASK_MM_OFFSET, USER_LOCK_CLASS, VMA_FILE_OFFSET,
+    },
 };
 
 fn lock_arg(ctx: &ProbeContext) -> Option<u64> {
@@ -168,6 +174,114 @@ fn try_release(ctx: &ProbeContext, lock_kind: u32) -> Option<()> {
     Some(())
 }
 
+/// Frames walked outward from a wrapper's init call looking for its caller.
+const WRAPPER_FRAMES: usize = 8;
+
+/// What `vma_file_step` found: the file mapped at an address (0: anonymous), whether any
+/// mapping was there.
+#[repr(C)]
+struct VmaFile {
+    vma_file_offset: u64,
+    file: u64,
+    found: u64,
+}
+
+extern "C" fn vma_file_step(
+    _task: *mut core::ffi::c_void,
+    vma: *mut core::ffi::c_void,
+    context: *mut core::ffi::c_void,
+) -> i64 {
+    // SAFETY: `context` is the `VmaFile` of `mapped_file`, alive for the call; the read of
+    // the kernel's vma is checked by the helper.
+    unsafe {
+        let found = &mut *context.cast::<VmaFile>();
+        found.found = 1;
+        found.file = bpf_probe_read_kernel(
+            (vma as u64 + found.vma_file_offset) as *const u64,
+        )
+        .unwrap_or(0);
+    }
+    0
+}
+
+/// The `struct file` mapped at user address `addr` of the current process (`Some(0)`:
+/// an anonymous mapping), `None` where nothing is mapped or the mm is busy.
+#[inline(always)]
+fn mapped_file(addr: u64, vma_file_offset: u32) -> Option<u64> {
+    let mut found = VmaFile {
+        vma_file_offset: u64::from(vma_file_offset),
+        file: 0,
+        found: 0,
+    };
+    // SAFETY: the callback only writes `found`, alive for the call.
+    let status = unsafe {
+        bpf_find_vma(
+            bpf_get_current_task_btf(),
+            addr,
+            vma_file_step as *mut core::ffi::c_void,
+            (&raw mut found).cast(),
+            0,
+        )
+    };
+    (status == 0 && found.found != 0).then_some(found.file)
+}
+
+/// The class site of a lock initialised at `site`: `site` itself, unless `site` lies in
+/// a file other than the program's executable (a library's wrapper: GLib's `g_mutex_init`,
+/// a C++ library's constructor), where it is the first frame outside that file, so that
+/// each caller of the wrapper is a class, as lockdep's init sites are. Walked by frame
+/// pointer; an unreadable or unmapped frame (code without frame pointers) keeps `site`.
+#[inline(always)]
+fn class_site(ctx: &ProbeContext, site: u64) -> u64 {
+    let (mm_offset, exe_offset, vma_offset) = (
+        global(&TASK_MM_OFFSET),
+        global(&MM_EXE_FILE_OFFSET),
+        global(&VMA_FILE_OFFSET),
+    );
+    if mm_offset == u32::MAX || exe_offset == u32::MAX || vma_offset == u32::MAX {
+        return site;
+    }
+    // SAFETY: reads of kernel memory through the helper, which handles faults.
+    let exe_file = unsafe {
+        let task = bpf_get_current_task();
+        bpf_probe_read_kernel((task + u64::from(mm_offset)) as *const u64)
+            .and_then(|mm| bpf_probe_read_kernel((mm + u64::from(exe_offset)) as *const u64))
+            .unwrap_or(0)
+    };
+    let Some(site_file) = mapped_file(site, vma_offset) else {
+        return site;
+    };
+    if site_file == 0 || exe_file == 0 || site_file == exe_file {
+        return site;
+    }
+    // At the entry of the init function (glibc's, which sets up no frame) `rbp` is the
+    // wrapper's frame pointer: `[rbp + 8]` returns into the wrapper's caller.
+    // SAFETY: `regs` is the probe's register context.
+    let mut frame = unsafe { (*ctx.regs).rbp };
+    for _ in 0..WRAPPER_FRAMES {
+        if frame == 0 {
+            break;
+        }
+        // SAFETY: checked reads of user memory into locals.
+        let (Ok(next), Ok(ret)) = (unsafe { bpf_probe_read_user(frame as *const u64) }, unsafe {
+            bpf_probe_read_user((frame + 8) as *const u64)
+        }) else {
+            break;
+        };
+        match mapped_file(ret, vma_offset) {
+            Some(file) if file != 0 && file != site_file => return ret,
+            Some(file) if file == site_file => {}
+            // Nothing or anonymous memory there: not a return address.
+            _ => break,
+        }
+        if next <= frame {
+            break;
+        }
+        frame = next;
+    }
+    site
+}
+
 fn try_lock_init(ctx: &ProbeContext) -> Option<()> {
     let task = current_task()?;
     let lock = lock_arg(ctx)?;
@@ -175,6 +289,7 @@ fn try_lock_init(ctx: &ProbeContext) -> Option<()> {
     if site == 0 {
         return None;
     }
+    let site = class_site(ctx, site);
     let key = UserLock {
         lock,
         tgid: task.pid,

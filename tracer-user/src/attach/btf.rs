@@ -83,24 +83,43 @@ impl KernelBtf {
         std::str::from_utf8(&bytes[..len]).unwrap_or("")
     }
 
-    /// Byte offset of `member` in `struct name` (the first struct of that name).
+    /// Byte offset of `member` in `struct name` (the first struct of that name), looking
+    /// into anonymous structs and unions (6.x's `mm_struct` keeps all of its fields in one).
     pub fn member_offset(&self, name: &str, member: &str) -> Option<u32> {
-        for &off in self.types.iter().skip(1) {
+        self.types.iter().skip(1).find_map(|&off| {
             let info = self.u32_at(off + 4);
             if (info >> 24) & 0x1f != KIND_STRUCT || self.name(self.u32_at(off)) != name {
-                continue;
+                return None;
             }
-            let bitfield_encoded = info & (1 << 31) != 0;
-            for i in 0..(info & 0xffff) as usize {
-                let m = off + 12 + 12 * i;
-                if self.name(self.u32_at(m)) == member {
-                    let bits = self.u32_at(m + 8);
-                    let bits = if bitfield_encoded {
-                        bits & 0xff_ffff
-                    } else {
-                        bits
-                    };
-                    return (bits % 8 == 0).then_some(bits / 8);
+            self.member_offset_in(off, member, 0)
+        })
+    }
+
+    /// `member`'s byte offset in the struct or union at `off`, `depth` anonymous levels in.
+    fn member_offset_in(&self, off: usize, member: &str, depth: u32) -> Option<u32> {
+        let info = self.u32_at(off + 4);
+        let bitfield_encoded = info & (1 << 31) != 0;
+        for i in 0..(info & 0xffff) as usize {
+            let m = off + 12 + 12 * i;
+            let bits = self.u32_at(m + 8);
+            let bits = if bitfield_encoded {
+                bits & 0xff_ffff
+            } else {
+                bits
+            };
+            let member_name = self.name(self.u32_at(m));
+            if member_name == member {
+                return (bits % 8 == 0).then_some(bits / 8);
+            }
+            if member_name.is_empty() && depth < 4 && bits % 8 == 0 {
+                let Some(&inner) = self.types.get(self.u32_at(m + 4) as usize) else {
+                    continue;
+                };
+                let kind = (self.u32_at(inner + 4) >> 24) & 0x1f;
+                if kind == KIND_STRUCT || kind == KIND_UNION {
+                    if let Some(found) = self.member_offset_in(inner, member, depth + 1) {
+                        return Some(bits / 8 + found);
+                    }
                 }
             }
         }
@@ -184,5 +203,20 @@ mod tests {
             .expect("this host has kernel BTF (../shared/ENVIRONMENT.md)");
         let offset = btf.member_offset("task_struct", "flags");
         assert!(offset.is_some_and(|off| off > 0 && off < 256), "{offset:?}");
+    }
+
+    #[test]
+    fn members_of_anonymous_structs_are_found_with_their_offset() {
+        let btf = super::KernelBtf::from_sys_fs()
+            .expect("this host has kernel BTF (../shared/ENVIRONMENT.md)");
+        // 6.x's mm_struct holds every field in an anonymous struct; mm_users comes before
+        // exe_file there, and both are found at different, plausible offsets.
+        let exe = btf.member_offset("mm_struct", "exe_file");
+        let users = btf.member_offset("mm_struct", "mm_users");
+        assert!(exe.is_some_and(|off| off > 0 && off < 4096), "{exe:?}");
+        assert!(users.is_some_and(|off| off < exe.unwrap()), "{users:?}");
+        assert!(btf.member_offset("vm_area_struct", "vm_file").is_some());
+        assert!(btf.member_offset("task_struct", "mm").is_some());
+        assert_eq!(btf.member_offset("mm_struct", "no_such_member"), None);
     }
 }

@@ -109,6 +109,24 @@ pub fn kernel_globals(module: Option<&str>) -> Result<KernelGlobals> {
             globals.u32s.push((global, index));
         }
     }
+    // A user lock initialised inside a library wrapper is classed by the wrapper's caller.
+    let wrapper_offsets = [
+        ("task_struct", "mm", "TASK_MM_OFFSET"),
+        ("mm_struct", "exe_file", "MM_EXE_FILE_OFFSET"),
+        ("vm_area_struct", "vm_file", "VMA_FILE_OFFSET"),
+    ]
+    .map(|(name, member, global)| (global, btf.member_offset(name, member)));
+    if wrapper_offsets.iter().all(|(_, offset)| offset.is_some()) {
+        for (global, offset) in wrapper_offsets {
+            globals.u32s.extend(offset.map(|offset| (global, offset)));
+        }
+    } else {
+        globals.notes.push(
+            "task_struct.mm, mm_struct.exe_file or vm_area_struct.vm_file not in BTF: user \
+             locks initialised inside a library are classed by the library's init site"
+                .into(),
+        );
+    }
     match btf.member_offset("task_struct", "flags") {
         Some(offset) => globals.u32s.push(("TASK_FLAGS_OFFSET", offset)),
         None => globals

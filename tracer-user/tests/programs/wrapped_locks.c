@@ -1,6 +1,6 @@
 /* Locks initialised inside a shared library's wrapper (as GLib's g_mutex_init or a C++
- * class's constructor do): every lock of the program has one init site, inside
- * libwrapped.so, so one class. Built twice by the test: with -DWRAPPER_LIBRARY as
+ * class's constructor do): every lock of the program has one pthread_mutex_init call site,
+ * inside libwrapped.so (one class, by that site alone), and each its own caller in main. Built twice by the test: with -DWRAPPER_LIBRARY as
  * libwrapped.so, and without as the program linked against it. The program takes two of
  * the wrapper's locks in opposite orders, one thread after the other (nothing hangs).
  * Waits for a byte on stdin first; lingers for symbolization. */
