@@ -196,10 +196,8 @@ extern "C" fn vma_file_step(
     unsafe {
         let found = &mut *context.cast::<VmaFile>();
         found.found = 1;
-        found.file = bpf_probe_read_kernel(
-            (vma as u64 + found.vma_file_offset) as *const u64,
-        )
-        .unwrap_or(0);
+        found.file =
+            bpf_probe_read_kernel((vma as u64 + found.vma_file_offset) as *const u64).unwrap_or(0);
     }
     0
 }
@@ -263,9 +261,10 @@ fn class_site(ctx: &ProbeContext, site: u64) -> u64 {
             break;
         }
         // SAFETY: checked reads of user memory into locals.
-        let (Ok(next), Ok(ret)) = (unsafe { bpf_probe_read_user(frame as *const u64) }, unsafe {
-            bpf_probe_read_user((frame + 8) as *const u64)
-        }) else {
+        let (Ok(next), Ok(ret)) = (
+            unsafe { bpf_probe_read_user(frame as *const u64) },
+            unsafe { bpf_probe_read_user((frame + 8) as *const u64) },
+        ) else {
             break;
         };
         match mapped_file(ret, vma_offset) {
