@@ -100,9 +100,11 @@ pub static EMIT_LOCK_OPS: u32 = 0;
 #[no_mangle]
 pub static CLASS_BY_INIT_SITE: u32 = 0;
 
-/// Only trace tasks whose `comm` is exactly this (all zero: all tasks).
+/// Only trace tasks whose `comm` is exactly this (all zero: all tasks): the NUL-padded
+/// `[u8; COMM_LEN]` the loader writes, as words, so that the hot-path test is two compares
+/// (a byte loop unrolled by the compiler spilled ~100 bytes of the 512-byte stack).
 #[no_mangle]
-pub static FILTER_COMM: [u8; COMM_LEN] = [0; COMM_LEN];
+pub static FILTER_COMM: [u64; COMM_LEN / 8] = [0; COMM_LEN / 8];
 /// `--module`: keep only dependencies with a side acquired from `[START, END)` (END 0: off).
 #[no_mangle]
 pub static FILTER_MODULE_START: u64 = 0;

@@ -1,7 +1,10 @@
 //! The current task and the load-time filters: `--pid`, the process tree of
 //! `trace -- COMMAND`, the tracer's own thread group, `--comm` and `--module`.
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_stack},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_stack,
+        generated::bpf_get_current_comm as raw_get_current_comm,
+    },
     EbpfContext,
 };
 use tracer_common::{held_state, tree_state, COMM_LEN};
@@ -50,26 +53,19 @@ pub fn current_task() -> Option<Task> {
     Some(task)
 }
 
-/// The load-time `--comm` filter (an all-zero `FILTER_COMM` keeps every task).
+/// The load-time `--comm` filter (an all-zero `FILTER_COMM` keeps every task). Both sides
+/// are NUL-padded to `COMM_LEN` (the helper's buffer starts zeroed), so words compare.
 #[inline(always)]
 fn comm_matches() -> bool {
     // SAFETY: read-only global; volatile so the loader's value is read.
-    let wanted: [u8; COMM_LEN] = unsafe { core::ptr::read_volatile(&FILTER_COMM) };
+    let wanted: [u64; COMM_LEN / 8] = unsafe { core::ptr::read_volatile(&FILTER_COMM) };
     if wanted[0] == 0 {
         return true;
     }
-    let Ok(comm) = bpf_get_current_comm() else {
-        return false;
-    };
-    for i in 0..COMM_LEN {
-        if comm[i] != wanted[i] {
-            return false;
-        }
-        if wanted[i] == 0 {
-            break;
-        }
-    }
-    true
+    let mut comm = [0u64; COMM_LEN / 8];
+    // SAFETY: the helper writes at most `COMM_LEN` bytes into the buffer.
+    let ret = unsafe { raw_get_current_comm(comm.as_mut_ptr().cast(), COMM_LEN as u32) };
+    ret == 0 && comm == wanted
 }
 
 /// Whether the `--module` filter is on; when it is, whether this acquire was made from

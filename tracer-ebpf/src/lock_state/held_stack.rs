@@ -154,7 +154,18 @@ fn was_overflow(stack: &mut HeldStack) -> bool {
 
 /// The innermost pending acquire returned. `lock` is `None` when the return probe cannot
 /// see the lock argument (uretprobe), in which case the innermost waiting entry is meant.
+#[inline(always)]
 pub fn acquire_returned(task: &Task, lock: Option<u64>, acquired: bool) {
+    // Not an `Option` across the call: LLVM leaves a `None`'s payload register unset, and
+    // the verifier rejects the callee's copy of an uninitialised register.
+    acquire_returned_of(task, lock.unwrap_or(ANY_WAITING), acquired);
+}
+
+/// [`acquire_returned`]'s `lock` for "the innermost waiting entry" (no lock lives at 0).
+const ANY_WAITING: u64 = 0;
+
+#[inline(never)]
+fn acquire_returned_of(task: &Task, lock: u64, acquired: bool) {
     let Some(stack) = HELD.get_ptr_mut(task.tid) else {
         return;
     };
@@ -163,7 +174,7 @@ pub fn acquire_returned(task: &Task, lock: Option<u64>, acquired: bool) {
     let mut found: Option<HeldLock> = None;
     let matched = update_innermost(
         stack,
-        |held| held.flags & held_state::WAITING != 0 && lock.is_none_or(|lock| held.lock == lock),
+        |held| held.flags & held_state::WAITING != 0 && (lock == ANY_WAITING || held.lock == lock),
         |entry| {
             found = Some(*entry);
             if acquired {
