@@ -130,12 +130,31 @@ pub fn merge<'a>(graphs: impl IntoIterator<Item = &'a LockGraph>) -> Result<Lock
 }
 
 /// What appeared in `new` that `old` did not have (compared by class name and cycle id).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GraphDiff {
-    /// `(held, new)` class names.
-    pub new_dependencies: Vec<(String, String)>,
-    /// `(id, class names)` of cycles only in `new`.
-    pub new_cycles: Vec<(String, Vec<String>)>,
+    pub new_dependencies: Vec<NewDependency>,
+    pub new_cycles: Vec<NewCycle>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NewDependency {
+    pub held: String,
+    pub new: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NewCycle {
+    pub id: String,
+    pub classes: Vec<String>,
+    pub guarded_by: Option<String>,
+    pub suppressed: bool,
+}
+
+impl NewCycle {
+    /// A possible deadlock: neither guarded by an outer lock nor suppressed.
+    pub fn is_unguarded(&self) -> bool {
+        self.guarded_by.is_none() && !self.suppressed
+    }
 }
 
 pub fn diff(old: &LockGraph, new: &LockGraph) -> GraphDiff {
@@ -152,13 +171,21 @@ pub fn diff(old: &LockGraph, new: &LockGraph) -> GraphDiff {
             .edges
             .iter()
             .filter(|e| !old_edges.contains(&(e.from.as_str(), e.to.as_str())))
-            .map(|e| (e.from.clone(), e.to.clone()))
+            .map(|e| NewDependency {
+                held: e.from.clone(),
+                new: e.to.clone(),
+            })
             .collect(),
         new_cycles: new
             .cycles
             .iter()
             .filter(|c| !old_cycles.contains(c.id.as_str()))
-            .map(|c| (c.id.clone(), c.classes.clone()))
+            .map(|c| NewCycle {
+                id: c.id.clone(),
+                classes: c.classes.clone(),
+                guarded_by: c.guarded_by.clone(),
+                suppressed: c.suppressed,
+            })
             .collect(),
     }
 }

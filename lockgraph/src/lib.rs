@@ -43,7 +43,7 @@ mod sim;
 mod snapshot;
 mod suppressions;
 
-pub use export::{diff, merge, to_dot, to_graphml, GraphDiff};
+pub use export::{diff, merge, to_dot, to_graphml, GraphDiff, NewCycle, NewDependency};
 pub use graph::{
     cycle_id, mode_bit, mode_pairs, Class, ClassId, Cycle, DepEdge, Dependency, Guard, LockGraph,
     Mode, RecursiveLock,
@@ -52,7 +52,7 @@ pub use lockdep::{import_lockdep, import_proc_lockdep, LockdepImport};
 pub use model::{
     strip_lockdep_suffix, ClassInfo, ClassKey, Frame, LockKind, NameSource, Stats, TaskInfo,
 };
-pub use recording::{replay, replay_into, write_trace};
+pub use recording::{replay, replay_into, write_trace, TraceAppender};
 pub use report::Report;
 pub use sim::{LockOp, LockOpKind, LockSimulator, SimulatorStats, MAX_HELD_LOCKS};
 pub use snapshot::{
@@ -81,5 +81,8 @@ impl Error {
         }
     }
 }
+
+/// Version of the report, snapshot and trace formats: readers refuse newer ones.
+pub const SCHEMA_VERSION: u32 = 1;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -260,6 +260,9 @@ pub struct Stats {
     /// the class's next initialisation, so nothing is lost (`locktrace held` may show an
     /// address meanwhile).
     pub class_names_evicted: u64,
+    /// A recording's last line cut short (the writer was killed mid-record): skipped,
+    /// every complete record before it replayed.
+    pub truncated_records: u64,
 }
 
 impl Stats {
@@ -282,6 +285,7 @@ impl Stats {
             user_lock_classes_evicted,
             foreign_releases,
             class_names_evicted,
+            truncated_records,
         } = *other;
         self.events += events;
         self.dropped += dropped;
@@ -299,6 +303,7 @@ impl Stats {
         self.user_lock_classes_evicted += user_lock_classes_evicted;
         self.foreign_releases += foreign_releases;
         self.class_names_evicted += class_names_evicted;
+        self.truncated_records += truncated_records;
     }
 
     /// What the source could not see or keep, so that dependencies may be missing or
@@ -332,6 +337,10 @@ impl Stats {
             (
                 self.user_lock_classes_evicted,
                 "user lock classes forgotten (user-lock-class map full: classes split)",
+            ),
+            (
+                self.truncated_records,
+                "recording cut mid-record (last line skipped)",
             ),
         ];
         gaps.into_iter()

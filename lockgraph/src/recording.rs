@@ -23,7 +23,11 @@
 //! {"type":"lock","tid":1,"op":"release","lock":"0x10"}
 //! # source counters, added to the graph's stats
 //! {"type":"stats","events":100,"dropped":0}
+//! # the format version, first line of what locktrace writes (optional)
+//! {"type":"schema","version":1}
 //! ```
+//! A last line cut short without its newline (a writer killed mid-record) is skipped and
+//! counted in `stats.truncated_records`; every complete record before it replays.
 //! (The `dep` example is one line in a real trace.)
 
 use std::{
@@ -108,6 +112,10 @@ enum Record {
         stack: Vec<String>,
     },
     Stats(Stats),
+    /// The format version ([`crate::SCHEMA_VERSION`]), the first line a writer emits.
+    Schema {
+        version: u32,
+    },
 }
 
 fn default_kind() -> LockKind {
@@ -168,16 +176,44 @@ pub fn replay_into(graph: &mut LockGraph, reader: impl Read) -> Result<Vec<Cycle
     let mut simulator = LockSimulator::new();
     let mut comms: HashMap<u32, (String, u32)> = HashMap::new();
     let mut cycles = Vec::new();
-    for (index, line) in BufReader::new(reader).lines().enumerate() {
-        let number = index + 1;
-        let line = line.map_err(|e| Error::at(number, format!("read error: {e}")))?;
+    let mut reader = BufReader::new(reader);
+    let mut line = String::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        number += 1;
+        let read = reader
+            .read_line(&mut line)
+            .map_err(|e| Error::at(number, format!("read error: {e}")))?;
+        if read == 0 {
+            break;
+        }
         let text = line.trim();
         if text.is_empty() || text.starts_with('#') {
             continue;
         }
-        let record: Record =
-            serde_json::from_str(text).map_err(|e| Error::at(number, e.to_string()))?;
+        let record: Record = match serde_json::from_str(text) {
+            Ok(record) => record,
+            // A last line without its newline is a record the writer was killed in the
+            // middle of: the complete records before it stand.
+            Err(_) if !line.ends_with('\n') => {
+                graph.stats_mut().truncated_records += 1;
+                break;
+            }
+            Err(e) => return Err(Error::at(number, e.to_string())),
+        };
         match record {
+            Record::Schema { version } if version > crate::SCHEMA_VERSION => {
+                return Err(Error::at(
+                    number,
+                    format!(
+                        "trace schema {version} is newer than this locktrace reads \
+                         ({}): upgrade locktrace",
+                        crate::SCHEMA_VERSION
+                    ),
+                ))
+            }
+            Record::Schema { .. } => {}
             Record::Class { name, kind, naming } => {
                 let key = ClassKey::name(&name);
                 if graph.class_by_key(&key).is_some() {
@@ -311,67 +347,112 @@ fn lock_address(number: usize, lock: LockAddr) -> Result<u64> {
 
 /// Writes `graph` as a trace: class lines, one `dep` line per edge (with its count, and
 /// one per distinct guard), recursive findings as `held == new` deps, and the stats.
-pub fn write_trace(graph: &LockGraph, mut out: impl Write) -> std::io::Result<()> {
-    let name = |id: ClassId| graph.name(id).to_string();
-    let stack = |frames: &[Frame]| frames.iter().map(Frame::to_string).collect::<Vec<_>>();
-    let mut line = |record: &Record| -> std::io::Result<()> {
-        serde_json::to_writer(&mut out, record)?;
-        out.write_all(b"\n")
-    };
-    for (_, class) in graph.classes() {
-        line(&Record::Class {
-            name: class.name.clone(),
-            kind: class.info.kind,
-            naming: class.info.naming,
-        })?;
-    }
-    for edge in graph.edges() {
-        // The count goes to the first guard line; each further guard is seen once more.
-        let extra = (edge.guards.len() as u64).saturating_sub(1);
-        for (i, guard) in edge.guards.iter().enumerate() {
-            line(&Record::Dep {
-                held: name(edge.held),
-                new: name(edge.new),
-                held_read: edge.held_read,
-                new_read: edge.new_read,
-                held_recursive: edge.held_recursive,
-                new_recursive: edge.new_recursive,
-                ts: edge.first_seen_ns,
-                comm: edge.task.comm.clone(),
-                pid: edge.task.pid,
-                tid: edge.task.tid,
-                count: if i == 0 {
-                    edge.count.saturating_sub(extra).max(1)
-                } else {
-                    1
+pub fn write_trace(graph: &LockGraph, out: impl Write) -> std::io::Result<()> {
+    let mut appender = TraceAppender::default();
+    let mut out = std::io::BufWriter::new(out);
+    appender.append(graph, &mut out)?;
+    write_record(&mut out, &Record::Stats(graph.stats()))?;
+    out.flush()
+}
+
+/// Appends to a recording what a growing graph gained since the last call (classes,
+/// dependencies, recursive findings), so that a recording written as dependencies arrive
+/// holds every one up to the moment the writer died. Counts are those at the time of
+/// writing; the graph never removes classes or edges, so "gained" is "beyond the last
+/// index written".
+#[derive(Debug, Default)]
+pub struct TraceAppender {
+    started: bool,
+    classes: usize,
+    edges: usize,
+    recursive: usize,
+}
+
+fn write_record(out: &mut impl Write, record: &Record) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, record)?;
+    out.write_all(b"\n")
+}
+
+impl TraceAppender {
+    pub fn append(&mut self, graph: &LockGraph, out: &mut impl Write) -> std::io::Result<()> {
+        let name = |id: ClassId| graph.name(id).to_string();
+        let stack = |frames: &[Frame]| frames.iter().map(Frame::to_string).collect::<Vec<_>>();
+        if !self.started {
+            write_record(
+                out,
+                &Record::Schema {
+                    version: crate::SCHEMA_VERSION,
                 },
-                guard: guard.map(|guard| name(guard.class)),
-                guard_lock: guard.map(|guard| LockAddr::Text(format!("{:#x}", guard.lock))),
-                new_stack: stack(&edge.new_stack),
-                held_stack: stack(&edge.held_stack),
-                modes: crate::snapshot::mode_names(edge.modes),
-            })?;
+            )?;
+            self.started = true;
         }
+        for (_, class) in graph.classes().skip(self.classes) {
+            write_record(
+                out,
+                &Record::Class {
+                    name: class.name.clone(),
+                    kind: class.info.kind,
+                    naming: class.info.naming,
+                },
+            )?;
+            self.classes += 1;
+        }
+        for edge in graph.edges().skip(self.edges) {
+            // The count goes to the first guard line; each further guard is seen once more.
+            let extra = (edge.guards.len() as u64).saturating_sub(1);
+            for (i, guard) in edge.guards.iter().enumerate() {
+                write_record(
+                    out,
+                    &Record::Dep {
+                        held: name(edge.held),
+                        new: name(edge.new),
+                        held_read: edge.held_read,
+                        new_read: edge.new_read,
+                        held_recursive: edge.held_recursive,
+                        new_recursive: edge.new_recursive,
+                        ts: edge.first_seen_ns,
+                        comm: edge.task.comm.clone(),
+                        pid: edge.task.pid,
+                        tid: edge.task.tid,
+                        count: if i == 0 {
+                            edge.count.saturating_sub(extra).max(1)
+                        } else {
+                            1
+                        },
+                        guard: guard.map(|guard| name(guard.class)),
+                        guard_lock: guard.map(|guard| LockAddr::Text(format!("{:#x}", guard.lock))),
+                        new_stack: stack(&edge.new_stack),
+                        held_stack: stack(&edge.held_stack),
+                        modes: crate::snapshot::mode_names(edge.modes),
+                    },
+                )?;
+            }
+            self.edges += 1;
+        }
+        for found in graph.recursive().iter().skip(self.recursive) {
+            write_record(
+                out,
+                &Record::Dep {
+                    held: name(found.class),
+                    new: name(found.class),
+                    held_read: found.held_read,
+                    new_read: found.new_read,
+                    held_recursive: false,
+                    new_recursive: false,
+                    ts: found.first_seen_ns,
+                    comm: found.task.comm.clone(),
+                    pid: found.task.pid,
+                    tid: found.task.tid,
+                    count: found.count,
+                    guard: None,
+                    guard_lock: None,
+                    new_stack: stack(&found.new_stack),
+                    held_stack: stack(&found.held_stack),
+                    modes: Vec::new(),
+                },
+            )?;
+            self.recursive += 1;
+        }
+        Ok(())
     }
-    for found in graph.recursive() {
-        line(&Record::Dep {
-            held: name(found.class),
-            new: name(found.class),
-            held_read: found.held_read,
-            new_read: found.new_read,
-            held_recursive: false,
-            new_recursive: false,
-            ts: found.first_seen_ns,
-            comm: found.task.comm.clone(),
-            pid: found.task.pid,
-            tid: found.task.tid,
-            count: found.count,
-            guard: None,
-            guard_lock: None,
-            new_stack: stack(&found.new_stack),
-            held_stack: stack(&found.held_stack),
-            modes: Vec::new(),
-        })?;
-    }
-    line(&Record::Stats(graph.stats()))
 }

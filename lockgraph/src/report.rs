@@ -198,6 +198,7 @@ impl<'a> Report<'a> {
             recursive: g.recursive().iter().filter(|r| r.is_finding()).count() as u64,
         };
         ReportJson {
+            schema: crate::SCHEMA_VERSION,
             classes,
             edges,
             cycles,

@@ -140,6 +140,10 @@ pub struct StatsJson {
 /// The JSON report; also the snapshot format read by [`LockGraph::from_snapshot_json`].
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ReportJson {
+    /// The format version ([`crate::SCHEMA_VERSION`]); absent (0) in files written before
+    /// it existed, which read the same.
+    #[serde(default)]
+    pub schema: u32,
     pub classes: Vec<ClassJson>,
     pub edges: Vec<EdgeJson>,
     pub cycles: Vec<CycleJson>,
@@ -151,6 +155,13 @@ impl LockGraph {
     /// Loads a graph from a JSON report (snapshot). Classes are keyed by name.
     pub fn from_snapshot_json(json: &str) -> Result<LockGraph> {
         let snapshot: ReportJson = serde_json::from_str(json)?;
+        if snapshot.schema > crate::SCHEMA_VERSION {
+            return Err(Error::Snapshot(format!(
+                "schema {} is newer than this locktrace reads ({}): upgrade locktrace",
+                snapshot.schema,
+                crate::SCHEMA_VERSION
+            )));
+        }
         LockGraph::from_report_json(&snapshot)
     }
 

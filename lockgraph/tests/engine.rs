@@ -578,3 +578,50 @@ fn recursive_reads_replay_from_lock_lines_and_recordings() {
     let graph = lockgraph::replay(with_plain_reads.as_bytes()).unwrap();
     assert_eq!(graph.cycles().len(), 1);
 }
+
+#[test]
+fn a_recording_cut_anywhere_replays_every_complete_record() {
+    let trace = "\
+{\"type\":\"dep\",\"held\":\"a\",\"new\":\"b\"}
+{\"type\":\"dep\",\"held\":\"b\",\"new\":\"c\"}
+{\"type\":\"dep\",\"held\":\"c\",\"new\":\"a\"}
+";
+    let graph = lockgraph::replay(trace.as_bytes()).unwrap();
+    let mut written = Vec::new();
+    lockgraph::write_trace(&graph, &mut written).unwrap();
+    assert!(written.starts_with(b"{\"type\":\"schema\""));
+    let lines: Vec<&[u8]> = written.split_inclusive(|&b| b == b'\n').collect();
+    for cut in 0..=written.len() {
+        let head = &written[..cut];
+        let complete: Vec<&[u8]> = lines
+            .iter()
+            .scan(0, |end, line| {
+                *end += line.len();
+                Some((*end, *line))
+            })
+            .take_while(|(end, _)| *end <= cut)
+            .map(|(_, line)| line)
+            .collect();
+        let expected = lockgraph::replay(complete.concat().as_slice()).unwrap();
+        let replayed =
+            lockgraph::replay(head).unwrap_or_else(|err| panic!("cut at byte {cut}: {err}"));
+        let partial = cut > 0 && head.last() != Some(&b'\n');
+        let tail = &head[complete.concat().len()..];
+        // A cut just after a line's closing brace leaves that record whole.
+        let extra = replayed.edge_count() - expected.edge_count();
+        assert!(extra <= usize::from(partial), "cut at byte {cut}");
+        assert_eq!(
+            replayed.stats().truncated_records,
+            u64::from(partial && serde_json::from_slice::<serde_json::Value>(tail).is_err()),
+            "cut at byte {cut}"
+        );
+    }
+    // A complete, malformed line is still an error, not a silent skip.
+    assert!(lockgraph::replay(
+        &b"{\"type\":\"dep\",\"held\":\n{\"type\":\"dep\",\"held\":\"a\",\"new\":\"b\"}\n"[..]
+    )
+    .is_err());
+    // A newer writer's format is refused with a clear message.
+    let err = lockgraph::replay(&b"{\"type\":\"schema\",\"version\":99}\n"[..]).unwrap_err();
+    assert!(err.to_string().contains("newer"), "{err}");
+}

@@ -428,10 +428,14 @@ fn merge_sums_counts_and_finds_cycles_across_snapshots() {
     let changes = diff(&left, &merged);
     assert_eq!(
         changes.new_dependencies,
-        vec![("b".to_string(), "a".to_string())]
+        vec![NewDependency {
+            held: "b".to_string(),
+            new: "a".to_string()
+        }]
     );
     assert_eq!(changes.new_cycles.len(), 1);
-    assert_eq!(changes.new_cycles[0].0, merged.cycles()[0].id);
+    assert_eq!(changes.new_cycles[0].id, merged.cycles()[0].id);
+    assert!(changes.new_cycles[0].is_unguarded());
     assert_eq!(diff(&merged, &merged), GraphDiff::default());
 }
 

@@ -82,8 +82,15 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
-    /// List the dependencies and cycles NEW has that OLD had not.
-    Diff { old: PathBuf, new: PathBuf },
+    /// List the dependencies and cycles NEW has that OLD had not; exits 3 when a new
+    /// unguarded cycle appeared.
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        /// Print the difference as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure the daemon's ingest path on synthetic records (used by `cargo xtask bench`).
     #[command(hide = true)]
     BenchIngest {
@@ -115,7 +122,7 @@ fn main() -> ExitCode {
             output,
         } => offline::export(&file, format, output.as_deref()),
         Command::Merge { files, output } => offline::merge(&files, &output),
-        Command::Diff { old, new } => offline::diff(&old, &new),
+        Command::Diff { old, new, json } => offline::diff(&old, &new, json),
         Command::BenchIngest { events, classes } => ingest_bench::run(events, classes),
     };
     match result {

@@ -164,19 +164,42 @@ pub fn merge(files: &[PathBuf], out: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `locktrace diff OLD NEW`: dependencies and cycles that appeared.
-pub fn diff(old: &Path, new: &Path) -> Result<ExitCode> {
+/// `locktrace diff OLD NEW [--json]`: dependencies and cycles that appeared. Exits 3 when
+/// a new unguarded cycle appeared, so a script can gate on it.
+pub fn diff(old: &Path, new: &Path, json: bool) -> Result<ExitCode> {
     let diff = lockgraph::diff(&load_graph(old)?, &load_graph(new)?);
-    for (from, to) in &diff.new_dependencies {
-        println!("+ dependency {from} -> {to}");
+    if json {
+        let mut value = serde_json::to_value(&diff)?;
+        value["schema"] = lockgraph::SCHEMA_VERSION.into();
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        for dep in &diff.new_dependencies {
+            println!("+ dependency {} -> {}", dep.held, dep.new);
+        }
+        for cycle in &diff.new_cycles {
+            let state = match (&cycle.guarded_by, cycle.suppressed) {
+                (_, true) => " (suppressed)".to_string(),
+                (Some(guard), false) => format!(" (guarded by {guard})"),
+                (None, false) => String::new(),
+            };
+            println!(
+                "+ cycle {}: {}{state}",
+                cycle.id,
+                cycle.classes.join(" -> ")
+            );
+        }
+        println!(
+            "{} new dependencies, {} new cycles",
+            diff.new_dependencies.len(),
+            diff.new_cycles.len()
+        );
     }
-    for (id, names) in &diff.new_cycles {
-        println!("+ cycle {id}: {}", names.join(" -> "));
+    if diff
+        .new_cycles
+        .iter()
+        .any(lockgraph::NewCycle::is_unguarded)
+    {
+        return Ok(ExitCode::from(3));
     }
-    println!(
-        "{} new dependencies, {} new cycles",
-        diff.new_dependencies.len(),
-        diff.new_cycles.len()
-    );
     Ok(ExitCode::SUCCESS)
 }

@@ -11,43 +11,102 @@ use lockgraph::{LockGraph, Suppressions};
 
 use crate::held::{push_stack, render_deadlock, Deadlock};
 
-/// Writes `contents` to `path` atomically (same directory, then rename).
-pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
+/// The directory a file path lies in (`.` for a bare name).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
         .filter(|dir| !dir.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
+        .unwrap_or(Path::new("."))
+}
+
+/// Writes `contents` to `path` atomically: a temporary file of unpredictable name, created
+/// exclusively (`O_EXCL`, so a planted link is never followed), renamed over `path` (a
+/// rename replaces a link at `path`, never writes through it). Safe in a shared directory
+/// while running as root. `-` writes to standard output.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    if path == Path::new("-") {
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(contents)?;
+        return stdout.flush().context("writing standard output");
+    }
+    path.file_name()
         .with_context(|| format!("{} is not a file path", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
     let result = (|| -> Result<()> {
-        let mut file = fs::File::create(&tmp)?;
+        let mut file = tempfile::Builder::new()
+            .prefix(".locktrace-")
+            .tempfile_in(parent_dir(path))?;
         file.write_all(contents)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
+        file.as_file().sync_all()?;
+        file.persist(path).map_err(|err| err.error)?;
         Ok(())
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
     result.with_context(|| format!("writing {}", path.display()))
 }
 
 /// Checks up front that `path` can be written, so a bad path fails before tracing starts.
+/// The probe is an anonymous temporary file: nothing with a guessable name is created.
 pub fn check_writable(path: &Path) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let probe = dir.join(format!(".locktrace-probe-{}", std::process::id()));
-    fs::File::create(&probe)
-        .and_then(|_| fs::remove_file(&probe))
+    if path == Path::new("-") {
+        return Ok(());
+    }
+    tempfile::tempfile_in(parent_dir(path))
+        .map(drop)
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Creates a directory for snapshots, owner-only (`0700`) when this run creates it: the
+/// graph names kernel and user functions and process names.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+/// `--record FILE` while tracing: every new class and dependency appended and flushed as it
+/// arrives, so a daemon killed at any point leaves a recording of all it had (a last line
+/// cut short is skipped by the reader). At a clean exit the file is replaced atomically by
+/// the complete recording (final counts and stats).
+pub struct StreamedRecording {
+    out: std::io::BufWriter<fs::File>,
+    appender: lockgraph::TraceAppender,
+    written: (usize, usize, usize),
+}
+
+impl StreamedRecording {
+    /// Created like [`write_atomic`]'s files (exclusively, under an unpredictable name, then
+    /// renamed into place), so a planted link cannot redirect it.
+    pub fn create(path: &Path) -> Result<Self> {
+        let file = tempfile::Builder::new()
+            .prefix(".locktrace-")
+            .tempfile_in(parent_dir(path))
+            .and_then(|file| file.persist(path).map_err(|err| err.error))
+            .with_context(|| format!("creating {}", path.display()))?;
+        Ok(StreamedRecording {
+            out: std::io::BufWriter::new(file),
+            appender: lockgraph::TraceAppender::default(),
+            written: (usize::MAX, 0, 0),
+        })
+    }
+
+    /// Appends what `graph` gained since the last call, flushed to the file.
+    pub fn append(&mut self, graph: &LockGraph) -> Result<()> {
+        let size = (
+            graph.class_count(),
+            graph.edge_count(),
+            graph.recursive().len(),
+        );
+        if size == self.written {
+            return Ok(());
+        }
+        self.appender
+            .append(graph, &mut self.out)
+            .and_then(|()| self.out.flush())
+            .context("appending to the recording")?;
+        self.written = size;
+        Ok(())
+    }
 }
 
 /// What the live trace adds to the lock-graph report: deadlocks caught in progress and
@@ -121,7 +180,7 @@ impl Outputs {
             check_writable(path)?;
         }
         if let Some(dir) = &self.snapshot_dir {
-            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            create_private_dir(dir)?;
             check_writable(&dir.join("snapshot.json"))?;
         }
         Ok(())
@@ -197,6 +256,51 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).unwrap(), "two");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
         assert!(check_writable(Path::new("/proc/locktrace/report.json")).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A root daemon writing into a shared directory: links planted at the final name and
+    /// at every name the old writer used (`.NAME.tmpPID`, `.locktrace-probe-PID`) must not
+    /// redirect a write.
+    #[test]
+    fn planted_links_do_not_redirect_writes() {
+        use std::os::unix::fs::symlink;
+        let dir = std::env::temp_dir().join(format!("locktrace-links-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        fs::write(&victim, "precious").unwrap();
+        let path = dir.join("report.json");
+        let pid = std::process::id();
+        for name in [
+            "report.json".to_string(),
+            format!(".report.json.tmp{pid}"),
+            format!(".locktrace-probe-{pid}"),
+        ] {
+            symlink(&victim, dir.join(name)).unwrap();
+        }
+        check_writable(&path).unwrap();
+        write_atomic(&path, b"report").unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(!fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(fs::read_to_string(&path).unwrap(), "report");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn snapshot_directories_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("locktrace-private-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        create_private_dir(&dir.join("snapshots")).unwrap();
+        let mode = fs::metadata(dir.join("snapshots"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

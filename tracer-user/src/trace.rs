@@ -308,6 +308,12 @@ async fn trace(args: TraceArgs, mut command: Option<Command>) -> Result<ExitCode
         None => None,
     };
     let mut stop_signals = 0;
+    let mut recording = match outputs.record.as_deref() {
+        Some(path) if path != std::path::Path::new("-") => {
+            Some(crate::output::StreamedRecording::create(path)?)
+        }
+        _ => None,
+    };
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -316,6 +322,9 @@ async fn trace(args: TraceArgs, mut command: Option<Command>) -> Result<ExitCode
                 guard.clear_ready();
                 if session.kernel.wants_drain(None) {
                     session.drain_dependency_set();
+                }
+                if let Some(recording) = &mut recording {
+                    recording.append(&session.ingest.graph)?;
                 }
             }
             _ = snapshot_timer.tick() => {
@@ -367,6 +376,7 @@ async fn trace(args: TraceArgs, mut command: Option<Command>) -> Result<ExitCode
             () = &mut deadline => break,
         }
     }
+    drop(recording);
     // The command's status: it has exited, or is killed now (given up on, or an error).
     let command_status = command.as_mut().map(Command::kill);
     // Disarmed first, then the last records and the figures, all before detaching: the

@@ -158,6 +158,18 @@ impl Tracer {
     }
 }
 
+impl Tracer {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: the daemon dies without any exit path of its own running.
+    pub fn kill(mut self) -> std::process::ExitStatus {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
 /// The `(from, to)` class names of every edge of a JSON report.
 pub fn edge_pairs<C: FromIterator<(String, String)>>(report: &serde_json::Value) -> C {
     report["edges"]
@@ -171,4 +183,11 @@ pub fn edge_pairs<C: FromIterator<(String, String)>>(report: &serde_json::Value)
             )
         })
         .collect()
+}
+
+/// Parses a JSON file a run wrote.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|err| panic!("reading {}: {err}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
 }
