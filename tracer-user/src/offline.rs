@@ -54,7 +54,15 @@ pub fn load_graph(path: &Path) -> Result<LockGraph> {
             .with_context(|| format!("reading {}", path.display()))?;
         LockGraph::from_snapshot_json(&text)
     };
-    graph.with_context(|| format!("{}", path.display()))
+    let graph = graph.with_context(|| format!("{}", path.display()))?;
+    if graph.stats().truncated_records > 0 {
+        eprintln!(
+            "locktrace: {}: the last record is cut short (the writer was stopped mid-line): \
+             skipped, every complete record read",
+            path.display()
+        );
+    }
+    Ok(graph)
 }
 
 fn emit_report(graph: &LockGraph, args: &ReportArgs) -> Result<ExitCode> {
