@@ -11,6 +11,7 @@ mod ingest;
 mod ingest_bench;
 mod kernel_state;
 mod map_reader;
+mod metrics;
 mod offline;
 mod output;
 mod process_maps;
@@ -21,7 +22,8 @@ mod trace;
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use anyhow::Context as _;
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -91,6 +93,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (bash: `locktrace completions bash >
+    /// /etc/bash_completion.d/locktrace`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (one per subcommand) into DIR (used by `cargo xtask dist`).
+    #[command(hide = true)]
+    Man {
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
     /// Measure the daemon's ingest path on synthetic records (used by `cargo xtask bench`).
     #[command(hide = true)]
     BenchIngest {
@@ -123,6 +137,13 @@ fn main() -> ExitCode {
         } => offline::export(&file, format, output.as_deref()),
         Command::Merge { files, output } => offline::merge(&files, &output),
         Command::Diff { old, new, json } => offline::diff(&old, &new, json),
+        Command::Completions { shell } => {
+            // Into a buffer: the generator panics on a write error (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "locktrace", &mut script);
+            output::write_atomic(std::path::Path::new("-"), &script).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Man { out_dir } => write_man_pages(&out_dir),
         Command::BenchIngest { events, classes } => ingest_bench::run(events, classes),
     };
     match result {
@@ -132,4 +153,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `locktrace.1` and `locktrace-SUBCOMMAND.1` for every visible subcommand.
+fn write_man_pages(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let command = Cli::command();
+    let mut pages = vec![("locktrace".to_string(), command.clone())];
+    for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set()) {
+        let name = format!("locktrace-{}", sub.get_name());
+        pages.push((name.clone(), sub.clone().name(name)));
+    }
+    for (name, page) in pages {
+        let mut roff = Vec::new();
+        clap_mangen::Man::new(page).render(&mut roff)?;
+        output::write_atomic(&dir.join(format!("{name}.1")), &roff)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

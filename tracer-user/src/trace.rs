@@ -31,6 +31,7 @@ use crate::{
     ingest::{Ingest, StackSource},
     kernel_state::{Counters, KernelState, LRU_MAPS},
     map_reader::MapReader,
+    metrics,
     output::{self, LiveFindings, LongHold, Outputs},
     process_maps,
     report_options::{load_suppressions, ReportArgs},
@@ -92,6 +93,14 @@ pub struct TraceArgs {
     /// Report locks held longer than this (e.g. 500ms, 2s).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub hold_threshold: Option<Duration>,
+    /// Serve Prometheus/OpenMetrics text on ADDR (e.g. 127.0.0.1:9464; port 0 picks one,
+    /// printed at start): lock operations, records sent/dropped/resynced, every loss counter,
+    /// classes and dependencies by kind, cycles by state, deadlocks in progress.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Check the arguments and exit (what `cargo xtask dist` runs on the unit's command line).
+    #[arg(long, hide = true)]
+    pub check_args: bool,
     /// Print every lock operation as a JSON line on stdout (a debugging aid; costs per event).
     #[arg(long)]
     pub events: bool,
@@ -159,6 +168,9 @@ fn parse_ringbuf_kib(text: &str) -> Result<u32, String> {
 }
 
 pub fn run(args: TraceArgs) -> Result<ExitCode> {
+    if args.check_args {
+        return Ok(ExitCode::SUCCESS);
+    }
     let privileges = capabilities::privileges();
     if !privileges.available {
         bail!(
@@ -196,6 +208,15 @@ impl StackSource for BpfStacks {
 }
 
 /// The command's exit (never, without one).
+async fn accept_scrape(
+    server: Option<&metrics::MetricsServer>,
+) -> std::io::Result<tokio::net::TcpStream> {
+    match server {
+        Some(server) => server.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn command_exit(watch: Option<&ExitWatch>) -> Result<i32> {
     match watch {
         Some(watch) => watch.wait().await,
@@ -237,6 +258,11 @@ async fn trace(args: TraceArgs, mut command: Option<Command>) -> Result<ExitCode
         graphml: args.graphml,
     };
     outputs.check()?;
+    // Bound before attaching: a taken port fails before any probe is in place.
+    let metrics_server = match args.metrics {
+        Some(addr) => Some(metrics::MetricsServer::bind(addr).await?),
+        None => None,
+    };
     let trace_kernel = args.kernel || !args.user;
 
     // Handlers first: a SIGINT right after "attached" must stop us cleanly, not kill us.
@@ -291,6 +317,12 @@ async fn trace(args: TraceArgs, mut command: Option<Command>) -> Result<ExitCode
         session.ingest.load_kernel_symbols();
     }
     eprintln!("locktrace: attached {attached} probes");
+    if let Some(server) = &metrics_server {
+        eprintln!(
+            "locktrace: metrics on http://{}/metrics",
+            server.local_addr()?
+        );
+    }
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd owns the ring.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -351,6 +383,11 @@ async fn trace(args: TraceArgs, mut command: Option<Command>) -> Result<ExitCode
                 process_maps::sweep();
             }
             _ = held_timer.tick() => session.check_held(),
+            stream = accept_scrape(metrics_server.as_ref()) => {
+                if let Ok(stream) = stream {
+                    metrics::respond(stream, session.metrics_text(&suppressions)?);
+                }
+            }
             _ = sigusr2.recv() => {
                 if let Some(table) = session.held_table() {
                     print!("{}", held::render(&table));
@@ -451,6 +488,8 @@ struct Session {
     reported_holds: HashSet<(u32, String)>,
     /// The last held-lock snapshot: deadlocks are confirmed across two.
     previous_held: HeldTable,
+    /// Deadlocks confirmed at the last check (for metrics).
+    deadlocks_in_progress: u64,
     console: StatusLine,
 }
 
@@ -481,6 +520,7 @@ impl Session {
             reported_deadlocks: HashSet::new(),
             reported_holds: HashSet::new(),
             previous_held: HeldTable::default(),
+            deadlocks_in_progress: 0,
             console: StatusLine::new(),
         })
     }
@@ -495,12 +535,33 @@ impl Session {
     }
 
     /// Deadlocks in progress (reported at once, each once) and long holds.
+    /// One scrape's OpenMetrics text: the graph and every counter as they are now.
+    fn metrics_text(&self, suppressions: &Suppressions) -> Result<String> {
+        let counters = self.kernel.counters();
+        let mut stats = self.ingest.graph.stats();
+        self.kernel.fill_stats(&counters, &mut stats);
+        stats.records = self.ingest.dependency_records;
+        stats.resynced = self.resynced;
+        metrics::render(&metrics::MetricsSnapshot {
+            graph: &self.ingest.graph,
+            suppressions,
+            stats,
+            lock_operations: counters.get(counter::LOCK_OPS),
+            dependency_checks: counters.get(counter::DEPENDENCY_CHECKS),
+            traced_tasks_full: counters.get(counter::TRACED_TASKS_FULL),
+            deadlocks_in_progress: self.deadlocks_in_progress,
+            deadlocks_detected: self.live.deadlocks.len() as u64,
+            long_holds: self.live.long_holds.len() as u64,
+        })
+    }
+
     fn check_held(&mut self) {
         let Some(current) = self.held_table() else {
             return;
         };
         let table = held::confirmed(&self.previous_held, current.clone());
         self.previous_held = current;
+        self.deadlocks_in_progress = table.deadlocks.len() as u64;
         for deadlock in table.deadlocks {
             let key = deadlock.key();
             if self.reported_deadlocks.insert(key.clone()) {

@@ -1,5 +1,6 @@
 //! Project automation: `cargo xtask setup|build|run|test|vm|demo|bench`.
 mod bench;
+mod dist;
 mod expect;
 mod layering;
 mod lockdep_compare;
@@ -53,6 +54,9 @@ enum Task {
         #[arg(long)]
         host_only: bool,
     },
+    /// Package for fleets under target/dist/: binary, man pages, shell completions, systemd
+    /// unit and a Debian package of them all.
+    Dist,
     /// The one-minute demo: the nouveau svmm/vmm deadlock found on a production 6.12 kernel.
     Demo,
     /// Lockdep as the oracle: each kernel scenario on the lockdep kernel (lockdep observing) and
@@ -110,6 +114,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Task::Test { host_only } => test(host_only),
         Task::Fuzz { seconds } => fuzz(seconds),
         Task::Demo => demo(),
+        Task::Dist => dist::dist(&build()?).map(drop),
         Task::LockdepCompare {
             scenarios,
             compare_only,
@@ -307,6 +312,10 @@ fn test(host_only: bool) -> Result<()> {
                 .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
                 .args(["--", "-D", "warnings"]),
         ),
+    );
+    results.record(
+        "package: completions parse, man pages render, .deb contents, unit verifies",
+        build().and_then(|binary| dist::check(&dist::dist(&binary)?)),
     );
     if host_only {
         println!("xtask: --host-only: VM scenarios NOT run");

@@ -13,6 +13,9 @@ const BUILD_PACKAGES: &[&str] = &[
     "libzstd-dev",
     "gcc",
     "make",
+    // `cargo xtask dist` and its checks: man pages rendered by man, the unit verified.
+    "man-db",
+    "systemd",
 ];
 /// bpf-linker pinned to the release that builds with rustc 1.95 against LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";
