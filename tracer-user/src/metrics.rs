@@ -94,8 +94,12 @@ pub fn render(snapshot: &MetricsSnapshot<'_>) -> Result<String> {
     let dependencies = Family::<KindLabel, Gauge<i64>>::default();
     for kind in KINDS {
         // Present at zero, so a dashboard sees every family from the first scrape.
-        drop(classes.get_or_create(&KindLabel { kind: kind.as_str() }));
-        drop(dependencies.get_or_create(&KindLabel { kind: kind.as_str() }));
+        drop(classes.get_or_create(&KindLabel {
+            kind: kind.as_str(),
+        }));
+        drop(dependencies.get_or_create(&KindLabel {
+            kind: kind.as_str(),
+        }));
     }
     let mut kind_of = std::collections::HashMap::new();
     for (id, class) in snapshot.graph.classes() {

@@ -110,9 +110,11 @@ pub fn dist(binary: &Path) -> Result<Dist> {
 }
 
 fn deb_arch() -> Result<String> {
-    Ok(command_output(Command::new("dpkg").arg("--print-architecture"))?
-        .trim()
-        .to_string())
+    Ok(
+        command_output(Command::new("dpkg").arg("--print-architecture"))?
+            .trim()
+            .to_string(),
+    )
 }
 
 /// Debian package of each shared library the binary needs; glibc with the newest symbol
@@ -127,7 +129,11 @@ fn depends(binary: &Path) -> Result<String> {
             .and_then(|rest| rest.strip_suffix(']'))
             .context("unreadable NEEDED line")?;
         let package = match library {
-            "libc.so.6" | "libm.so.6" | "libpthread.so.0" | "libdl.so.2" | "librt.so.1"
+            "libc.so.6"
+            | "libm.so.6"
+            | "libpthread.so.0"
+            | "libdl.so.2"
+            | "librt.so.1"
             | "ld-linux-x86-64.so.2" => "libc6",
             "libgcc_s.so.1" => "libgcc-s1",
             "libz.so.1" => "zlib1g",
@@ -136,7 +142,12 @@ fn depends(binary: &Path) -> Result<String> {
         };
         packages.insert(package);
     }
-    let symbols = command_output(Command::new("readelf").arg("--dyn-syms").arg("-W").arg(binary))?;
+    let symbols = command_output(
+        Command::new("readelf")
+            .arg("--dyn-syms")
+            .arg("-W")
+            .arg(binary),
+    )?;
     let glibc = symbols
         .split(|c: char| c.is_whitespace() || c == '@')
         .filter_map(|word| word.strip_prefix("GLIBC_"))
@@ -175,14 +186,15 @@ fn dir_size(dir: &Path) -> Result<u64> {
 /// manager needs, the installed binary runs, and the unit passes `systemd-analyze verify`.
 pub fn check(dist: &Dist) -> Result<()> {
     let files = dist.dir.join("files");
-    run_checked(Command::new("bash").arg("-n").arg(files.join(BASH_COMPLETION)))
-        .context("bash completion does not parse")?;
+    run_checked(
+        Command::new("bash")
+            .arg("-n")
+            .arg(files.join(BASH_COMPLETION)),
+    )
+    .context("bash completion does not parse")?;
     let bash_script = fs::read_to_string(files.join(BASH_COMPLETION))?;
     for word in ["trace", "held", "import-lockdep", "--snapshot-dir"] {
-        ensure!(
-            bash_script.contains(word),
-            "bash completion lacks `{word}`"
-        );
+        ensure!(bash_script.contains(word), "bash completion lacks `{word}`");
     }
     for (shell, path) in [("zsh", ZSH_COMPLETION), ("fish", FISH_COMPLETION)] {
         if which::which(shell).is_ok() {
@@ -202,7 +214,18 @@ pub fn check(dist: &Dist) -> Result<()> {
             .env("MANWIDTH", "80")
             .output()
             .context("man")?;
-        let text = String::from_utf8_lossy(&output.stdout);
+        // man's terminal output embolds by overstriking (`N\x08N`): drop the overstrikes.
+        let text =
+            String::from_utf8_lossy(&output.stdout)
+                .chars()
+                .fold(String::new(), |mut text, c| {
+                    if c == '\x08' {
+                        text.pop();
+                    } else {
+                        text.push(c);
+                    }
+                    text
+                });
         let warnings = String::from_utf8_lossy(&output.stderr);
         ensure!(
             output.status.success() && warnings.trim().is_empty(),
@@ -226,7 +249,10 @@ pub fn check(dist: &Dist) -> Result<()> {
         "libc6 (>= 2.".to_string(),
         "Description: ".to_string(),
     ] {
-        ensure!(info.contains(&field), "package control lacks `{field}`:\n{info}");
+        ensure!(
+            info.contains(&field),
+            "package control lacks `{field}`:\n{info}"
+        );
     }
     let contents = command_output(Command::new("dpkg-deb").arg("--contents").arg(&dist.deb))?;
     for path in [
@@ -242,10 +268,17 @@ pub fn check(dist: &Dist) -> Result<()> {
             .lines()
             .find(|line| line.ends_with(&format!("./{path}")))
             .with_context(|| format!("package lacks {path}:\n{contents}"))?;
-        ensure!(line.contains("root/root"), "{path} is not owned by root: {line}");
+        ensure!(
+            line.contains("root/root"),
+            "{path} is not owned by root: {line}"
+        );
         let executable = path == BINARY;
         ensure!(
-            line.starts_with(if executable { "-rwxr-xr-x" } else { "-rw-r--r--" }),
+            line.starts_with(if executable {
+                "-rwxr-xr-x"
+            } else {
+                "-rw-r--r--"
+            }),
             "{path} has the wrong mode: {line}"
         );
     }
@@ -253,7 +286,12 @@ pub fn check(dist: &Dist) -> Result<()> {
     // The package's own files, extracted, are what is run and verified.
     let extracted = dist.dir.join("extracted");
     let _ = fs::remove_dir_all(&extracted);
-    run_checked(Command::new("dpkg-deb").arg("-x").arg(&dist.deb).arg(&extracted))?;
+    run_checked(
+        Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&dist.deb)
+            .arg(&extracted),
+    )?;
     let installed = extracted.join(BINARY);
     let version = command_output(Command::new(&installed).arg("--version"))?;
     ensure!(

@@ -114,7 +114,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Task::Test { host_only } => test(host_only),
         Task::Fuzz { seconds } => fuzz(seconds),
         Task::Demo => demo(),
-        Task::Dist => dist::dist(&build()?).map(drop),
+        Task::Dist => dist::check(&dist::dist(&build()?)?),
         Task::LockdepCompare {
             scenarios,
             compare_only,

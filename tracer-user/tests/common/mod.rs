@@ -159,6 +159,42 @@ impl Tracer {
 }
 
 impl Tracer {
+    /// Like `start`, also returning what it printed up to "attached" and the line after.
+    pub fn start_capturing(args: &[&str]) -> (Self, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_locktrace"))
+            .arg("trace")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (sender, receiver) = mpsc::channel();
+        let reader = thread::spawn(move || {
+            let mut seen = String::new();
+            let mut announced = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                seen.push_str(&line);
+                seen.push('\n');
+                if !announced && line.contains("locktrace: metrics on") {
+                    announced = true;
+                    let _ = sender.send(seen.clone());
+                }
+            }
+            seen
+        });
+        let head = receiver
+            .recv_timeout(Duration::from_secs(90))
+            .expect("locktrace printed no metrics address");
+        (
+            Self {
+                child,
+                stderr: reader,
+            },
+            head,
+        )
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
