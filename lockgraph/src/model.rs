@@ -19,6 +19,16 @@ pub enum LockKind {
 }
 
 impl LockKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [LockKind; 6] = [
+        Self::Mutex,
+        Self::Rwsem,
+        Self::Pseudo,
+        Self::PthreadMutex,
+        Self::PthreadRwlock,
+        Self::Unknown,
+    ];
+
     /// The name used in reports and JSON (`mutex`, `pthread_rwlock`, …).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -370,14 +380,7 @@ mod tests {
 
     #[test]
     fn lock_kind_names_match_their_json_form() {
-        for kind in [
-            LockKind::Mutex,
-            LockKind::Rwsem,
-            LockKind::Pseudo,
-            LockKind::PthreadMutex,
-            LockKind::PthreadRwlock,
-            LockKind::Unknown,
-        ] {
+        for kind in LockKind::ALL {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }
     }

@@ -52,15 +52,6 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: u64) {
     registry.register(name, help, metric);
 }
 
-const KINDS: [LockKind; 6] = [
-    LockKind::Mutex,
-    LockKind::Rwsem,
-    LockKind::Pseudo,
-    LockKind::PthreadMutex,
-    LockKind::PthreadRwlock,
-    LockKind::Unknown,
-];
-
 /// The OpenMetrics text of one scrape. Names are `locktrace_*`; every source counter of
 /// [`Stats`] (each loss counter among them) is a counter of its own name.
 pub fn render(snapshot: &MetricsSnapshot<'_>) -> Result<String> {
@@ -92,7 +83,7 @@ pub fn render(snapshot: &MetricsSnapshot<'_>) -> Result<String> {
 
     let classes = Family::<KindLabel, Gauge<i64>>::default();
     let dependencies = Family::<KindLabel, Gauge<i64>>::default();
-    for kind in KINDS {
+    for kind in LockKind::ALL {
         // Present at zero, so a dashboard sees every family from the first scrape.
         drop(classes.get_or_create(&KindLabel {
             kind: kind.as_str(),
