@@ -18,15 +18,41 @@ fn parent_dir(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
+/// Whether `path` names an existing device, FIFO or socket (`/dev/null`, a named pipe):
+/// such a target is written in place, as a shell redirection would. Renaming over it, as
+/// root, would replace the device node with a regular file.
+fn is_special_file(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|meta| {
+        let kind = meta.file_type();
+        !kind.is_file() && !kind.is_dir() && !kind.is_symlink()
+    })
+}
+
+/// Opens an existing special file for writing; never creates, never follows a link.
+fn open_special_file(path: &Path) -> Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
 /// Writes `contents` to `path` atomically: a temporary file of unpredictable name, created
 /// exclusively (`O_EXCL`, so a planted link is never followed), renamed over `path` (a
 /// rename replaces a link at `path`, never writes through it). Safe in a shared directory
-/// while running as root. `-` writes to standard output.
+/// while running as root. `-` writes to standard output; an existing device or FIFO is
+/// written in place.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     if path == Path::new("-") {
         let mut stdout = std::io::stdout().lock();
         stdout.write_all(contents)?;
         return stdout.flush().context("writing standard output");
+    }
+    if is_special_file(path) {
+        return open_special_file(path)?
+            .write_all(contents)
+            .with_context(|| format!("writing {}", path.display()));
     }
     path.file_name()
         .with_context(|| format!("{} is not a file path", path.display()))?;
@@ -46,6 +72,17 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
 /// The probe is an anonymous temporary file: nothing with a guessable name is created.
 pub fn check_writable(path: &Path) -> Result<()> {
     if path == Path::new("-") {
+        return Ok(());
+    }
+    if is_special_file(path) {
+        // Opening a FIFO would wait for its reader: ask for write permission instead.
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+            .with_context(|| format!("{} is not a file path", path.display()))?;
+        // SAFETY: a valid NUL-terminated path; access(2) only reads it.
+        if unsafe { libc::access(c_path.as_ptr(), libc::W_OK) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("cannot write {}", path.display()));
+        }
         return Ok(());
     }
     tempfile::tempfile_in(parent_dir(path))
@@ -69,7 +106,8 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
 /// cut short is skipped by the reader). At a clean exit the file is replaced atomically by
 /// the complete recording (final counts and stats).
 pub struct StreamedRecording {
-    out: std::io::BufWriter<fs::File>,
+    /// None for a device or FIFO target: it gets the complete recording once, at exit.
+    out: Option<std::io::BufWriter<fs::File>>,
     appender: lockgraph::TraceAppender,
     written: (usize, usize, usize),
 }
@@ -78,13 +116,20 @@ impl StreamedRecording {
     /// Created like [`write_atomic`]'s files (exclusively, under an unpredictable name, then
     /// renamed into place), so a planted link cannot redirect it.
     pub fn create(path: &Path) -> Result<Self> {
+        if is_special_file(path) {
+            return Ok(StreamedRecording {
+                out: None,
+                appender: lockgraph::TraceAppender::default(),
+                written: (usize::MAX, 0, 0),
+            });
+        }
         let file = tempfile::Builder::new()
             .prefix(".locktrace-")
             .tempfile_in(parent_dir(path))
             .and_then(|file| file.persist(path).map_err(|err| err.error))
             .with_context(|| format!("creating {}", path.display()))?;
         Ok(StreamedRecording {
-            out: std::io::BufWriter::new(file),
+            out: Some(std::io::BufWriter::new(file)),
             appender: lockgraph::TraceAppender::default(),
             written: (usize::MAX, 0, 0),
         })
@@ -97,12 +142,15 @@ impl StreamedRecording {
             graph.edge_count(),
             graph.recursive().len(),
         );
+        let Some(out) = &mut self.out else {
+            return Ok(());
+        };
         if size == self.written {
             return Ok(());
         }
         self.appender
-            .append(graph, &mut self.out)
-            .and_then(|()| self.out.flush())
+            .append(graph, out)
+            .and_then(|()| out.flush())
             .context("appending to the recording")?;
         self.written = size;
         Ok(())

@@ -1,9 +1,13 @@
 //! What scripts rely on, without privileges: `diff` exits 3 when a new unguarded cycle
 //! appears (and says so in `--json`), `-` is standard output, a recording cut at its end
-//! replays what it holds with a note.
+//! replays what it holds with a note, a device or FIFO given as output is written in
+//! place (not replaced by a regular file).
 mod common;
 
-use std::process::{Command, Output};
+use std::{
+    os::unix::fs::FileTypeExt as _,
+    process::{Command, Output},
+};
 
 use common::scratch_dir;
 
@@ -69,6 +73,9 @@ fn dash_is_standard_output_and_files_carry_the_schema() {
     let value: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
     assert_eq!(value["schema"], 1);
     assert_eq!(value["cycles"].as_array().unwrap().len(), 1);
+    // Run as root, a rename over /dev/null would have made it a regular file.
+    let null = std::fs::symlink_metadata("/dev/null").unwrap();
+    assert!(null.file_type().is_char_device(), "/dev/null was replaced");
 
     let merged = locktrace(&["merge", &cycle, &cycle, "-o", "-"]);
     assert!(merged.status.success(), "{merged:?}");
@@ -105,5 +112,37 @@ fn a_recording_cut_at_its_end_replays_with_a_note() {
     let value: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
     assert_eq!(value["cycles"].as_array().unwrap().len(), 1);
     assert_eq!(value["stats"]["truncated_records"], 1);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_fifo_given_as_output_is_written_through_and_stays_a_fifo() {
+    let dir = scratch_dir("fifo-output");
+    let cycle = write(&dir, "cycle.jsonl", &format!("{ORDERED}{INVERTED}"));
+    let fifo = dir.join("report.fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+    let report = locktrace(&["report", &cycle, "--report-json", fifo.to_str().unwrap()]);
+    assert_eq!(report.status.code(), Some(0), "{report:?}");
+    let meta = std::fs::symlink_metadata(&fifo).unwrap();
+    assert!(
+        meta.file_type().is_fifo(),
+        "the FIFO was replaced: {meta:?}"
+    );
+    // Should locktrace not have opened it, this gives the reader its end of file.
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo);
+    }
+    let value: serde_json::Value = serde_json::from_str(&reader.join().unwrap()).unwrap();
+    assert_eq!(value["cycles"].as_array().unwrap().len(), 1);
     std::fs::remove_dir_all(&dir).ok();
 }
