@@ -8,10 +8,10 @@ use crate::{
     Result, Suppressions,
 };
 
-type EdgeSet = HashSet<(ClassId, ClassId)>;
+pub(crate) type EdgeSet = HashSet<(ClassId, ClassId)>;
 
 /// Edges on unguarded cycles, and edges on guarded ones.
-fn cycle_edges(graph: &LockGraph) -> (EdgeSet, EdgeSet) {
+pub(crate) fn cycle_edges(graph: &LockGraph) -> (EdgeSet, EdgeSet) {
     let (mut real, mut guarded) = (HashSet::new(), HashSet::new());
     for cycle in graph.cycles() {
         let set = if cycle.guarded_by.is_none() {

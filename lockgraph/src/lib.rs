@@ -28,7 +28,8 @@
 //!
 //! Other sources: [`import_lockdep`] (kernel console logs), [`replay`] (JSON-lines traces,
 //! see [`recording`] for the format) and [`LockSimulator`] (raw lock operations). Other sinks:
-//! [`to_dot`], [`to_graphml`], [`merge`], [`diff`].
+//! [`to_dot`], [`to_graphml`], [`to_svg`], [`cycle_to_svg`], [`cycle_to_html`] (pictures
+//! drawn in-process), [`merge`], [`diff`].
 
 mod export;
 mod graph;
@@ -36,6 +37,7 @@ pub mod lockdep;
 mod model;
 pub mod naming;
 pub mod nesting;
+mod picture;
 pub mod recording;
 mod report;
 pub mod rules;
@@ -52,6 +54,7 @@ pub use lockdep::{import_lockdep, import_proc_lockdep, LockdepImport};
 pub use model::{
     strip_lockdep_suffix, ClassInfo, ClassKey, Frame, LockKind, NameSource, Stats, TaskInfo,
 };
+pub use picture::{cycle_to_html, cycle_to_svg, to_svg};
 pub use recording::{replay, replay_into, write_trace, TraceAppender};
 pub use report::Report;
 pub use sim::{LockOp, LockOpKind, LockSimulator, SimulatorStats, MAX_HELD_LOCKS};

@@ -331,6 +331,23 @@ impl<'a> Report<'a> {
         out
     }
 
+    /// The lockdep-style splat of one cycle, as [`Report::text`] prints it for an unguarded
+    /// one (the HTML page of a cycle shows it too).
+    pub fn cycle_text(&self, cycle: &Cycle) -> String {
+        let mut out = String::new();
+        self.write_circular(&mut out, cycle);
+        out
+    }
+
+    /// `unguarded`, `guarded by … (instance …)`, with `, suppressed by `RULE`` when a rule
+    /// matches it.
+    pub fn cycle_state(&self, cycle: &Cycle) -> String {
+        match self.suppressed_by(cycle) {
+            Some(rule) => format!("{}, suppressed by `{rule}`", self.kind_label(cycle)),
+            None => self.kind_label(cycle),
+        }
+    }
+
     fn kind_label(&self, cycle: &Cycle) -> String {
         match cycle.guarded_by {
             Some(g) => format!(

@@ -69,6 +69,9 @@ pub static GLIBC_MUTEX_LAYOUT: u32 = 0;
 /// Only trace this thread group (0: all).
 #[no_mangle]
 pub static FILTER_PID: u32 = 0;
+/// Only trace this task (thread) id (0: all).
+#[no_mangle]
+pub static FILTER_TID: u32 = 0;
 /// `trace -- COMMAND`: only trace the thread groups in [`TRACED_TASKS`] (1), the command's
 /// process tree.
 #[no_mangle]

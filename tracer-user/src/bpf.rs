@@ -13,6 +13,8 @@ static TRACER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"
 pub struct LoadOptions {
     /// Only trace this thread group (0: all).
     pub pid: u32,
+    /// Only trace this thread (0: all).
+    pub tid: u32,
     /// `trace -- COMMAND`: only trace the command's process tree (the `TRACED_TASKS` map,
     /// filled by the task-tree programs; needs their record offsets among the globals).
     pub tree: bool,
@@ -70,6 +72,7 @@ pub fn load(options: &LoadOptions, kernel: &KernelGlobals) -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
     loader
         .override_global("FILTER_PID", &options.pid, true)
+        .override_global("FILTER_TID", &options.tid, true)
         .override_global("FILTER_TREE", &tree, true)
         .override_global("EMIT_LOCK_OPS", &emit_lock_ops, true)
         .override_global("FILTER_COMM", &comm, true)
@@ -90,34 +93,11 @@ pub fn load(options: &LoadOptions, kernel: &KernelGlobals) -> Result<Ebpf> {
     for &(map, entries) in &options.map_capacities {
         loader.map_max_entries(map, entries);
     }
-    let mut ebpf = loader
+    // No aya-log: nothing on the probes' paths logs (a log record per event would cost
+    // what the ring buffer's records are budgeted for); counters say what happened.
+    loader
         .load(TRACER_OBJECT)
-        .context("loading the eBPF object")?;
-    match aya_log::EbpfLogger::init(&mut ebpf) {
-        Ok(logger) => forward_ebpf_logs(logger),
-        // The object logs nothing on hot paths unless built to; no log map is fine.
-        Err(err) => log::debug!("eBPF logging not initialised: {err}"),
-    }
-    Ok(ebpf)
-}
-
-fn forward_ebpf_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
-    // SAFETY: the logger owns its ring-buffer map fd for as long as the AsyncFd owns it.
-    let registered = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
-    };
-    let Ok(mut logger) = registered else {
-        return;
-    };
-    tokio::spawn(async move {
-        loop {
-            let Ok(mut guard) = logger.readable_mut().await else {
-                return;
-            };
-            guard.get_inner_mut().flush();
-            guard.clear_ready();
-        }
-    });
+        .context("loading the eBPF object")
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.

@@ -5,7 +5,7 @@ use std::{fs, path::Path};
 use aya::{programs::FEntry, Btf};
 
 /// One capability, whether it is there, and why (or why not).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Capability {
     pub name: &'static str,
     pub available: bool,
@@ -89,7 +89,7 @@ fn path_capability(name: &'static str, path: &str, yes: &str, no: &str) -> Capab
 /// Probe everything. `ebpf` is the loaded tracer object, used to try an fentry load.
 pub fn probe(ebpf: Option<&mut aya::Ebpf>) -> Capabilities {
     ensure_tracefs();
-    let btf = Btf::from_sys_fs();
+    let btf = crate::attach::btf::aya_btf();
     let fentry = match (&btf, ebpf) {
         (Err(err), _) => Capability {
             name: "fentry",
@@ -221,4 +221,82 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// The kernel features the object needs beyond program types, each probed with aya's
+/// feature probes (a minimal map or program loaded and dropped): ring buffer, LRU hash,
+/// per-CPU array and stack-trace maps; the `bpf_loop`, ring-buffer, stack and function-IP
+/// helpers. Helpers are probed from a tracepoint program (probes of fentry programs need an
+/// attach target; kprobe programs load on kernels without kprobes enabled too).
+pub fn feature_probes() -> Vec<Capability> {
+    use aya::{
+        maps::MapType,
+        programs::ProgramType,
+        sys::{is_helper_supported, is_map_supported, BpfHelper},
+    };
+    let map = |name: &'static str, map_type: MapType, since: &str| {
+        let (available, detail) = match is_map_supported(map_type) {
+            Ok(true) => (true, format!("map type supported (Linux {since})")),
+            Ok(false) => (
+                false,
+                format!("map type not supported (needs Linux {since})"),
+            ),
+            Err(err) => (false, format!("probe failed: {err}")),
+        };
+        Capability {
+            name,
+            available,
+            detail,
+        }
+    };
+    let helper =
+        |name: &'static str, program: ProgramType, helper: BpfHelper, since: &str, used: &str| {
+            let (available, detail) = match is_helper_supported(program, helper) {
+                Ok(true) => (true, format!("helper supported (Linux {since}): {used}")),
+                Ok(false) => (
+                    false,
+                    format!("helper missing (needs Linux {since}): {used}"),
+                ),
+                Err(err) => (false, format!("probe failed: {err}")),
+            };
+            Capability {
+                name,
+                available,
+                detail,
+            }
+        };
+    vec![
+        map("ringbuf", MapType::RingBuf, "5.8"),
+        map("lru_hash", MapType::LruHash, "4.10"),
+        map("percpu_array", MapType::PerCpuArray, "4.6"),
+        map("stack_trace", MapType::StackTrace, "4.6"),
+        helper(
+            "bpf_loop",
+            ProgramType::TracePoint,
+            BpfHelper::BPF_FUNC_loop,
+            "5.17",
+            "the held-lock scans",
+        ),
+        helper(
+            "ringbuf_reserve",
+            ProgramType::TracePoint,
+            BpfHelper::BPF_FUNC_ringbuf_reserve,
+            "5.8",
+            "every record",
+        ),
+        helper(
+            "get_stack",
+            ProgramType::TracePoint,
+            BpfHelper::BPF_FUNC_get_stack,
+            "4.18",
+            "--module",
+        ),
+        helper(
+            "get_func_ip",
+            ProgramType::KProbe,
+            BpfHelper::BPF_FUNC_get_func_ip,
+            "5.15",
+            "kprobe fallback: which function fired",
+        ),
+    ]
 }

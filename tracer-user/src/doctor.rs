@@ -4,23 +4,41 @@ use std::process::ExitCode;
 use anyhow::Result;
 use aya::programs::Program;
 
-use crate::{attach, bpf, capabilities};
+use crate::{
+    attach, bpf,
+    capabilities::{self, Capability},
+};
 
 /// Hidden hook for the verifier test (`tracer-user/tests/verifier.rs`): with
 /// `LOCKTRACE_DOCTOR_LOAD_ALL=1`, `locktrace doctor` loads every program of the object into
 /// the running kernel and prints one `load ok|FAILED <kind> <program> ...` line per program.
 pub const LOAD_ALL_ENV: &str = "LOCKTRACE_DOCTOR_LOAD_ALL";
 
-pub fn run() -> Result<ExitCode> {
+/// What `doctor` found, as printed (text) or serialized (`--json`).
+#[derive(Debug, serde::Serialize)]
+struct DoctorReport {
+    schema: u32,
+    kernel: String,
+    capabilities: Vec<Capability>,
+    /// Maps and helpers the object needs (aya's feature probes).
+    features: Vec<Capability>,
+    /// Why the eBPF object did not load (None: it loaded, or no privileges to try).
+    object_error: Option<String>,
+    kernel_mode: &'static str,
+    user_mode: &'static str,
+}
+
+pub fn run(json: bool) -> Result<ExitCode> {
     if std::env::var_os(LOAD_ALL_ENV).is_some_and(|value| value == "1") {
         return load_all();
     }
-    let mut load_error = None;
-    let mut ebpf = if capabilities::privileges().available {
+    let privileged = capabilities::privileges().available;
+    let mut object_error = None;
+    let mut ebpf = if privileged {
         match attach::load_object(&bpf::LoadOptions::default()) {
             Ok(ebpf) => Some(ebpf),
             Err(err) => {
-                load_error = Some(format!("{err:#}"));
+                object_error = Some(format!("{err:#}"));
                 None
             }
         }
@@ -28,29 +46,52 @@ pub fn run() -> Result<ExitCode> {
         None
     };
     let caps = capabilities::probe(ebpf.as_mut());
-    println!("locktrace doctor: kernel {}", kernel_release());
-    for cap in caps.all() {
-        let mark = if cap.available { "yes" } else { "no " };
-        println!("  {mark}  {:<12} {}", cap.name, cap.detail);
+    let features = if privileged {
+        capabilities::feature_probes()
+    } else {
+        Vec::new()
+    };
+    let report = DoctorReport {
+        schema: lockgraph::SCHEMA_VERSION,
+        kernel: kernel_release(),
+        capabilities: caps.all().into_iter().cloned().collect(),
+        features,
+        object_error,
+        kernel_mode: if caps.fentry.available {
+            "kernel locks: fentry/fexit probes"
+        } else if caps.kprobes.available {
+            "kernel locks: kprobe/kretprobe fallback (fentry unavailable)"
+        } else {
+            "kernel locks: NOT traceable here (neither fentry nor kprobes work)"
+        },
+        user_mode: if caps.uprobes.available {
+            "user locks (--user): uprobes on pthread functions"
+        } else {
+            "user locks: NOT traceable here (no uprobes)"
+        },
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
     }
-    if let Some(err) = load_error {
+    println!("locktrace doctor: kernel {}", report.kernel);
+    let line = |cap: &Capability| {
+        let mark = if cap.available { "yes" } else { "no " };
+        println!("  {mark}  {:<15} {}", cap.name, cap.detail);
+    };
+    report.capabilities.iter().for_each(line);
+    if let Some(err) = &report.object_error {
         println!("  no   eBPF object: {err}");
     }
+    if privileged {
+        println!("  kernel features the object uses:");
+        report.features.iter().for_each(line);
+    } else {
+        println!("  (kernel features not probed: needs root or CAP_BPF)");
+    }
     println!();
-    let kernel_mode = if caps.fentry.available {
-        "kernel locks: fentry/fexit probes"
-    } else if caps.kprobes.available {
-        "kernel locks: kprobe/kretprobe fallback (fentry unavailable)"
-    } else {
-        "kernel locks: NOT traceable here (neither fentry nor kprobes work)"
-    };
-    let user_mode = if caps.uprobes.available {
-        "user locks (--user): uprobes on pthread functions"
-    } else {
-        "user locks: NOT traceable here (no uprobes)"
-    };
-    println!("  => {kernel_mode}");
-    println!("  => {user_mode}");
+    println!("  => {}", report.kernel_mode);
+    println!("  => {}", report.user_mode);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -68,7 +109,7 @@ pub fn kernel_release() -> String {
 /// verified by the VM runs instead).
 fn load_all() -> Result<ExitCode> {
     let mut ebpf = attach::load_object(&bpf::LoadOptions::default())?;
-    let btf = aya::Btf::from_sys_fs().ok();
+    let btf = attach::btf::aya_btf().ok();
     let targets: std::collections::HashMap<&str, Option<&str>> =
         attach::kernel_table::table_programs().into_iter().collect();
     let mut failed = 0;

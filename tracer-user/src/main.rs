@@ -5,6 +5,7 @@ mod capabilities;
 mod class_names;
 mod command;
 mod doctor;
+mod duration_arg;
 mod events;
 mod held;
 mod ingest;
@@ -33,23 +34,85 @@ use clap::{CommandFactory as _, Parser, Subcommand};
              kernels and in pthread programs",
     long_about = "locktrace attaches eBPF probes to lock acquire/release paths, builds the \
                   lock-order graph live and reports every possible deadlock in lockdep's \
-                  familiar form, without a debug kernel."
+                  familiar form, without a debug kernel.",
+    after_long_help = "Environment:\n  RUST_LOG  log filter in env_logger's syntax, used instead of \
+                       -v/-q when set (e.g. RUST_LOG=debug, RUST_LOG=locktrace=trace,aya=info)\n\n\
+                       Exit codes: 0 fine, 1 error, 3 a finding scripts act on (trace \
+                       --fail-on-cycle, diff: a new unguarded cycle, held: a deadlock in \
+                       progress)."
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// More log output: -v debug (attach decisions, kernel facts), -vv trace.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Less: -q only warnings and errors (no progress lines or summary), -qq only errors.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    quiet: u8,
+}
+
+/// The log level -v/-q ask for; `RUST_LOG`, when set, is used instead (env_logger's
+/// syntax, e.g. `RUST_LOG=locktrace=debug,aya=info`).
+fn log_filter(verbose: u8, quiet: u8) -> &'static str {
+    match (verbose, quiet) {
+        (0, 0) => "info",
+        (1, _) => "debug",
+        (_, 0) => "trace",
+        (_, 1) => "warn",
+        _ => "error",
+    }
+}
+
+/// Our own messages read `locktrace: …` (scripts and the VM checks match on that);
+/// those of libraries (aya) name their origin.
+fn init_logging(verbose: u8, quiet: u8) {
+    use std::io::Write as _;
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or(log_filter(verbose, quiet)),
+    )
+    .format(|out, record| {
+        let ours = record.target().starts_with("locktrace");
+        match (ours, record.level()) {
+            (true, log::Level::Error | log::Level::Warn | log::Level::Info) => {
+                writeln!(out, "locktrace: {}", record.args())
+            }
+            (true, level) => writeln!(out, "locktrace: [{level}] {}", record.args()),
+            (false, level) => writeln!(out, "[{level} {}] {}", record.target(), record.args()),
+        }
+    })
+    .init();
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Attach probes and trace lock-order dependencies until interrupted.
+    #[command(after_help = "Examples:\n  \
+        sudo locktrace trace                          kernel locks until Ctrl-C\n  \
+        sudo locktrace trace --user -d 30s            kernel and pthread locks for 30 s\n  \
+        sudo locktrace trace --user -- ./my-server    a program and its children, to its exit\n  \
+        sudo locktrace trace -p 4242 --user --record run.jsonl\n  \
+        sudo locktrace trace -c kworker/u8:2 --report-json report.json\n  \
+        sudo locktrace trace --snapshot-dir /var/lib/locktrace --snapshot-interval 2m")]
     Trace(Box<trace::TraceArgs>),
-    /// Show which task holds which traced lock and who waits for whom (deadlocks in progress).
+    /// Show which task holds which traced lock and who waits for whom (deadlocks in
+    /// progress); exits 3 while a deadlock is in progress.
+    #[command(after_help = "Examples:\n  \
+        sudo locktrace held                  the running trace's state (or trace for --settle)\n  \
+        sudo locktrace held --json | jq .deadlocks\n  \
+        sudo locktrace held --watch --user")]
     Held(held::HeldArgs),
     /// Print what this kernel allows (BTF, fentry, kprobes, uprobes, tracepoints, lockdep,
-    /// privileges).
-    Doctor,
+    /// privileges) and which kernel features the object uses are there.
+    Doctor {
+        /// Print the findings as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Rebuild the graph from a recording (--record) or snapshot and print the report.
+    #[command(after_help = "Examples:\n  \
+        locktrace report run.jsonl\n  \
+        locktrace report snapshot.json --report-json - | jq '.cycles | length'")]
     Report {
         /// A JSON-lines trace (recorded or hand-written) or a snapshot.json.
         file: PathBuf,
@@ -68,11 +131,17 @@ enum Command {
         #[command(flatten)]
         report: report_options::ReportArgs,
     },
-    /// Convert a snapshot or recording to JSON, DOT, GraphML or SVG (via Graphviz).
+    /// Convert a snapshot or recording to JSON, DOT, GraphML, SVG (drawn in-process, no
+    /// Graphviz needed) or, for one cycle, a self-contained HTML page.
     Export {
         file: PathBuf,
         #[arg(long, value_enum)]
         format: offline::ExportFormat,
+        /// Only this cycle (its id, `cyc-…`, as `report` prints it): with `--format svg` its
+        /// picture; `--format html` needs it (the report text, picture and each edge's
+        /// stacks).
+        #[arg(long, value_name = "ID")]
+        cycle: Option<String>,
         /// Output file (default: stdout).
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -86,6 +155,9 @@ enum Command {
     },
     /// List the dependencies and cycles NEW has that OLD had not; exits 3 when a new
     /// unguarded cycle appeared.
+    #[command(after_help = "Examples:\n  \
+        locktrace diff yesterday/snapshot.json today/snapshot.json || echo new deadlock\n  \
+        locktrace diff --json old.json new.json | jq .new_cycles")]
     Diff {
         old: PathBuf,
         new: PathBuf,
@@ -116,13 +188,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp(None)
-        .init();
     let cli = Cli::parse();
+    if cli.verbose > 0 && cli.quiet > 0 {
+        // clap's conflicts_with does not see a global flag given at another level.
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "-v/--verbose and -q/--quiet contradict each other",
+            )
+            .exit();
+    }
+    init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
         Command::Trace(args) => trace::run(*args),
-        Command::Doctor => doctor::run(),
+        Command::Doctor { json } => doctor::run(json),
         Command::Held(args) => held::run(&args),
         Command::Report { file, report } => offline::report(&file, &report),
         Command::ImportLockdep {
@@ -133,8 +212,9 @@ fn main() -> ExitCode {
         Command::Export {
             file,
             format,
+            cycle,
             output,
-        } => offline::export(&file, format, output.as_deref()),
+        } => offline::export(&file, format, cycle.as_deref(), output.as_deref()),
         Command::Merge { files, output } => offline::merge(&files, &output),
         Command::Diff { old, new, json } => offline::diff(&old, &new, json),
         Command::Completions { shell } => {
@@ -170,4 +250,24 @@ fn write_man_pages(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         output::write_atomic(&dir.join(format!("{name}.1")), &roff)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        // Duplicate short flags, bad defaults and the like panic here.
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn verbosity_maps_to_levels() {
+        assert_eq!(log_filter(0, 0), "info");
+        assert_eq!(log_filter(1, 0), "debug");
+        assert_eq!(log_filter(2, 0), "trace");
+        assert_eq!(log_filter(0, 1), "warn");
+        assert_eq!(log_filter(0, 2), "error");
+    }
 }

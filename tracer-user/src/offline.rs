@@ -4,7 +4,7 @@ use std::{
     fs,
     io::{BufRead as _, BufReader, Read as _, Write as _},
     path::{Path, PathBuf},
-    process::{Command, ExitCode, Stdio},
+    process::ExitCode,
 };
 
 use anyhow::{bail, Context as _, Result};
@@ -21,7 +21,10 @@ pub enum ExportFormat {
     Json,
     Dot,
     Graphml,
+    /// Drawn in-process (no Graphviz): the whole graph, or the cycle of `--cycle`.
     Svg,
+    /// A self-contained page about the cycle of `--cycle`: report text, picture, stacks.
+    Html,
 }
 
 /// A snapshot JSON or a JSON-lines trace, told apart by the first line. Traces are
@@ -56,8 +59,8 @@ pub fn load_graph(path: &Path) -> Result<LockGraph> {
     };
     let graph = graph.with_context(|| format!("{}", path.display()))?;
     if graph.stats().truncated_records > 0 {
-        eprintln!(
-            "locktrace: {}: the last record is cut short (the writer was stopped mid-line): \
+        log::warn!(
+            "{}: the last record is cut short (the writer was stopped mid-line): \
              skipped, every complete record read",
             path.display()
         );
@@ -102,22 +105,41 @@ pub fn import_lockdep(file: &Path, proc_lockdep: bool, args: &ReportArgs) -> Res
         let import = lockgraph::import_lockdep(&mut graph, &text)
             .with_context(|| format!("{}", file.display()))?;
         for note in &import.notes {
-            eprintln!("locktrace: {}: {note}", file.display());
+            log::warn!("{}: {note}", file.display());
         }
     }
     emit_report(&graph, args)
 }
 
-/// `locktrace export SNAP --format F [-o OUT]`.
-pub fn export(file: &Path, format: ExportFormat, out: Option<&Path>) -> Result<ExitCode> {
+/// `locktrace export SNAP --format F [--cycle ID] [-o OUT]`.
+pub fn export(
+    file: &Path,
+    format: ExportFormat,
+    cycle: Option<&str>,
+    out: Option<&Path>,
+) -> Result<ExitCode> {
     let graph = load_graph(file)?;
-    let bytes = match format {
-        ExportFormat::Json => {
-            serde_json::to_vec_pretty(&graph.report(&Suppressions::default()).json())?
+    let none = Suppressions::default();
+    let cycle = match cycle {
+        Some(id) => Some(find_cycle(&graph, file, id)?),
+        None => None,
+    };
+    let bytes = match (format, cycle) {
+        (ExportFormat::Json, None) => serde_json::to_vec_pretty(&graph.report(&none).json())?,
+        (ExportFormat::Dot, None) => lockgraph::to_dot(&graph).into_bytes(),
+        (ExportFormat::Graphml, None) => lockgraph::to_graphml(&graph).into_bytes(),
+        (ExportFormat::Svg, None) => lockgraph::to_svg(&graph).into_bytes(),
+        (ExportFormat::Svg, Some(cycle)) => lockgraph::cycle_to_svg(&graph, cycle).into_bytes(),
+        (ExportFormat::Html, Some(cycle)) => {
+            lockgraph::cycle_to_html(&graph, &none, cycle).into_bytes()
         }
-        ExportFormat::Dot => lockgraph::to_dot(&graph).into_bytes(),
-        ExportFormat::Graphml => lockgraph::to_graphml(&graph).into_bytes(),
-        ExportFormat::Svg => dot_to_svg(&lockgraph::to_dot(&graph))?,
+        (ExportFormat::Html, None) => bail!(
+            "--format html is a page about one cycle: give --cycle ID ({})",
+            cycle_ids(&graph)
+        ),
+        (ExportFormat::Json | ExportFormat::Dot | ExportFormat::Graphml, Some(_)) => {
+            bail!("--cycle works with --format svg or html")
+        }
     };
     match out {
         Some(path) => write_atomic(path, &bytes)?,
@@ -128,31 +150,20 @@ pub fn export(file: &Path, format: ExportFormat, out: Option<&Path>) -> Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-fn dot_to_svg(dot: &str) -> Result<Vec<u8>> {
-    let mut child = match Command::new("dot")
-        .arg("-Tsvg")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(_) => bail!(
-            "svg needs Graphviz's `dot` (apt-get install graphviz); --format dot works without it"
-        ),
-    };
-    child
-        .stdin
-        .take()
-        .context("dot stdin")?
-        .write_all(dot.as_bytes())?;
-    let output = child.wait_with_output()?;
-    if !output.status.success() {
-        bail!(
-            "Graphviz dot failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
+/// `cycles: ID, ID` or `FILE has no cycles`-style text for the errors.
+fn cycle_ids(graph: &LockGraph) -> String {
+    if graph.cycles().is_empty() {
+        return "the graph has no cycles".to_string();
     }
-    Ok(output.stdout)
+    let ids: Vec<&str> = graph.cycles().iter().map(|c| c.id.as_str()).collect();
+    format!("cycles: {}", ids.join(", "))
+}
+
+fn find_cycle<'g>(graph: &'g LockGraph, file: &Path, id: &str) -> Result<&'g lockgraph::Cycle> {
+    match graph.cycles().iter().find(|c| c.id == id) {
+        Some(cycle) => Ok(cycle),
+        None => bail!("{}: no cycle {id}; {}", file.display(), cycle_ids(graph)),
+    }
 }
 
 /// `locktrace merge A B ... -o OUT`.
@@ -164,8 +175,8 @@ pub fn merge(files: &[PathBuf], out: &Path) -> Result<ExitCode> {
     let merged = lockgraph::merge(&graphs).context("merging snapshots")?;
     let json = serde_json::to_vec_pretty(&merged.report(&Suppressions::default()).json())?;
     write_atomic(out, &json)?;
-    eprintln!(
-        "locktrace: merged {} snapshots: {}",
+    log::info!(
+        "merged {} snapshots: {}",
         files.len(),
         merged.report(&Suppressions::default()).summary()
     );

@@ -126,12 +126,14 @@ impl Snapshot {
 pub struct MappedFile {
     /// Kept open so that `path` (`/proc/self/fd/N`) keeps naming the very file mapped.
     _file: Option<File>,
-    path: PathBuf,
+    /// None: not opened (not the mapped file any more, not a regular file, too large, or
+    /// too many open): its frames and variables stay unnamed.
+    path: Option<PathBuf>,
 }
 
 impl MappedFile {
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 }
 
@@ -155,6 +157,9 @@ static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(Mutex::default);
 /// Files kept open at most (beyond, files are read by path, which may fail once their
 /// process has exited if it lived in another mount namespace).
 const MAX_OPEN_FILES: usize = 4096;
+/// The largest traced binary whose symbols are read (ELF symbol tables and DWARF): parsing
+/// time and memory grow with the file, which any traced user may have written.
+const MAX_SYMBOL_FILE_BYTES: u64 = 1 << 30;
 /// How often a known pid is checked to still be the same process.
 const RECHECK: Duration = Duration::from_secs(1);
 /// How long what is known of an exited process is kept for its last records.
@@ -220,21 +225,41 @@ impl Cache {
             candidates.push(format!("/proc/{pid}/root{}", file.path));
             candidates.push(file.path.clone());
             for candidate in candidates {
-                let Ok(opened) = File::open(&candidate) else {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                // Non-blocking: a FIFO planted at the mapped file's path must not hang us.
+                let Ok(opened) = fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&candidate)
+                else {
                     continue;
                 };
-                if opened.metadata().is_ok_and(|meta| meta.ino() == file.inode) {
-                    self.open_files += 1;
-                    return MappedFile {
-                        path: PathBuf::from(format!("/proc/self/fd/{}", raw_fd(&opened))),
-                        _file: Some(opened),
-                    };
+                let Ok(meta) = opened.metadata() else {
+                    continue;
+                };
+                if !meta.is_file() || meta.ino() != file.inode {
+                    continue;
                 }
+                if meta.len() > MAX_SYMBOL_FILE_BYTES {
+                    log::warn!(
+                        "{}: {} MiB, over the {} MiB read for symbols: its frames and \
+                         variables stay unnamed",
+                        file.path,
+                        meta.len() >> 20,
+                        MAX_SYMBOL_FILE_BYTES >> 20
+                    );
+                    break;
+                }
+                self.open_files += 1;
+                return MappedFile {
+                    path: Some(PathBuf::from(format!("/proc/self/fd/{}", raw_fd(&opened)))),
+                    _file: Some(opened),
+                };
             }
         }
         MappedFile {
             _file: None,
-            path: PathBuf::from(&file.path),
+            path: None,
         }
     }
 
@@ -401,8 +426,42 @@ mod tests {
         assert_eq!(executable_prefix(pid, vec![0x10, code]), [0x10, code]);
         let (file, _) = snapshot.file_offset(code).unwrap();
         let mapped = mapped_file(pid, file);
-        let meta = fs::metadata(mapped.path()).unwrap();
+        let meta = fs::metadata(mapped.path().unwrap()).unwrap();
         assert_eq!(meta.ino(), file.inode);
+    }
+
+    #[test]
+    fn a_fifo_or_an_oversized_file_at_a_mapped_path_is_not_read() {
+        let dir = std::env::temp_dir().join(format!("locktrace-mapped-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("planted");
+        let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let huge = dir.join("huge");
+        // Sparse: no disk used.
+        File::create(&huge)
+            .unwrap()
+            .set_len(MAX_SYMBOL_FILE_BYTES + 1)
+            .unwrap();
+        for path in [fifo, huge] {
+            let file = ElfIdentity {
+                dev: "00:00".into(),
+                inode: fs::metadata(&path).unwrap().ino(),
+                path: path.to_str().unwrap().to_string(),
+            };
+            let (sender, receiver) = std::sync::mpsc::channel();
+            let pid = std::process::id();
+            std::thread::spawn(move || {
+                let _ = sender.send(mapped_file(pid, &file).path().map(Path::to_path_buf));
+            });
+            // Opening a FIFO for reading would wait for a writer forever.
+            let opened = receiver
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("opening {} hung", path.display()));
+            assert_eq!(opened, None, "{} was opened for symbols", path.display());
+        }
+        fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

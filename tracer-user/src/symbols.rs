@@ -199,8 +199,11 @@ impl Symbols {
         }
         for (file, entries) in by_file {
             let mapped = process_maps::mapped_file(pid, file);
+            let Some(path) = mapped.path() else {
+                continue;
+            };
             let offsets: Vec<u64> = entries.iter().map(|&(_, offset)| offset).collect();
-            let source = Source::Elf(Elf::new(mapped.path()));
+            let source = Source::Elf(Elf::new(path));
             let Ok(symbolized) = self.user.symbolize(&source, Input::FileOffset(&offsets)) else {
                 continue;
             };
@@ -272,7 +275,7 @@ impl Symbols {
         let mapped = process_maps::mapped_file(pid, file);
         let data = mapped
             .path()
-            .to_str()
+            .and_then(Path::to_str)
             .and_then(|path| read_elf_data(&self.inspector, path))
             .map(Rc::new);
         self.elf_data.insert(file.clone(), data.clone());

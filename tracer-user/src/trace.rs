@@ -60,10 +60,13 @@ pub struct TraceArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub attach: AttachMode,
     /// Only trace this process (thread group id).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "command")]
+    #[arg(short, long, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "command")]
     pub pid: Option<u32>,
+    /// Only trace this thread (a task id, as in /proc/PID/task/TID).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "command")]
+    pub tid: Option<u32>,
     /// Only trace tasks with this command name (exact, as in /proc/PID/comm; 15 bytes max).
-    #[arg(long, value_name = "NAME")]
+    #[arg(short, long, value_name = "NAME")]
     pub comm: Option<String>,
     /// Kernel: keep only dependencies with a side acquired from this loaded module's code.
     #[arg(long, value_name = "MODULE")]
@@ -79,19 +82,19 @@ pub struct TraceArgs {
     /// Write snapshot.json and snapshot.dot here periodically, on SIGUSR1 and at exit.
     #[arg(long, value_name = "DIR")]
     pub snapshot_dir: Option<PathBuf>,
-    /// Seconds between snapshots.
+    /// Time between snapshots (at least 1s).
     #[arg(
         long,
-        value_name = "SECONDS",
-        default_value_t = 60,
-        value_parser = clap::value_parser!(u64).range(1..)
+        value_name = "DURATION",
+        default_value = "60s",
+        value_parser = crate::duration_arg::parse_period
     )]
-    pub snapshot_interval: u64,
+    pub snapshot_interval: Duration,
     /// Also write snapshot.graphml.
     #[arg(long, requires = "snapshot_dir")]
     pub graphml: bool,
     /// Report locks held longer than this (e.g. 500ms, 2s).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration_arg::parse_duration)]
     pub hold_threshold: Option<Duration>,
     /// Serve Prometheus/OpenMetrics text on ADDR (e.g. 127.0.0.1:9464; port 0 picks one,
     /// printed at start): lock operations, records sent/dropped/resynced, every loss counter,
@@ -104,14 +107,16 @@ pub struct TraceArgs {
     /// Print every lock operation as a JSON line on stdout (a debugging aid; costs per event).
     #[arg(long)]
     pub events: bool,
-    /// Stop after this many seconds (default: until SIGINT/SIGTERM, or the COMMAND's exit).
+    /// Stop after this long, e.g. 30s or 2m (default: until SIGINT/SIGTERM, or the
+    /// COMMAND's exit).
     #[arg(
+        short,
         long,
-        value_name = "SECONDS",
-        value_parser = clap::value_parser!(u64).range(1..),
+        value_name = "DURATION",
+        value_parser = crate::duration_arg::parse_duration,
         conflicts_with = "command"
     )]
-    pub duration: Option<u64>,
+    pub duration: Option<Duration>,
     /// Key and name kernel lock classes by their init call site (`init@FUNCTION+OFFSET`),
     /// as kernels whose init functions pass no name or key get anyway (PREEMPT_RT, newer
     /// upstream): shows what locktrace finds there.
@@ -192,6 +197,21 @@ pub fn run(args: TraceArgs) -> Result<ExitCode> {
     runtime.block_on(trace(args, command))
 }
 
+/// The thread group of task `tid` (from `/proc/TID/status`), which must be `pid` if given.
+fn thread_group_of(tid: u32, pid: Option<u32>) -> Result<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .with_context(|| format!("--tid {tid}: no such thread"))?;
+    let tgid = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Tgid:"))
+        .and_then(|value| value.trim().parse::<u32>().ok())
+        .with_context(|| format!("--tid {tid}: no Tgid in /proc/{tid}/status"))?;
+    if let Some(pid) = pid.filter(|&pid| pid != tgid) {
+        bail!("--tid {tid} is a thread of process {tgid}, not of --pid {pid}");
+    }
+    Ok(tgid)
+}
+
 /// The BPF stack-trace map as the ingest's stack source.
 struct BpfStacks(StackTraceMap<MapData>);
 
@@ -233,8 +253,8 @@ fn stop_signal(command: Option<&Command>, received: &mut u32, signal: i32) -> bo
     };
     *received += 1;
     if *received >= STOP_SIGNALS_TO_GIVE_UP {
-        eprintln!(
-            "locktrace: stopping before {} exited (it is killed)",
+        log::info!(
+            "stopping before {} exited (it is killed)",
             command.display()
         );
         return true;
@@ -271,8 +291,14 @@ async fn trace(args: TraceArgs, mut command: Option<Command>) -> Result<ExitCode
     let mut sigusr1 = signal(SignalKind::user_defined1())?;
     let mut sigusr2 = signal(SignalKind::user_defined2())?;
     capabilities::ensure_tracefs();
+    // A thread's process: its libc is the one the uprobes attach to.
+    let pid = match args.tid {
+        Some(tid) => Some(thread_group_of(tid, args.pid)?),
+        None => args.pid,
+    };
     let options = bpf::LoadOptions {
-        pid: args.pid.unwrap_or(0),
+        pid: pid.unwrap_or(0),
+        tid: args.tid.unwrap_or(0),
         tree: command.is_some(),
         emit_lock_ops: args.events,
         ringbuf_bytes: args.ringbuf_kib.map(|kib| kib * 1024),
@@ -288,14 +314,14 @@ async fn trace(args: TraceArgs, mut command: Option<Command>) -> Result<ExitCode
         module: args.module.clone(),
         class_by_init_site: args.class_by_init_site,
         glibc_mutexes: args.user
-            && attach::pthread::pthread_target(args.binary.as_deref(), args.pid)
+            && attach::pthread::pthread_target(args.binary.as_deref(), pid)
                 .is_ok_and(|target| attach::pthread::is_glibc(&target)),
     };
     let probes = Probes {
         kernel: trace_kernel,
         user: args.user,
         attach: args.attach,
-        pid: args.pid,
+        pid,
         binary: args.binary.clone(),
         tree_root: command.as_ref().map(Command::pid),
     };
@@ -316,21 +342,18 @@ async fn trace(args: TraceArgs, mut command: Option<Command>) -> Result<ExitCode
         // kallsyms now, with our programs in it: the first report is not held up by it.
         session.ingest.load_kernel_symbols();
     }
-    eprintln!("locktrace: attached {attached} probes");
+    log::info!("attached {attached} probes");
     if let Some(server) = &metrics_server {
-        eprintln!(
-            "locktrace: metrics on http://{}/metrics",
-            server.local_addr()?
-        );
+        log::info!("metrics on http://{}/metrics", server.local_addr()?);
     }
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd owns the ring.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|err| err.into_parts().1)
         .context("polling the ring buffer")?;
-    let deadline = tokio::time::sleep(args.duration.map_or(Duration::MAX / 4, Duration::from_secs));
+    let deadline = tokio::time::sleep(args.duration.unwrap_or(Duration::MAX / 4));
     tokio::pin!(deadline);
-    let mut snapshot_timer = tokio::time::interval(Duration::from_secs(args.snapshot_interval));
+    let mut snapshot_timer = tokio::time::interval(args.snapshot_interval);
     let mut status_timer = tokio::time::interval(Duration::from_secs(5));
     // The wait-for graph is rebuilt about once a second.
     let mut held_timer = tokio::time::interval(Duration::from_secs(1));
@@ -369,7 +392,7 @@ async fn trace(args: TraceArgs, mut command: Option<Command>) -> Result<ExitCode
                 session.resync();
                 if let Some(dir) = &outputs.snapshot_dir {
                     session.write_snapshot(dir, &suppressions, outputs.graphml)?;
-                    eprintln!("locktrace: snapshot written to {}", dir.display());
+                    log::info!("snapshot written to {}", dir.display());
                 }
             }
             _ = status_timer.tick() => {
@@ -436,8 +459,8 @@ async fn trace(args: TraceArgs, mut command: Option<Command>) -> Result<ExitCode
     session.console.clear();
     let graph = &session.ingest.graph;
     let final_report = graph.report(&suppressions);
-    eprintln!(
-        "locktrace: detached; {} (lock ops {}, dependency checks {}, sent {}, dropped {}, \
+    log::info!(
+        "detached; {} (lock ops {}, dependency checks {}, sent {}, dropped {}, \
          resynced {}, set drained {} times, unmatched releases {}, released by another thread \
          {})",
         final_report.summary(),
@@ -451,16 +474,16 @@ async fn trace(args: TraceArgs, mut command: Option<Command>) -> Result<ExitCode
         stats.foreign_releases,
     );
     if let Some(coverage) = final_report.coverage() {
-        eprintln!("locktrace: {coverage}");
+        log::info!("{coverage}");
     }
-    eprintln!(
-        "locktrace: in-kernel map entries created/capacity: {}",
+    log::info!(
+        "in-kernel map entries created/capacity: {}",
         session.kernel.map_use(&counters)
     );
     let untraced = counters.get(counter::TRACED_TASKS_FULL);
     if untraced > 0 {
-        eprintln!(
-            "locktrace: {untraced} tasks forked in the traced tree were NOT traced: the tree's \
+        log::info!(
+            "{untraced} tasks forked in the traced tree were NOT traced: the tree's \
              map ({} tasks) was full",
             tracer_common::capacity::TRACED_TASKS
         );
@@ -502,7 +525,7 @@ impl Session {
     ) -> Result<Self> {
         let held_maps = HeldMaps::of_object(ebpf);
         if held_maps.is_none() {
-            eprintln!("locktrace: held-lock maps unavailable: no deadlock-in-progress detection");
+            log::info!("held-lock maps unavailable: no deadlock-in-progress detection");
         }
         let stacks =
             StackTraceMap::try_from(ebpf.take_map("STACKS").context("STACKS map missing")?)?;

@@ -16,6 +16,10 @@ const BUILD_PACKAGES: &[&str] = &[
     // `cargo xtask dist` and its checks: man pages rendered by man, the unit verified.
     "man-db",
     "systemd",
+    // tracer-user's picture_export test opens `export --format html` in a real browser
+    // (headless Chromium) and needs fonts for the screenshot to show the class names.
+    "chromium",
+    "fonts-dejavu-core",
 ];
 /// bpf-linker pinned to the release that builds with rustc 1.95 against LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -9,7 +9,9 @@ if [ ! -e /dev/lt_deadlock ]; then
 fi
 ./workload &
 sleep 6
+# Exit code 3: a deadlock in progress.
 /locktrace held --json > /out/held.json
+echo "held exit status $?"
 /locktrace held > /out/held.txt
 cat /out/held.txt
 exit 0

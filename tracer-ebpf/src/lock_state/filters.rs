@@ -1,4 +1,4 @@
-//! The current task and the load-time filters: `--pid`, the process tree of
+//! The current task and the load-time filters: `--pid`, `--tid`, the process tree of
 //! `trace -- COMMAND`, the tracer's own thread group, `--comm` and `--module`.
 use aya_ebpf::{
     helpers::{
@@ -11,7 +11,7 @@ use tracer_common::{held_state, tree_state, COMM_LEN};
 
 use crate::maps::{
     armed, global, global_u64, FILTER_COMM, FILTER_MODULE_END, FILTER_MODULE_START, FILTER_PID,
-    FILTER_SELF_TGID, FILTER_TREE, MODULE_FRAMES, MODULE_FRAMES_SCRATCH, TRACED_TASKS,
+    FILTER_SELF_TGID, FILTER_TID, FILTER_TREE, MODULE_FRAMES, MODULE_FRAMES_SCRATCH, TRACED_TASKS,
 };
 
 pub struct Task {
@@ -33,6 +33,10 @@ pub fn current_task() -> Option<Task> {
     };
     let filter = global(&FILTER_PID);
     if filter != 0 && filter != task.pid {
+        return None;
+    }
+    let tid_filter = global(&FILTER_TID);
+    if tid_filter != 0 && tid_filter != task.tid {
         return None;
     }
     if global(&FILTER_TREE) != 0 {

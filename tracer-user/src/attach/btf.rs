@@ -26,9 +26,27 @@ const KIND_DATASEC: u32 = 15;
 const KIND_DECL_TAG: u32 = 17;
 const KIND_ENUM64: u32 = 19;
 
+const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// The running kernel's BTF as our reader sees it, read and parsed once per start (the
+/// file is several MiB; capability probe, globals and attach all need it).
+pub fn kernel_btf() -> Option<&'static KernelBtf> {
+    static BTF: std::sync::OnceLock<Option<KernelBtf>> = std::sync::OnceLock::new();
+    BTF.get_or_init(KernelBtf::from_sys_fs).as_ref()
+}
+
+/// The running kernel's BTF as aya parses it (for loading fentry/fexit/tp_btf programs),
+/// once per start; the error as text.
+pub fn aya_btf() -> Result<&'static aya::Btf, &'static str> {
+    static BTF: std::sync::OnceLock<Result<aya::Btf, String>> = std::sync::OnceLock::new();
+    BTF.get_or_init(|| aya::Btf::from_sys_fs().map_err(|err| err.to_string()))
+        .as_ref()
+        .map_err(String::as_str)
+}
+
 impl KernelBtf {
-    pub fn from_sys_fs() -> Option<Self> {
-        Self::parse(std::fs::read("/sys/kernel/btf/vmlinux").ok()?)
+    fn from_sys_fs() -> Option<Self> {
+        Self::parse(std::fs::read(KERNEL_BTF).ok()?)
     }
 
     pub fn parse(data: Vec<u8>) -> Option<Self> {
@@ -179,8 +197,7 @@ impl KernelBtf {
 mod tests {
     #[test]
     fn host_btf_gives_the_gfp_argument_of_kmem_tracepoints() {
-        let btf = super::KernelBtf::from_sys_fs()
-            .expect("this host has kernel BTF (../shared/ENVIRONMENT.md)");
+        let btf = super::kernel_btf().expect("this host has kernel BTF (../shared/ENVIRONMENT.md)");
         // (call_site, ptr, s, gfp_flags, node) since 6.1; kmalloc has bytes_req/alloc before.
         let cache = btf.tracepoint_arg_index("kmem_cache_alloc", "gfp_t");
         let kmalloc = btf.tracepoint_arg_index("kmalloc", "gfp_t");
@@ -199,16 +216,14 @@ mod tests {
 
     #[test]
     fn host_btf_has_task_flags() {
-        let btf = super::KernelBtf::from_sys_fs()
-            .expect("this host has kernel BTF (../shared/ENVIRONMENT.md)");
+        let btf = super::kernel_btf().expect("this host has kernel BTF (../shared/ENVIRONMENT.md)");
         let offset = btf.member_offset("task_struct", "flags");
         assert!(offset.is_some_and(|off| off > 0 && off < 256), "{offset:?}");
     }
 
     #[test]
     fn members_of_anonymous_structs_are_found_with_their_offset() {
-        let btf = super::KernelBtf::from_sys_fs()
-            .expect("this host has kernel BTF (../shared/ENVIRONMENT.md)");
+        let btf = super::kernel_btf().expect("this host has kernel BTF (../shared/ENVIRONMENT.md)");
         // 6.x's mm_struct holds every field in an anonymous struct; mm_users comes before
         // exe_file there, and both are found at different, plausible offsets.
         let exe = btf.member_offset("mm_struct", "exe_file");

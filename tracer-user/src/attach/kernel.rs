@@ -13,14 +13,14 @@ use std::{
     path::Path,
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use aya::{
     programs::{BtfTracePoint, FEntry, FExit, KProbe, TracePoint},
     Btf, Ebpf,
 };
 
 use super::{
-    btf::KernelBtf,
+    btf,
     kernel_globals::{tracefs_events, GFP_TYPE},
     kernel_table::{Family, Hook, KERNEL_ATTACH_TABLE},
     AttachReport,
@@ -63,13 +63,13 @@ enum Probed {
 
 struct Attacher<'a> {
     ebpf: &'a mut Ebpf,
-    btf: Option<Btf>,
+    btf: Option<&'static Btf>,
     loaded_kprobes: HashSet<&'static str>,
 }
 
 impl Attacher<'_> {
     fn fentry(&mut self, function: &str, fentry: &str, fexit: Option<&str>) -> Result<(), String> {
-        let btf = self.btf.as_ref().ok_or("no kernel BTF")?;
+        let btf = self.btf.ok_or("no kernel BTF")?;
         let program: &mut FEntry = self
             .ebpf
             .program_mut(fentry)
@@ -136,7 +136,7 @@ impl Attacher<'_> {
     }
 
     fn btf_tracepoint(&mut self, name: &str, program_name: &str) -> Result<(), String> {
-        let btf = self.btf.as_ref().ok_or("no kernel BTF")?;
+        let btf = self.btf.ok_or("no kernel BTF")?;
         let program: &mut BtfTracePoint = self
             .ebpf
             .program_mut(program_name)
@@ -205,16 +205,12 @@ pub fn attach_kernel_probes(
     }
     let functions = kallsyms_functions();
     let btf = if use_fentry {
-        Some(Btf::from_sys_fs().context("reading kernel BTF")?)
+        Some(btf::aya_btf().map_err(|err| anyhow::anyhow!("reading kernel BTF: {err}"))?)
     } else {
         None
     };
     // Our reader, for what aya's `Btf` does not expose (tracepoint prototypes).
-    let kernel_btf = if use_fentry {
-        KernelBtf::from_sys_fs()
-    } else {
-        None
-    };
+    let kernel_btf = if use_fentry { btf::kernel_btf() } else { None };
     let mut attacher = Attacher {
         ebpf,
         btf,

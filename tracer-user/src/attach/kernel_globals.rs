@@ -5,7 +5,6 @@ use std::{fs, path::Path};
 
 use anyhow::{bail, Context as _, Result};
 
-use super::btf::KernelBtf;
 use crate::bpf::KernelGlobals;
 
 /// Tracepoints whose `gfp_flags` the programs need: the global with its offset in the
@@ -97,7 +96,7 @@ pub fn kernel_globals(module: Option<&str>) -> Result<KernelGlobals> {
                 .push(format!("{category}:{name}: no gfp_flags field in {path}")),
         }
     }
-    let Some(btf) = KernelBtf::from_sys_fs() else {
+    let Some(btf) = super::btf::kernel_btf() else {
         globals.notes.push(
             "no kernel BTF: memalloc_nofs/noreclaim scopes not checked for fs_reclaim".into(),
         );

@@ -86,7 +86,7 @@ pub fn load_and_attach(options: &LoadOptions, probes: &Probes) -> Result<(Ebpf, 
         pthread::attach_pthread_probes(&mut ebpf, &target, probes.pid, &mut report)?;
     }
     for (what, why) in &report.skipped {
-        eprintln!("locktrace: not attached: {what}: {why}");
+        log::warn!("not attached: {what}: {why}");
     }
     if report.attached.len() <= bookkeeping {
         bail!("no lock probe could be attached (see `locktrace doctor`)");

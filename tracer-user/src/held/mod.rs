@@ -34,15 +34,15 @@ pub struct HeldArgs {
     /// Without a running `locktrace trace`: also trace pthread locks (uprobes on libc).
     #[arg(long)]
     pub user: bool,
-    /// Without a running `locktrace trace`: seconds to trace before the first table (locks
-    /// taken before locktrace attached are not known).
+    /// Without a running `locktrace trace`: how long to trace before the first table, at
+    /// most 1h (locks taken before locktrace attached are not known).
     #[arg(
         long,
-        default_value_t = 2,
-        value_name = "SECONDS",
-        value_parser = clap::value_parser!(u64).range(1..=3600)
+        default_value = "2s",
+        value_name = "DURATION",
+        value_parser = crate::duration_arg::parse_wait
     )]
-    pub settle: u64,
+    pub settle: Duration,
 }
 
 pub fn run(args: &HeldArgs) -> Result<ExitCode> {
@@ -57,7 +57,7 @@ pub fn run(args: &HeldArgs) -> Result<ExitCode> {
     let mut own = None;
     let maps = match HeldMaps::of_running_trace() {
         Some(maps) => {
-            eprintln!("locktrace held: reading the state of the running locktrace trace");
+            log::info!("held: reading the state of the running locktrace trace");
             maps
         }
         None => {
@@ -71,13 +71,13 @@ pub fn run(args: &HeldArgs) -> Result<ExitCode> {
                 tree_root: None,
             };
             let (ebpf, attached) = attach::load_and_attach(&LoadOptions::default(), &probes)?;
-            eprintln!("locktrace: attached {attached} probes");
-            eprintln!(
-                "locktrace held: no running trace; traced for {} s (locks taken before that \
+            log::info!("attached {attached} probes");
+            log::info!(
+                "held: no running trace; traced for {} (locks taken before that \
                  are not shown)",
-                args.settle
+                humantime::format_duration(args.settle)
             );
-            std::thread::sleep(Duration::from_secs(args.settle));
+            std::thread::sleep(args.settle);
             let maps = HeldMaps::of_object(&ebpf).context("the held-lock map is missing")?;
             own = Some(ebpf);
             maps
@@ -85,7 +85,7 @@ pub fn run(args: &HeldArgs) -> Result<ExitCode> {
     };
     let mut symbols = Symbols::new();
     let mut previous = snapshot(&maps, &mut symbols);
-    loop {
+    let deadlocked = loop {
         // A deadlock must show the same waits in two snapshots a second apart.
         std::thread::sleep(Duration::from_secs(1));
         let current = snapshot(&maps, &mut symbols);
@@ -104,9 +104,14 @@ pub fn run(args: &HeldArgs) -> Result<ExitCode> {
         }
         std::io::stdout().flush()?;
         if !args.watch {
-            break;
+            break !table.deadlocks.is_empty();
         }
-    }
+    };
     drop(own);
-    Ok(ExitCode::SUCCESS)
+    // For scripts: 3 while a deadlock is in progress, as `diff` exits 3 on a new cycle.
+    Ok(if deadlocked {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -79,6 +79,8 @@ pub fn wait_for_stderr(child: &mut Child, needle: &'static str) -> thread::JoinH
 pub struct Target {
     pub child: Child,
     pub pid: String,
+    /// The whole first line (some programs print more than their pid).
+    pub first_line: String,
 }
 
 impl Target {
@@ -94,7 +96,11 @@ impl Target {
             .read_line(&mut line)
             .unwrap();
         let pid = line.split_whitespace().next().unwrap().to_string();
-        Self { child, pid }
+        Self {
+            child,
+            pid,
+            first_line: line,
+        }
     }
 
     /// Lets it run and waits for it to exit successfully.
