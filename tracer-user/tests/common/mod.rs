@@ -50,6 +50,14 @@ pub fn compile(dir: &Path, name: &str, source: Option<&str>) -> PathBuf {
 /// Reads `child`'s stderr until a line contains `needle`; the rest keeps being collected
 /// and is returned by the join handle.
 pub fn wait_for_stderr(child: &mut Child, needle: &'static str) -> thread::JoinHandle<String> {
+    wait_for_stderr_head(child, needle).0
+}
+
+/// Like [`wait_for_stderr`], also returning what was printed up to and with that line.
+pub fn wait_for_stderr_head(
+    child: &mut Child,
+    needle: &'static str,
+) -> (thread::JoinHandle<String>, String) {
     let stderr = child.stderr.take().unwrap();
     let (sender, receiver) = mpsc::channel();
     let reader = thread::spawn(move || {
@@ -60,7 +68,7 @@ pub fn wait_for_stderr(child: &mut Child, needle: &'static str) -> thread::JoinH
             seen.push('\n');
             if !announced && line.contains(needle) {
                 announced = true;
-                let _ = sender.send(Ok(()));
+                let _ = sender.send(Ok(seen.clone()));
             }
         }
         if !announced {
@@ -69,7 +77,7 @@ pub fn wait_for_stderr(child: &mut Child, needle: &'static str) -> thread::JoinH
         seen
     });
     match receiver.recv_timeout(Duration::from_secs(90)) {
-        Ok(Ok(())) => reader,
+        Ok(Ok(head)) => (reader, head),
         Ok(Err(seen)) => panic!("locktrace exited before '{needle}':\n{seen}"),
         Err(_) => panic!("timed out waiting for '{needle}'"),
     }
@@ -165,7 +173,8 @@ impl Tracer {
 }
 
 impl Tracer {
-    /// Like `start`, also returning what it printed up to "attached" and the line after.
+    /// Like `start`, waiting for the metrics address instead and returning what it printed
+    /// up to it.
     pub fn start_capturing(args: &[&str]) -> (Self, String) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_locktrace"))
             .arg("trace")
@@ -174,24 +183,7 @@ impl Tracer {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (sender, receiver) = mpsc::channel();
-        let reader = thread::spawn(move || {
-            let mut seen = String::new();
-            let mut announced = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                seen.push_str(&line);
-                seen.push('\n');
-                if !announced && line.contains("locktrace: metrics on") {
-                    announced = true;
-                    let _ = sender.send(seen.clone());
-                }
-            }
-            seen
-        });
-        let head = receiver
-            .recv_timeout(Duration::from_secs(90))
-            .expect("locktrace printed no metrics address");
+        let (reader, head) = wait_for_stderr_head(&mut child, "locktrace: metrics on");
         (
             Self {
                 child,
