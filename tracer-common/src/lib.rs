@@ -268,6 +268,10 @@ pub mod held_state {
     pub const WAITING: u32 = 1 << 8;
     /// The acquire was made from (within a few frames of) the `--module` filter's text.
     pub const FROM_MODULE: u32 = 1 << 9;
+    /// The acquire function has no return probe (untimed pthread locks): its task's next
+    /// lock operation proves it returned; until then a reader tells waiting from holding by
+    /// what the task is doing (blocked in a futex wait on the lock, or not).
+    pub const RETURN_INFERRED: u32 = 1 << 10;
 }
 
 /// A thread's held-lock stack, innermost last.

@@ -1,4 +1,5 @@
-//! User-space locks: uprobes and uretprobes on glibc's pthread mutex and rwlock functions.
+//! User-space locks: uprobes on glibc's pthread mutex and rwlock functions, uretprobes on
+//! those that may fail (trylocks, timed locks).
 //! Classes are scoped to the thread group (addresses are per process): a lock initialised
 //! by `pthread_*_init` while tracing belongs to its initialisation site's class, as a
 //! kernel lock to its `mutex_init()` call's; any other lock is a class of its own.
@@ -11,7 +12,7 @@ use aya_ebpf::{
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
-use tracer_common::{class_source, counter, flags, kind, UserLock};
+use tracer_common::{class_source, counter, flags, held_state, kind, UserLock};
 
 use crate::{
     lock_state::{self, current_task, LockRef},
@@ -67,12 +68,6 @@ fn mutex_head(lock: u64) -> Option<MutexHead> {
     unsafe { bpf_probe_read_user(lock as *const MutexHead) }.ok()
 }
 
-/// The mutex's head if it is a recursive glibc mutex.
-#[inline(always)]
-fn recursive_mutex(lock: u64) -> Option<MutexHead> {
-    mutex_head(lock).filter(|head| head.kind & MUTEX_TYPE_MASK == MUTEX_RECURSIVE)
-}
-
 /// Robust, priority-inheritance and priority-protected mutexes: flag bits above the type.
 const MUTEX_PROTOCOL_FLAGS: i32 = 0x70;
 
@@ -116,10 +111,17 @@ fn try_acquire(ctx: &ProbeContext, lock_kind: u32, mut lock_flags: u32) -> Optio
     }
     // Its owner taking a recursive mutex again only counts up: no wait, no dependency, and
     // nothing to hold (the outermost acquisition is held until the outermost unlock).
-    if lock_kind == kind::PTHREAD_MUTEX
-        && recursive_mutex(lock).is_some_and(|head| head.owner as u32 == task.tid)
-    {
-        return None;
+    // Its owner taking an error-checking mutex again fails (EDEADLK): recorded (a recursive
+    // locking finding) and at once undone, as its return would.
+    let mut fails_at_once = false;
+    if lock_kind == kind::PTHREAD_MUTEX {
+        if let Some(head) = mutex_head(lock).filter(|head| head.owner as u32 == task.tid) {
+            match head.kind & MUTEX_TYPE_MASK {
+                MUTEX_RECURSIVE => return None,
+                MUTEX_ERRORCHECK => fails_at_once = true,
+                _ => {}
+            }
+        }
     }
     let key = UserLock {
         lock,
@@ -141,6 +143,9 @@ fn try_acquire(ctx: &ProbeContext, lock_kind: u32, mut lock_flags: u32) -> Optio
         caller: caller(ctx),
     };
     lock_state::acquire(ctx, &task, &new, u64::from(BPF_F_USER_STACK));
+    if fails_at_once {
+        lock_state::acquire_returned(&task, Some(lock), false);
+    }
     Some(())
 }
 
@@ -329,8 +334,17 @@ pub fn pthread_lock_destroy(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// `pthread_mutex_lock`: no return probe (its task's next lock operation shows it
+/// returned; see [`held_state::RETURN_INFERRED`]), one probe hit saved per acquire.
 #[uprobe]
 pub fn pthread_mutex_lock(ctx: ProbeContext) -> u32 {
+    let _ = try_acquire(&ctx, kind::PTHREAD_MUTEX, held_state::RETURN_INFERRED);
+    0
+}
+
+/// `pthread_mutex_timedlock` / `clocklock`: they time out, so their return is probed.
+#[uprobe]
+pub fn pthread_mutex_timedlock(ctx: ProbeContext) -> u32 {
     let _ = try_acquire(&ctx, kind::PTHREAD_MUTEX, 0);
     0
 }
@@ -343,12 +357,28 @@ pub fn pthread_mutex_trylock(ctx: ProbeContext) -> u32 {
 
 #[uprobe]
 pub fn pthread_rwlock_rdlock(ctx: ProbeContext) -> u32 {
-    let _ = try_acquire(&ctx, kind::PTHREAD_RWLOCK, flags::NEW_READ);
+    let _ = try_acquire(
+        &ctx,
+        kind::PTHREAD_RWLOCK,
+        flags::NEW_READ | held_state::RETURN_INFERRED,
+    );
     0
 }
 
 #[uprobe]
 pub fn pthread_rwlock_wrlock(ctx: ProbeContext) -> u32 {
+    let _ = try_acquire(&ctx, kind::PTHREAD_RWLOCK, held_state::RETURN_INFERRED);
+    0
+}
+
+#[uprobe]
+pub fn pthread_rwlock_timedrdlock(ctx: ProbeContext) -> u32 {
+    let _ = try_acquire(&ctx, kind::PTHREAD_RWLOCK, flags::NEW_READ);
+    0
+}
+
+#[uprobe]
+pub fn pthread_rwlock_timedwrlock(ctx: ProbeContext) -> u32 {
     let _ = try_acquire(&ctx, kind::PTHREAD_RWLOCK, 0);
     0
 }
@@ -365,8 +395,8 @@ pub fn pthread_rwlock_trywrlock(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// Shared by the return of every acquire function above (and `pthread_mutex_timedlock`,
-/// which blocks like `pthread_mutex_lock` but may fail).
+/// Shared by the return of the acquire functions that may fail: the trylocks and the timed
+/// locks (the untimed ones infer their return).
 #[uretprobe]
 pub fn pthread_acquire_ret(ctx: RetProbeContext) -> u32 {
     let _ = try_acquire_returned(&ctx);
@@ -382,5 +412,12 @@ pub fn pthread_mutex_unlock(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn pthread_rwlock_unlock(ctx: ProbeContext) -> u32 {
     let _ = try_release(&ctx, kind::PTHREAD_RWLOCK);
+    0
+}
+
+/// Does nothing: `locktrace bench-hooks` puts it where `trace --user` hooks a lock pair, so
+/// that `cargo xtask bench` can set the tracer's cost against the hooking's own.
+#[uprobe]
+pub fn pthread_empty_hook(_ctx: ProbeContext) -> u32 {
     0
 }

@@ -1,5 +1,6 @@
 //! `locktrace`: live lock-order tracing for production Linux kernels and pthread programs.
 mod attach;
+mod bench_hooks;
 mod bpf;
 mod capabilities;
 mod class_names;
@@ -177,6 +178,13 @@ enum Command {
         #[arg(long)]
         out_dir: PathBuf,
     },
+    /// Empty uprobes where `trace --user` hooks a mutex lock pair, until SIGINT: the floor
+    /// `cargo xtask bench` measures the tracer against.
+    #[command(hide = true)]
+    BenchHooks {
+        #[arg(long)]
+        pid: std::num::NonZeroU32,
+    },
     /// Measure the daemon's ingest path on synthetic records (used by `cargo xtask bench`).
     #[command(hide = true)]
     BenchIngest {
@@ -225,6 +233,7 @@ fn main() -> ExitCode {
         }
         Command::Man { out_dir } => write_man_pages(&out_dir),
         Command::BenchIngest { events, classes } => ingest_bench::run(events, classes),
+        Command::BenchHooks { pid } => bench_hooks::run(pid),
     };
     match result {
         Ok(code) => code,

@@ -97,28 +97,47 @@ fn user_overhead(binary: &Path) -> Result<()> {
             .arg(root.join("tests/bench/pthread_loop.c")),
     )
     .context("building tests/bench/pthread_loop.c")?;
-    let (mut none, mut traced) = (Vec::new(), Vec::new());
+    let (mut none, mut empty, mut traced) = (Vec::new(), Vec::new(), Vec::new());
     let mut summary = String::new();
     for _ in 0..ROUNDS {
         none.push(user_loop_once(&program, None)?.0);
-        let (ops, tracer_summary) = user_loop_once(&program, Some(binary))?;
+        empty.push(user_loop_once(&program, Some((binary, UserHooks::Empty)))?.0);
+        let (ops, tracer_summary) = user_loop_once(&program, Some((binary, UserHooks::Tracer)))?;
         traced.push(ops);
         summary = tracer_summary;
     }
-    let (none, traced) = (median(&mut none), median(&mut traced));
+    let (none, empty, traced) = (median(&mut none), median(&mut empty), median(&mut traced));
     println!(
         "bench: host user space (pthread_loop {} threads, nested mutex pair): \
-         lock pairs/s median of {ROUNDS} alternating rounds: none {none:.0}, \
-         locktrace --user {traced:.0}; locktrace/none = {:.3}",
+         lock pairs/s median of {ROUNDS} alternating rounds: none {none:.0}, empty hooks \
+         {empty:.0}, locktrace --user {traced:.0}",
         USER_LOOP_ARGS[0],
-        traced / none
+    );
+    // Cost per lock pair above the untraced loop's, tracer against empty hooks (the floor:
+    // the same probe hits, each running a program that does nothing).
+    let cost = |ops: f64| 1.0 / ops - 1.0 / none;
+    println!(
+        "bench: host user space: locktrace/none = {:.2e}; empty-hooks/none = {:.2e}; \
+         locktrace cost per lock pair / empty-hook cost = {:.2} (goal <= 2)",
+        traced / none,
+        empty / none,
+        cost(traced) / cost(empty)
     );
     println!("bench: host user space: last traced round: {summary}");
     Ok(())
 }
 
+/// What a traced round runs alongside the loop.
+#[derive(Clone, Copy)]
+enum UserHooks {
+    /// `locktrace trace --user --pid`.
+    Tracer,
+    /// `locktrace bench-hooks --pid`: empty programs on the same functions.
+    Empty,
+}
+
 /// One run of the loop, under `tracer` if given: (lock pairs/s, the tracer's summary line).
-fn user_loop_once(program: &Path, tracer: Option<&Path>) -> Result<(f64, String)> {
+fn user_loop_once(program: &Path, tracer: Option<(&Path, UserHooks)>) -> Result<(f64, String)> {
     let mut child = Command::new(program)
         .args(USER_LOOP_ARGS)
         .stdin(Stdio::piped())
@@ -128,9 +147,13 @@ fn user_loop_once(program: &Path, tracer: Option<&Path>) -> Result<(f64, String)
     let mut lines = BufReader::new(child.stdout.take().context("pthread_loop stdout")?).lines();
     let pid = lines.next().context("pthread_loop printed no pid")??;
     let mut tracer_child = None;
-    if let Some(tracer) = tracer {
-        let mut traced = Command::new(tracer)
-            .args(["trace", "--user", "--pid", pid.trim()])
+    if let Some((tracer, hooks)) = tracer {
+        let mut command = Command::new(tracer);
+        match hooks {
+            UserHooks::Tracer => command.args(["trace", "--user", "--pid", pid.trim()]),
+            UserHooks::Empty => command.args(["bench-hooks", "--pid", pid.trim()]),
+        };
+        let mut traced = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -91,6 +91,7 @@ pub fn acquire<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef, stack_fla
     };
     // SAFETY: pointer into this thread's map value; only this thread writes it.
     let stack = unsafe { &mut *stack };
+    infer_return(task, stack);
     if is_pending(stack, new) {
         // A nested entry point (`mutex_lock_io` calls `mutex_lock`): one acquisition, whose
         // return the inner function's probe reports and the outer one then finds done.
@@ -122,13 +123,36 @@ pub fn acquire<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef, stack_fla
         acquired_ns: unsafe { bpf_ktime_get_ns() },
         stack_id,
         flags: (new.flags
-            & (flags::NEW_READ | flags::NEW_RECURSIVE_READ | flags::TRY | held_state::FROM_MODULE))
+            & (flags::NEW_READ
+                | flags::NEW_RECURSIVE_READ
+                | flags::TRY
+                | held_state::FROM_MODULE
+                | held_state::RETURN_INFERRED))
             | held_state::WAITING,
         kind: new.kind,
         class_source: new.class_source,
         caller: new.caller,
     };
     stack.depth = depth as u32 + 1;
+}
+
+/// The task makes a lock operation, so an acquire of it without a return probe
+/// ([`held_state::RETURN_INFERRED`]) has returned: only the innermost entry can be one (a
+/// task waits for one lock at a time).
+#[inline(always)]
+fn infer_return(task: &Task, stack: &mut HeldStack) {
+    let depth = stack.depth as usize;
+    if depth == 0 || depth > MAX_HELD_LOCKS {
+        return;
+    }
+    let Some(top) = stack.locks.get_mut(depth - 1) else {
+        return;
+    };
+    const INFERRED_WAIT: u32 = held_state::WAITING | held_state::RETURN_INFERRED;
+    if top.lock != 0 && top.flags & INFERRED_WAIT == INFERRED_WAIT {
+        top.flags &= !held_state::WAITING;
+        emit_lock_op(task, top.lock, top.kind, top.flags, op::ACQUIRED);
+    }
 }
 
 /// Whether the innermost entry is an acquire of `new` that has not returned yet.
@@ -206,13 +230,15 @@ fn acquire_returned_of(task: &Task, lock: u64, acquired: bool) {
 /// A lock was released (possibly out of order).
 pub fn release(task: &Task, lock: u64, kind: u32) {
     count(counter::LOCK_OPS);
-    emit_lock_op(task, lock, kind, 0, op::RELEASE);
     let Some(stack) = HELD.get_ptr_mut(task.tid) else {
+        emit_lock_op(task, lock, kind, 0, op::RELEASE);
         count(counter::UNMATCHED_RELEASE);
         return;
     };
     // SAFETY: see `acquire`.
     let stack = unsafe { &mut *stack };
+    infer_return(task, stack);
+    emit_lock_op(task, lock, kind, 0, op::RELEASE);
     let mut was_waiting = false;
     if update_innermost(
         stack,

@@ -22,28 +22,36 @@ const PTHREAD_ATTACH_TABLE: &[(&str, &str, bool)] = &[
     ("pthread_lock_destroy", "pthread_mutex_destroy", true),
     ("pthread_lock_destroy", "pthread_rwlock_destroy", true),
     ("pthread_mutex_lock", "pthread_mutex_lock", false),
-    ("pthread_mutex_lock", "pthread_mutex_timedlock", true),
-    ("pthread_mutex_lock", "pthread_mutex_clocklock", true),
+    ("pthread_mutex_timedlock", "pthread_mutex_timedlock", true),
+    ("pthread_mutex_timedlock", "pthread_mutex_clocklock", true),
     ("pthread_mutex_trylock", "pthread_mutex_trylock", false),
     ("pthread_mutex_unlock", "pthread_mutex_unlock", false),
     ("pthread_rwlock_rdlock", "pthread_rwlock_rdlock", true),
-    ("pthread_rwlock_rdlock", "pthread_rwlock_timedrdlock", true),
+    (
+        "pthread_rwlock_timedrdlock",
+        "pthread_rwlock_timedrdlock",
+        true,
+    ),
     ("pthread_rwlock_wrlock", "pthread_rwlock_wrlock", true),
-    ("pthread_rwlock_wrlock", "pthread_rwlock_timedwrlock", true),
+    (
+        "pthread_rwlock_timedwrlock",
+        "pthread_rwlock_timedwrlock",
+        true,
+    ),
     ("pthread_rwlock_tryrdlock", "pthread_rwlock_tryrdlock", true),
     ("pthread_rwlock_trywrlock", "pthread_rwlock_trywrlock", true),
     ("pthread_rwlock_unlock", "pthread_rwlock_unlock", true),
 ];
 
-/// Acquire functions whose return tells whether the lock was taken.
+/// Acquire functions whose return tells whether the lock was taken: those that may fail.
+/// The untimed locks have none (one probe hit less per acquire): their task's next lock
+/// operation shows they returned, and `held` tells a waiter from a holder by whether the
+/// task sleeps in a futex wait on the lock (`/proc/TID/syscall`).
 const PTHREAD_RETURN_TABLE: &[(&str, bool)] = &[
-    ("pthread_mutex_lock", false),
     ("pthread_mutex_timedlock", true),
     ("pthread_mutex_clocklock", true),
     ("pthread_mutex_trylock", false),
-    ("pthread_rwlock_rdlock", true),
     ("pthread_rwlock_timedrdlock", true),
-    ("pthread_rwlock_wrlock", true),
     ("pthread_rwlock_timedwrlock", true),
     ("pthread_rwlock_tryrdlock", true),
     ("pthread_rwlock_trywrlock", true),
@@ -115,6 +123,28 @@ pub fn attach_pthread_probes(
         }
     }
     Ok(())
+}
+
+/// The hooks `trace --user` puts on a lock operation (an entry uprobe on
+/// `pthread_mutex_lock` and one on `pthread_mutex_unlock`), each running the empty program:
+/// the floor the bench measures the tracer against.
+pub fn attach_empty_hooks(ebpf: &mut Ebpf, target: &Path, pid: NonZeroU32) -> Result<usize> {
+    let program: &mut UProbe = ebpf
+        .program_mut("pthread_empty_hook")
+        .context("program pthread_empty_hook missing from the object")?
+        .try_into()?;
+    program.load().context("loading pthread_empty_hook")?;
+    let symbols: Vec<&str> = PTHREAD_ATTACH_TABLE
+        .iter()
+        .filter(|(name, _, _)| *name == "pthread_mutex_lock" || *name == "pthread_mutex_unlock")
+        .map(|&(_, symbol, _)| symbol)
+        .collect();
+    for symbol in &symbols {
+        program
+            .attach(*symbol, target, UProbeScope::OneProcess(pid))
+            .with_context(|| format!("attaching the empty hook to {symbol}"))?;
+    }
+    Ok(symbols.len())
 }
 
 fn probe_kind(program_name: &str) -> &'static str {

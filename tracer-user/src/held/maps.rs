@@ -107,6 +107,35 @@ fn task_comm(tid: u32) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// x86-64's `futex` system call number.
+const SYS_FUTEX: u64 = 202;
+/// glibc's x86-64 `pthread_rwlock_t`, all of whose futex words lie in it; a mutex's only
+/// futex word is its first (`__lock`): a condition variable placed right after it is not
+/// it.
+const PTHREAD_RWLOCK_BYTES: u64 = 56;
+
+/// Whether thread `tid` sleeps in a futex wait on a word of the lock at `lock`
+/// (`/proc/TID/syscall`: the call's number, then its arguments, the first the futex
+/// address). For an acquire without a return probe this tells a waiter (true) from a
+/// thread that has the lock and does something else; unreadable counts as waiting.
+fn blocked_on(tid: u32, lock: u64, kind: u32) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{tid}/syscall")) else {
+        return true;
+    };
+    let mut fields = text.split_whitespace();
+    let number = fields.next().and_then(|field| field.parse::<u64>().ok());
+    let address = fields
+        .next()
+        .and_then(|field| u64::from_str_radix(field.trim_start_matches("0x"), 16).ok());
+    match (number, address) {
+        (Some(SYS_FUTEX), Some(address)) if kind == tracer_common::kind::PTHREAD_RWLOCK => {
+            address >= lock && address < lock.saturating_add(PTHREAD_RWLOCK_BYTES)
+        }
+        (Some(SYS_FUTEX), Some(address)) => address == lock,
+        _ => false,
+    }
+}
+
 fn is_user_kind(kind: u32) -> bool {
     lock_kind(kind).is_ok_and(lockgraph::LockKind::is_user)
 }
@@ -145,7 +174,10 @@ pub fn snapshot(maps: &HeldMaps, symbols: &mut Symbols) -> HeldTable {
                 since_ns: held.acquired_ns,
                 stack: frames.iter().map(Frame::to_string).collect(),
             };
-            if held.flags & held_state::WAITING != 0 {
+            let waiting = held.flags & held_state::WAITING != 0
+                && (held.flags & held_state::RETURN_INFERRED == 0
+                    || blocked_on(tid, held.lock, held.kind));
+            if waiting {
                 task.waiting_for = Some(info);
             } else {
                 task.holding.push(info);
