@@ -45,7 +45,8 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// More log output: -v debug (attach decisions, kernel facts), -vv trace.
+    /// More log output: -v our debug lines (attach decisions and their timing, kernel
+    /// facts), -vv also libraries' debug lines, -vvv everything.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     /// Less: -q only warnings and errors (no progress lines or summary), -qq only errors.
@@ -56,9 +57,11 @@ struct Cli {
 /// The log level -v/-q ask for; `RUST_LOG`, when set, is used instead (env_logger's
 /// syntax, e.g. `RUST_LOG=locktrace=debug,aya=info`).
 fn log_filter(verbose: u8, quiet: u8) -> &'static str {
+    // Libraries one level quieter than us: aya's debug output is thousands of lines per load.
     match (verbose, quiet) {
         (0, 0) => "info",
-        (1, _) => "debug",
+        (1, _) => "info,locktrace=debug",
+        (2, _) => "debug,locktrace=trace",
         (_, 0) => "trace",
         (_, 1) => "warn",
         _ => "error",
@@ -69,16 +72,23 @@ fn log_filter(verbose: u8, quiet: u8) -> &'static str {
 /// those of libraries (aya) name their origin.
 fn init_logging(verbose: u8, quiet: u8) {
     use std::io::Write as _;
+    let started = std::time::Instant::now();
     env_logger::Builder::from_env(
         env_logger::Env::default().default_filter_or(log_filter(verbose, quiet)),
     )
-    .format(|out, record| {
+    .format(move |out, record| {
         let ours = record.target().starts_with("locktrace");
         match (ours, record.level()) {
             (true, log::Level::Error | log::Level::Warn | log::Level::Info) => {
                 writeln!(out, "locktrace: {}", record.args())
             }
-            (true, level) => writeln!(out, "locktrace: [{level}] {}", record.args()),
+            // Debug lines carry the time since start: where a slow attach spends it.
+            (true, level) => writeln!(
+                out,
+                "locktrace: [{level} +{:.3}s] {}",
+                started.elapsed().as_secs_f64(),
+                record.args()
+            ),
             (false, level) => writeln!(out, "[{level} {}] {}", record.target(), record.args()),
         }
     })
@@ -274,8 +284,9 @@ mod tests {
     #[test]
     fn verbosity_maps_to_levels() {
         assert_eq!(log_filter(0, 0), "info");
-        assert_eq!(log_filter(1, 0), "debug");
-        assert_eq!(log_filter(2, 0), "trace");
+        assert_eq!(log_filter(1, 0), "info,locktrace=debug");
+        assert_eq!(log_filter(2, 0), "debug,locktrace=trace");
+        assert_eq!(log_filter(3, 0), "trace");
         assert_eq!(log_filter(0, 1), "warn");
         assert_eq!(log_filter(0, 2), "error");
     }

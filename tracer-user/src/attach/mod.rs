@@ -28,7 +28,9 @@ pub struct AttachReport {
 
 impl AttachReport {
     pub fn attached(&mut self, what: impl Into<String>) {
-        self.attached.push(what.into());
+        let what = what.into();
+        log::debug!("attached {what}");
+        self.attached.push(what);
     }
 
     pub fn skipped(&mut self, what: impl Into<String>, why: impl fmt::Display) {
@@ -45,6 +47,7 @@ pub fn load_object(options: &LoadOptions) -> Result<Ebpf> {
     for note in &kernel.notes {
         log::debug!("kernel probes: {note}");
     }
+    log::debug!("kernel facts read");
     bpf::load(options, &kernel)
 }
 
@@ -65,7 +68,9 @@ pub struct Probes {
 /// is ready to take events (`locktrace: attached N probes`, which harnesses wait for).
 pub fn load_and_attach(options: &LoadOptions, probes: &Probes) -> Result<(Ebpf, usize)> {
     let mut ebpf = load_object(options)?;
+    log::debug!("eBPF object loaded");
     let caps = capabilities::probe(Some(&mut ebpf));
+    log::debug!("capabilities probed");
     let mut report = AttachReport::default();
     task::attach_task_probes(&mut ebpf, &mut report)?;
     if let Some(root) = probes.tree_root {
@@ -80,6 +85,7 @@ pub fn load_and_attach(options: &LoadOptions, probes: &Probes) -> Result<(Ebpf, 
             Err(err) if probes.user => report.skipped("kernel lock probes", format!("{err:#}")),
             other => other?,
         }
+        log::debug!("kernel probes attached");
     }
     if probes.user {
         let target = pthread::pthread_target(probes.binary.as_deref(), probes.pid)?;
@@ -90,9 +96,6 @@ pub fn load_and_attach(options: &LoadOptions, probes: &Probes) -> Result<(Ebpf, 
     }
     if report.attached.len() <= bookkeeping {
         bail!("no lock probe could be attached (see `locktrace doctor`)");
-    }
-    for what in &report.attached {
-        log::debug!("attached {what}");
     }
     crate::bpf::set_armed(&mut ebpf, true)?;
     Ok((ebpf, report.attached.len()))

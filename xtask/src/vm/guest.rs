@@ -17,7 +17,9 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use super::{kernels::Kernel, results::parse_results, VmOptions, VmOutcome};
 
 /// How long the guest waits for `locktrace: attached` on the tracer's stderr.
-const ATTACH_TIMEOUT_S: u64 = 60;
+// Attaching under TCG is the verifier emulated: ~55 s for the fentry set on 6.12 (each
+// fentry+fexit pair 2-6 s), against ~1 s on hardware. 60 s left no margin on a loaded host.
+const ATTACH_TIMEOUT_S: u64 = 180;
 /// How long the guest waits for the tracer to exit after SIGINT before SIGKILL. Detaching
 /// ~30 kprobes or fentry trampolines waits for RCU grace periods, which under TCG with two
 /// guests on two cores took close to 30 s (a tracer that exits later fails the run).
