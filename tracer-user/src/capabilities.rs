@@ -89,7 +89,7 @@ fn path_capability(name: &'static str, path: &str, yes: &str, no: &str) -> Capab
 /// Probe everything. `ebpf` is the loaded tracer object, used to try an fentry load.
 pub fn probe(ebpf: Option<&mut aya::Ebpf>) -> Capabilities {
     ensure_tracefs();
-    let btf = crate::attach::btf::aya_btf();
+    let btf = crate::kernel_btf::aya_btf();
     let fentry = match (&btf, ebpf) {
         (Err(err), _) => Capability {
             name: "fentry",

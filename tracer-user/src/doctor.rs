@@ -109,7 +109,7 @@ pub fn kernel_release() -> String {
 /// verified by the VM runs instead).
 fn load_all() -> Result<ExitCode> {
     let mut ebpf = attach::load_object(&bpf::LoadOptions::default())?;
-    let btf = attach::btf::aya_btf().ok();
+    let btf = crate::kernel_btf::aya_btf().ok();
     let targets: std::collections::HashMap<&str, Option<&str>> =
         attach::kernel_table::table_programs().into_iter().collect();
     let mut failed = 0;

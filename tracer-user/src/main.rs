@@ -11,6 +11,7 @@ mod events;
 mod held;
 mod ingest;
 mod ingest_bench;
+mod kernel_btf;
 mod kernel_state;
 mod map_reader;
 mod metrics;

@@ -20,12 +20,14 @@ use aya::{
 };
 
 use super::{
-    btf,
     kernel_globals::{tracefs_events, GFP_TYPE},
     kernel_table::{Family, Hook, KERNEL_ATTACH_TABLE},
     AttachReport,
 };
-use crate::capabilities::{error_chain, Capabilities};
+use crate::{
+    capabilities::{error_chain, Capabilities},
+    kernel_btf,
+};
 
 /// `--attach`: how kernel functions are probed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -205,12 +207,16 @@ pub fn attach_kernel_probes(
     }
     let functions = kallsyms_functions();
     let btf = if use_fentry {
-        Some(btf::aya_btf().map_err(|err| anyhow::anyhow!("reading kernel BTF: {err}"))?)
+        Some(kernel_btf::aya_btf().map_err(|err| anyhow::anyhow!("reading kernel BTF: {err}"))?)
     } else {
         None
     };
     // Our reader, for what aya's `Btf` does not expose (tracepoint prototypes).
-    let kernel_btf = if use_fentry { btf::kernel_btf() } else { None };
+    let kernel_btf = if use_fentry {
+        kernel_btf::kernel_btf()
+    } else {
+        None
+    };
     let mut attacher = Attacher {
         ebpf,
         btf,

@@ -96,7 +96,7 @@ pub fn kernel_globals(module: Option<&str>) -> Result<KernelGlobals> {
                 .push(format!("{category}:{name}: no gfp_flags field in {path}")),
         }
     }
-    let Some(btf) = super::btf::kernel_btf() else {
+    let Some(btf) = crate::kernel_btf::kernel_btf() else {
         globals.notes.push(
             "no kernel BTF: memalloc_nofs/noreclaim scopes not checked for fs_reclaim".into(),
         );

@@ -1,6 +1,5 @@
 //! Attaching probe families. Each family's table says which program goes where and which
 //! attach points are optional; what could not be attached is reported, never hidden.
-pub mod btf;
 pub mod kernel;
 mod kernel_globals;
 pub mod kernel_table;
