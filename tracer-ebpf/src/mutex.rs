@@ -4,12 +4,15 @@
 //!
 //! Semantics (lockdep's): a blocking acquire creates dependencies at entry; a trylock none,
 //! but is held on success (returns 1); interruptible/killable acquires that return nonzero
-//! are forgotten; void acquires just stop waiting at return.
+//! are forgotten; void acquires just stop waiting at return. Under fentry a void acquire has
+//! no fexit program: its task's next lock operation proves it returned
+//! ([`held_state::RETURN_INFERRED`]); `mutex_lock_io` keeps its fexit, since it calls
+//! `mutex_lock`, whose entry must see it pending.
 use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use tracer_common::{flags, kind};
+use tracer_common::{flags, held_state, kind};
 
 use crate::klock;
 
@@ -108,12 +111,15 @@ pub fn fentry_mutex_init(ctx: FEntryContext) -> u32 {
     0
 }
 
-fentry_acquire!(fentry_mutex_lock, kind::MUTEX, 0);
+/// A void acquire without a return program (fentry mode).
+pub(crate) const INFERRED: u32 = held_state::RETURN_INFERRED;
+
+fentry_acquire!(fentry_mutex_lock, kind::MUTEX, INFERRED);
 fentry_acquire!(fentry_mutex_lock_interruptible, kind::MUTEX, 0);
 fentry_acquire!(fentry_mutex_lock_killable, kind::MUTEX, 0);
 fentry_acquire!(fentry_mutex_lock_io, kind::MUTEX, 0);
 fentry_acquire!(fentry_mutex_trylock, kind::MUTEX, flags::TRY);
-fentry_acquire!(fentry_mutex_lock_nested, kind::MUTEX, 0, subclass);
+fentry_acquire!(fentry_mutex_lock_nested, kind::MUTEX, INFERRED, subclass);
 fentry_acquire!(
     fentry_mutex_lock_interruptible_nested,
     kind::MUTEX,
@@ -122,19 +128,16 @@ fentry_acquire!(
 );
 fentry_acquire!(fentry_mutex_lock_killable_nested, kind::MUTEX, 0, subclass);
 fentry_acquire!(fentry_mutex_lock_io_nested, kind::MUTEX, 0, subclass);
-fentry_acquire!(fentry_mutex_lock_nest_lock, kind::MUTEX, 0, nest_lock);
+fentry_acquire!(fentry_mutex_lock_nest_lock, kind::MUTEX, INFERRED, nest_lock);
 fentry_release!(fentry_mutex_unlock, kind::MUTEX);
 
-fexit_returned!(fexit_mutex_lock, void);
 fexit_returned!(fexit_mutex_lock_interruptible, zero_ok, 1);
 fexit_returned!(fexit_mutex_lock_killable, zero_ok, 1);
 fexit_returned!(fexit_mutex_lock_io, void);
 fexit_returned!(fexit_mutex_trylock, one_ok, 1);
-fexit_returned!(fexit_mutex_lock_nested, void);
 fexit_returned!(fexit_mutex_lock_interruptible_nested, zero_ok, 2);
 fexit_returned!(fexit_mutex_lock_killable_nested, zero_ok, 2);
 fexit_returned!(fexit_mutex_lock_io_nested, void);
-fexit_returned!(fexit_mutex_lock_nest_lock, void);
 
 // kprobe fallback: one program per shape, attached to every function of that shape.
 

@@ -346,10 +346,12 @@ pub fn acquire_release<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef) {
         return;
     };
     // SAFETY: see `acquire`.
-    let stack = unsafe { &*stack };
+    let stack = unsafe { &mut *stack };
     if stack.depth == 0 {
         return;
     }
+    // An allocation under a lock whose acquire has no return program proves it returned.
+    infer_return(task, stack);
     emit_lock_op(task, new.lock, new.kind, new.flags, op::ACQUIRE);
     record_dependencies_lazily(ctx, task, stack, new);
     emit_lock_op(task, new.lock, new.kind, new.flags, op::RELEASE);
@@ -424,14 +426,15 @@ pub fn record_pair<C: StackIdContext>(ctx: &C, task: &Task, held: &LockRef, new:
 }
 
 /// The outermost entry of a held stack that is held exclusively (not waiting, not read) and
-/// is a real lock (every task in reclaim "holds" a pseudo-lock at once).
+/// is a real lock (every task in reclaim "holds" a pseudo-lock at once). An entry without a
+/// return program ([`held_state::RETURN_INFERRED`]) is held: its task runs this probe.
 fn outermost_exclusive(stack: &HeldStack) -> Option<&HeldLock> {
     let depth = stack.depth as usize;
     // Bounded (MAX_HELD_LOCKS); short in practice: the first entry usually qualifies.
     stack.locks.iter().take(depth).find(|held| {
-        held.lock != 0
-            && held.flags & (held_state::WAITING | flags::NEW_READ) == 0
-            && held.kind != kind::PSEUDO
+        let waiting = held.flags & (held_state::WAITING | held_state::RETURN_INFERRED)
+            == held_state::WAITING;
+        held.lock != 0 && !waiting && held.flags & flags::NEW_READ == 0 && held.kind != kind::PSEUDO
     })
 }
 
@@ -450,6 +453,7 @@ pub fn release_if_held(task: &Task, lock: u64) {
     };
     // SAFETY: see `acquire`.
     let stack = unsafe { &mut *stack };
+    infer_return(task, stack);
     if update_innermost(stack, |held| held.lock == lock, tombstone) {
         pop_tombstones(stack);
         count(counter::LOCK_OPS);
@@ -464,6 +468,7 @@ pub fn downgrade(task: &Task, lock: u64) {
     };
     // SAFETY: see `acquire`.
     let stack = unsafe { &mut *stack };
+    infer_return(task, stack);
     if !update_innermost(
         stack,
         |held| held.lock == lock,

@@ -114,11 +114,46 @@ const SYS_FUTEX: u64 = 202;
 /// it.
 const PTHREAD_RWLOCK_BYTES: u64 = 56;
 
+/// Whether thread `tid`, whose innermost acquire of `lock` has no return program, still
+/// waits for it. A kernel lock: its kernel stack (`/proc/TID/stack`) is in the lock kind's
+/// sleeping slow path. A pthread lock: see [`blocked_on_futex`]. Unreadable counts as
+/// waiting.
+fn blocked_on(tid: u32, lock: u64, kind: u32) -> bool {
+    match kind {
+        tracer_common::kind::MUTEX => {
+            in_kernel_slow_path(tid, &["__mutex_lock", "__mutex_lock_slowpath"])
+        }
+        tracer_common::kind::RWSEM => in_kernel_slow_path(
+            tid,
+            &["rwsem_down_read_slowpath", "rwsem_down_write_slowpath"],
+        ),
+        _ => blocked_on_futex(tid, lock, kind),
+    }
+}
+
+/// Whether a frame of `tid`'s kernel stack is one of `functions` (`__mutex_lock.constprop.0`
+/// counts as `__mutex_lock`).
+fn in_kernel_slow_path(tid: u32, functions: &[&str]) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{tid}/stack")) else {
+        return true;
+    };
+    stack_has_frame(&text, functions)
+}
+
+/// `/proc/TID/stack` lines read `[<0>] FUNCTION[.SUFFIX]+OFFSET/SIZE`.
+fn stack_has_frame(text: &str, functions: &[&str]) -> bool {
+    text.lines().any(|line| {
+        let symbol = line.split_whitespace().nth(1).unwrap_or("");
+        let name = symbol.split(['+', '.']).next().unwrap_or("");
+        functions.contains(&name)
+    })
+}
+
+
 /// Whether thread `tid` sleeps in a futex wait on a word of the lock at `lock`
 /// (`/proc/TID/syscall`: the call's number, then its arguments, the first the futex
-/// address). For an acquire without a return probe this tells a waiter (true) from a
-/// thread that has the lock and does something else; unreadable counts as waiting.
-fn blocked_on(tid: u32, lock: u64, kind: u32) -> bool {
+/// address): a waiter, not a thread that has the lock and does something else.
+fn blocked_on_futex(tid: u32, lock: u64, kind: u32) -> bool {
     let Ok(text) = std::fs::read_to_string(format!("/proc/{tid}/syscall")) else {
         return true;
     };
@@ -249,5 +284,23 @@ fn class_name(
             class_names::init_key(symbols, maps.class_name(held.class), held.class).0
         }
         _ => class_names::instance(symbols, user_pid.unwrap_or(0), held.lock, held.kind, frames).0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_stack_in_the_mutex_slow_path_is_waiting() {
+        let waiting = "[<0>] __mutex_lock.constprop.0+0x17c/0x5c0\n[<0>] lt_take+0x1a/0x40 [lt]\n";
+        let holding = "[<0>] msleep+0x2b/0x40\n[<0>] lt_hold+0x31/0x60 [lt]\n";
+        let functions = ["__mutex_lock", "__mutex_lock_slowpath"];
+        assert!(stack_has_frame(waiting, &functions));
+        assert!(!stack_has_frame(holding, &functions));
+        assert!(stack_has_frame(
+            "[<0>] rwsem_down_write_slowpath+0x2c5/0x5d0\n",
+            &["rwsem_down_write_slowpath"]
+        ));
     }
 }
