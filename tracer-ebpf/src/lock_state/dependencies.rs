@@ -62,8 +62,12 @@ const SCAN_PROBE: u32 = 1;
 /// Emit the new dependencies only (after a probe, which counted the known ones).
 const SCAN_EMIT_NEW: u32 = 2;
 
+/// Held, as the task's own probes see it: not waiting, or waiting on an acquire without a
+/// return program ([`held_state::RETURN_INFERRED`]) — the task runs this probe, so that
+/// acquire has returned.
 fn is_held(held: &HeldLock) -> bool {
-    held.lock != 0 && held.flags & held_state::WAITING == 0
+    held.lock != 0
+        && held.flags & (held_state::WAITING | held_state::RETURN_INFERRED) != held_state::WAITING
 }
 
 /// lockdep's `check_prevs_add`: from the innermost held lock outwards, `held → new` for

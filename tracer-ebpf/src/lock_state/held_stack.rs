@@ -346,12 +346,10 @@ pub fn acquire_release<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef) {
         return;
     };
     // SAFETY: see `acquire`.
-    let stack = unsafe { &mut *stack };
+    let stack = unsafe { &*stack };
     if stack.depth == 0 {
         return;
     }
-    // An allocation under a lock whose acquire has no return program proves it returned.
-    infer_return(task, stack);
     emit_lock_op(task, new.lock, new.kind, new.flags, op::ACQUIRE);
     record_dependencies_lazily(ctx, task, stack, new);
     emit_lock_op(task, new.lock, new.kind, new.flags, op::RELEASE);
@@ -453,7 +451,6 @@ pub fn release_if_held(task: &Task, lock: u64) {
     };
     // SAFETY: see `acquire`.
     let stack = unsafe { &mut *stack };
-    infer_return(task, stack);
     if update_innermost(stack, |held| held.lock == lock, tombstone) {
         pop_tombstones(stack);
         count(counter::LOCK_OPS);
@@ -468,7 +465,6 @@ pub fn downgrade(task: &Task, lock: u64) {
     };
     // SAFETY: see `acquire`.
     let stack = unsafe { &mut *stack };
-    infer_return(task, stack);
     if !update_innermost(
         stack,
         |held| held.lock == lock,
