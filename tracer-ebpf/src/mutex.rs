@@ -6,48 +6,50 @@
 //! but is held on success (returns 1); interruptible/killable acquires that return nonzero
 //! are forgotten; void acquires just stop waiting at return. Under fentry a void acquire has
 //! no fexit program: its task's next lock operation proves it returned
-//! ([`held_state::RETURN_INFERRED`]); `mutex_lock_io` keeps its fexit, since it calls
+//! ([`tracer_common::held_state::RETURN_INFERRED`]); `mutex_lock_io` keeps its fexit, since it calls
 //! `mutex_lock`, whose entry must see it pending.
 use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use tracer_common::{flags, held_state, kind};
+use tracer_common::{flags, kind};
 
 use crate::klock;
 
 /// `fentry` acquire: `$prog(lock[, subclass])`; `nest_lock`: `$prog(lock, nest_lock)`. The
 /// argument count locates the caller in the trampoline's frame ([`klock::fentry_caller`]).
+/// `fentry_acquire!(inferred …)`: a void acquire with no fexit program (the trampoline then
+/// keeps no return-value slot: [`klock::fentry_only_caller`]), held from its next operation.
 macro_rules! fentry_acquire {
-    ($prog:ident, $kind:expr, $flags:expr) => {
+    (inferred $prog:ident, $kind:expr, $flags:expr $(, $shape:ident)?) => {
+        fentry_acquire!(@with klock::fentry_only_caller, $prog, $kind,
+            $flags | tracer_common::held_state::RETURN_INFERRED $(, $shape)?);
+    };
+    ($prog:ident, $kind:expr, $flags:expr $(, $shape:ident)?) => {
+        fentry_acquire!(@with klock::fentry_caller, $prog, $kind, $flags $(, $shape)?);
+    };
+    (@with $caller:path, $prog:ident, $kind:expr, $flags:expr) => {
         #[fentry]
         pub fn $prog(ctx: FEntryContext) -> u32 {
             let lock = klock::arg(&ctx, 0);
-            klock::acquire(&ctx, lock, $kind, $flags, 0, klock::fentry_caller(&ctx, 1));
+            klock::acquire(&ctx, lock, $kind, $flags, 0, $caller(&ctx, 1));
             0
         }
     };
-    ($prog:ident, $kind:expr, $flags:expr, nest_lock) => {
+    (@with $caller:path, $prog:ident, $kind:expr, $flags:expr, nest_lock) => {
         #[fentry]
         pub fn $prog(ctx: FEntryContext) -> u32 {
             let lock = klock::arg(&ctx, 0);
-            klock::acquire(&ctx, lock, $kind, $flags, 0, klock::fentry_caller(&ctx, 2));
+            klock::acquire(&ctx, lock, $kind, $flags, 0, $caller(&ctx, 2));
             0
         }
     };
-    ($prog:ident, $kind:expr, $flags:expr, subclass) => {
+    (@with $caller:path, $prog:ident, $kind:expr, $flags:expr, subclass) => {
         #[fentry]
         pub fn $prog(ctx: FEntryContext) -> u32 {
             let lock = klock::arg(&ctx, 0);
             let subclass = klock::arg(&ctx, 1);
-            klock::acquire(
-                &ctx,
-                lock,
-                $kind,
-                $flags,
-                subclass,
-                klock::fentry_caller(&ctx, 2),
-            );
+            klock::acquire(&ctx, lock, $kind, $flags, subclass, $caller(&ctx, 2));
             0
         }
     };
@@ -111,15 +113,12 @@ pub fn fentry_mutex_init(ctx: FEntryContext) -> u32 {
     0
 }
 
-/// A void acquire without a return program (fentry mode).
-pub(crate) const INFERRED: u32 = held_state::RETURN_INFERRED;
-
-fentry_acquire!(fentry_mutex_lock, kind::MUTEX, INFERRED);
+fentry_acquire!(inferred fentry_mutex_lock, kind::MUTEX, 0);
 fentry_acquire!(fentry_mutex_lock_interruptible, kind::MUTEX, 0);
 fentry_acquire!(fentry_mutex_lock_killable, kind::MUTEX, 0);
 fentry_acquire!(fentry_mutex_lock_io, kind::MUTEX, 0);
 fentry_acquire!(fentry_mutex_trylock, kind::MUTEX, flags::TRY);
-fentry_acquire!(fentry_mutex_lock_nested, kind::MUTEX, INFERRED, subclass);
+fentry_acquire!(inferred fentry_mutex_lock_nested, kind::MUTEX, 0, subclass);
 fentry_acquire!(
     fentry_mutex_lock_interruptible_nested,
     kind::MUTEX,
@@ -128,7 +127,7 @@ fentry_acquire!(
 );
 fentry_acquire!(fentry_mutex_lock_killable_nested, kind::MUTEX, 0, subclass);
 fentry_acquire!(fentry_mutex_lock_io_nested, kind::MUTEX, 0, subclass);
-fentry_acquire!(fentry_mutex_lock_nest_lock, kind::MUTEX, INFERRED, nest_lock);
+fentry_acquire!(inferred fentry_mutex_lock_nest_lock, kind::MUTEX, 0, nest_lock);
 fentry_release!(fentry_mutex_unlock, kind::MUTEX);
 
 fexit_returned!(fexit_mutex_lock_interruptible, zero_ok, 1);

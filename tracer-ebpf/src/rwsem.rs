@@ -11,7 +11,7 @@ use tracer_common::{flags, kind};
 
 use crate::{
     klock,
-    mutex::{fentry_acquire, fentry_release, fexit_returned, INFERRED},
+    mutex::{fentry_acquire, fentry_release, fexit_returned},
 };
 
 const R: u32 = flags::NEW_READ;
@@ -29,18 +29,18 @@ pub fn fentry_init_rwsem(ctx: FEntryContext) -> u32 {
     0
 }
 
-fentry_acquire!(fentry_down_read, kind::RWSEM, R | INFERRED);
+fentry_acquire!(inferred fentry_down_read, kind::RWSEM, R);
 fentry_acquire!(fentry_down_read_interruptible, kind::RWSEM, R);
 fentry_acquire!(fentry_down_read_killable, kind::RWSEM, R);
 fentry_acquire!(fentry_down_read_trylock, kind::RWSEM, R | flags::TRY);
-fentry_acquire!(fentry_down_write, kind::RWSEM, INFERRED);
+fentry_acquire!(inferred fentry_down_write, kind::RWSEM, 0);
 fentry_acquire!(fentry_down_write_killable, kind::RWSEM, 0);
 fentry_acquire!(fentry_down_write_trylock, kind::RWSEM, flags::TRY);
-fentry_acquire!(fentry_down_read_nested, kind::RWSEM, R | INFERRED, subclass);
+fentry_acquire!(inferred fentry_down_read_nested, kind::RWSEM, R, subclass);
 fentry_acquire!(fentry_down_read_killable_nested, kind::RWSEM, R, subclass);
-fentry_acquire!(fentry_down_write_nested, kind::RWSEM, INFERRED, subclass);
+fentry_acquire!(inferred fentry_down_write_nested, kind::RWSEM, 0, subclass);
 fentry_acquire!(fentry_down_write_killable_nested, kind::RWSEM, 0, subclass);
-fentry_acquire!(fentry_down_write_nest_lock, kind::RWSEM, INFERRED, nest_lock);
+fentry_acquire!(inferred fentry_down_write_nest_lock, kind::RWSEM, 0, nest_lock);
 fentry_release!(fentry_up_read, kind::RWSEM);
 fentry_release!(fentry_up_write, kind::RWSEM);
 
