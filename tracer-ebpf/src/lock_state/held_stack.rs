@@ -430,8 +430,8 @@ fn outermost_exclusive(stack: &HeldStack) -> Option<&HeldLock> {
     let depth = stack.depth as usize;
     // Bounded (MAX_HELD_LOCKS); short in practice: the first entry usually qualifies.
     stack.locks.iter().take(depth).find(|held| {
-        let waiting = held.flags & (held_state::WAITING | held_state::RETURN_INFERRED)
-            == held_state::WAITING;
+        let waiting =
+            held.flags & (held_state::WAITING | held_state::RETURN_INFERRED) == held_state::WAITING;
         held.lock != 0 && !waiting && held.flags & flags::NEW_READ == 0 && held.kind != kind::PSEUDO
     })
 }

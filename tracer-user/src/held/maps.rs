@@ -139,13 +139,21 @@ fn sleeps_at(stack: &str, frame: &Frame) -> bool {
     let Some(symbol) = frame.symbol.as_deref() else {
         return true;
     };
-    let Some(top) = stack.lines().next().and_then(|line| line.split_whitespace().nth(1)) else {
+    let Some(top) = stack
+        .lines()
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+    else {
         return false;
     };
     let Some((function, rest)) = top.split_once('+') else {
         return false;
     };
-    let offset = rest.split('/').next().unwrap_or("").trim_start_matches("0x");
+    let offset = rest
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("0x");
     function == symbol && u64::from_str_radix(offset, 16).is_ok_and(|off| off == frame.offset)
 }
 
