@@ -235,35 +235,21 @@ pub fn feature_probes() -> Vec<Capability> {
         sys::{is_helper_supported, is_map_supported, BpfHelper},
     };
     let map = |name: &'static str, map_type: MapType, since: &str| {
-        let (available, detail) = match is_map_supported(map_type) {
-            Ok(true) => (true, format!("map type supported (Linux {since})")),
-            Ok(false) => (
-                false,
-                format!("map type not supported (needs Linux {since})"),
-            ),
-            Err(err) => (false, format!("probe failed: {err}")),
-        };
-        Capability {
+        probed(
             name,
-            available,
-            detail,
-        }
+            is_map_supported(map_type),
+            format!("map type supported (Linux {since})"),
+            format!("map type not supported (needs Linux {since})"),
+        )
     };
     let helper =
         |name: &'static str, program: ProgramType, helper: BpfHelper, since: &str, used: &str| {
-            let (available, detail) = match is_helper_supported(program, helper) {
-                Ok(true) => (true, format!("helper supported (Linux {since}): {used}")),
-                Ok(false) => (
-                    false,
-                    format!("helper missing (needs Linux {since}): {used}"),
-                ),
-                Err(err) => (false, format!("probe failed: {err}")),
-            };
-            Capability {
+            probed(
                 name,
-                available,
-                detail,
-            }
+                is_helper_supported(program, helper),
+                format!("helper supported (Linux {since}): {used}"),
+                format!("helper missing (needs Linux {since}): {used}"),
+            )
         };
     vec![
         map("ringbuf", MapType::RingBuf, "5.8"),
@@ -299,4 +285,24 @@ pub fn feature_probes() -> Vec<Capability> {
             "kprobe fallback: which function fired",
         ),
     ]
+}
+
+/// A feature probe's answer as a capability: `present` or `missing` as its detail, or why the
+/// probe itself failed.
+fn probed(
+    name: &'static str,
+    answer: Result<bool, impl std::fmt::Display>,
+    present: String,
+    missing: String,
+) -> Capability {
+    let (available, detail) = match answer {
+        Ok(true) => (true, present),
+        Ok(false) => (false, missing),
+        Err(err) => (false, format!("probe failed: {err}")),
+    };
+    Capability {
+        name,
+        available,
+        detail,
+    }
 }

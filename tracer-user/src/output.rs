@@ -116,20 +116,18 @@ impl StreamedRecording {
     /// Created like [`write_atomic`]'s files (exclusively, under an unpredictable name, then
     /// renamed into place), so a planted link cannot redirect it.
     pub fn create(path: &Path) -> Result<Self> {
-        if is_special_file(path) {
-            return Ok(StreamedRecording {
-                out: None,
-                appender: lockgraph::TraceAppender::default(),
-                written: (usize::MAX, 0, 0),
-            });
-        }
-        let file = tempfile::Builder::new()
-            .prefix(".locktrace-")
-            .tempfile_in(parent_dir(path))
-            .and_then(|file| file.persist(path).map_err(|err| err.error))
-            .with_context(|| format!("creating {}", path.display()))?;
+        let out = if is_special_file(path) {
+            None
+        } else {
+            let file = tempfile::Builder::new()
+                .prefix(".locktrace-")
+                .tempfile_in(parent_dir(path))
+                .and_then(|file| file.persist(path).map_err(|err| err.error))
+                .with_context(|| format!("creating {}", path.display()))?;
+            Some(std::io::BufWriter::new(file))
+        };
         Ok(StreamedRecording {
-            out: Some(std::io::BufWriter::new(file)),
+            out,
             appender: lockgraph::TraceAppender::default(),
             written: (usize::MAX, 0, 0),
         })

@@ -5,7 +5,7 @@ mod common;
 
 use std::{
     collections::BTreeSet,
-    io::{BufRead as _, BufReader, Write as _},
+    io::{BufRead as _, BufReader},
     process::{Command, Output},
     time::{Duration, Instant},
 };
@@ -72,7 +72,7 @@ fn tid_traces_only_that_thread() {
     assert_root();
     let dir = scratch_dir("tid-filter");
     let binary = compile(&dir, "two_threads", Some(TWO_THREADS));
-    let target = Target::start(&binary, &[]);
+    let mut target = Target::start(&binary, &[]);
     let words: Vec<&str> = target.first_line.split_whitespace().collect();
     let thread_one = words[1].to_string();
     let json_path = dir.join("report.json");
@@ -83,14 +83,7 @@ fn tid_traces_only_that_thread() {
         "--report-json",
         json_path.to_str().unwrap(),
     ]);
-    let mut target = target;
-    target
-        .child
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(b"g")
-        .unwrap();
+    target.release();
     let mut done = String::new();
     BufReader::new(target.child.stdout.as_mut().unwrap())
         .read_line(&mut done)

@@ -6,7 +6,6 @@
 mod common;
 
 use std::{
-    io::Write as _,
     process::Command,
     thread,
     time::{Duration, Instant},
@@ -28,13 +27,7 @@ fn a_real_pthread_deadlock_is_reported_in_progress() {
         "--report-json",
         json_path.to_str().unwrap(),
     ]);
-    target
-        .child
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(b"g")
-        .unwrap();
+    target.release();
 
     // `locktrace held` reads the running trace's state; poll until the deadlock shows.
     let started = Instant::now();

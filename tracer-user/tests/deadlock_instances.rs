@@ -5,7 +5,6 @@
 mod common;
 
 use std::{
-    io::Write as _,
     process::Command,
     thread,
     time::{Duration, Instant},
@@ -20,13 +19,7 @@ fn a_deadlock_among_instances_of_one_class_names_each_instance() {
     let binary = compile(&dir, "lock_array", None);
     let mut target = Target::start(&binary, &["deadlock"]);
     let tracer = Tracer::start(&["--user", "--pid", &target.pid]);
-    target
-        .child
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(b"g")
-        .unwrap();
+    target.release();
     // `locktrace held` reads the running trace's state; poll until all five wait.
     let started = Instant::now();
     let (held, text) = loop {

@@ -6,7 +6,6 @@
 mod common;
 
 use std::{
-    io::Write as _,
     process::Command,
     thread,
     time::{Duration, Instant},
@@ -59,13 +58,7 @@ fn a_holder_at_work_is_holding_and_its_waiter_waits_behind_it() {
     let binary = compile(&dir, "holder_at_work", Some(HOLDER_AT_WORK));
     let mut target = Target::start(&binary, &[]);
     let tracer = Tracer::start(&["--user", "--pid", &target.pid]);
-    target
-        .child
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(b"g")
-        .unwrap();
+    target.release();
     let started = Instant::now();
     let held = loop {
         thread::sleep(Duration::from_millis(500));

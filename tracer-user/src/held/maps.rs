@@ -120,17 +120,22 @@ const PTHREAD_RWLOCK_BYTES: u64 = 56;
 /// scheduler's `__sched` functions: `mutex_lock`, `down_write` and their slow paths) is
 /// the acquire's own call site, `caller` (its return address, symbolized). Unreadable
 /// counts as waiting.
-fn blocked_on(symbols: &mut Symbols, tid: u32, held: &HeldLock) -> bool {
+fn blocked_on(symbols: &mut Symbols, tid: u32, held: &HeldLock, frames: &[Frame]) -> bool {
     if is_user_kind(held.kind) {
         return blocked_on_futex(tid, held.lock, held.kind);
     }
     let Ok(text) = std::fs::read_to_string(format!("/proc/{tid}/stack")) else {
         return true;
     };
-    let Some(caller) = symbols.kernel_frames(&[held.caller]).pop() else {
-        return true;
-    };
-    sleeps_at(&text, &caller)
+    // The entry's stack has the call site already (put back if the unwinder lost it);
+    // symbolized on its own only when the stack is missing.
+    match frames.iter().find(|frame| frame.addr == held.caller) {
+        Some(caller) => sleeps_at(&text, caller),
+        None => symbols
+            .kernel_frames(&[held.caller])
+            .pop()
+            .is_none_or(|caller| sleeps_at(&text, &caller)),
+    }
 }
 
 /// Whether the first line of a `/proc/TID/stack` text (`[<0>] FUNCTION+0xOFF/0xSIZE
@@ -218,7 +223,7 @@ pub fn snapshot(maps: &HeldMaps, symbols: &mut Symbols) -> HeldTable {
             };
             let waiting = held.flags & held_state::WAITING != 0
                 && (held.flags & held_state::RETURN_INFERRED == 0
-                    || blocked_on(symbols, tid, held));
+                    || blocked_on(symbols, tid, held, &frames));
             if waiting {
                 task.waiting_for = Some(info);
             } else {

@@ -111,9 +111,14 @@ impl Target {
         }
     }
 
+    /// Lets it run (the byte it waits for), without waiting for it.
+    pub fn release(&mut self) {
+        self.child.stdin.as_mut().unwrap().write_all(b"g").unwrap();
+    }
+
     /// Lets it run and waits for it to exit successfully.
     pub fn go(mut self) {
-        self.child.stdin.as_mut().unwrap().write_all(b"g").unwrap();
+        self.release();
         assert!(self.child.wait().unwrap().success());
     }
 }
@@ -139,14 +144,19 @@ pub struct TracerOutput {
 }
 
 impl Tracer {
-    pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_locktrace"))
+    /// `locktrace trace ARGS`, stdout and stderr piped.
+    fn spawn(args: &[&str]) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_locktrace"))
             .arg("trace")
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap();
+            .unwrap()
+    }
+
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Self::spawn(args);
         let stderr = wait_for_stderr(&mut child, "locktrace: attached");
         Self { child, stderr }
     }
@@ -176,13 +186,7 @@ impl Tracer {
     /// Like `start`, waiting for the metrics address instead and returning what it printed
     /// up to it.
     pub fn start_capturing(args: &[&str]) -> (Self, String) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_locktrace"))
-            .arg("trace")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = Self::spawn(args);
         let (reader, head) = wait_for_stderr_head(&mut child, "locktrace: metrics on");
         (
             Self {
