@@ -273,6 +273,11 @@ pub struct Stats {
     /// A recording's last line cut short (the writer was killed mid-record): skipped,
     /// every complete record before it replayed.
     pub truncated_records: u64,
+    /// Dependency checks the overhead budget skipped (sampled at call sites quiet for a
+    /// while): a dependency first made there meanwhile may be missing.
+    pub budget_checks_skipped: u64,
+    /// Acquires not tracked because the overhead budget had switched their lock family off.
+    pub budget_acquires_skipped: u64,
 }
 
 impl Stats {
@@ -296,6 +301,8 @@ impl Stats {
             foreign_releases,
             class_names_evicted,
             truncated_records,
+            budget_checks_skipped,
+            budget_acquires_skipped,
         } = *other;
         self.events += events;
         self.dropped += dropped;
@@ -314,6 +321,8 @@ impl Stats {
         self.foreign_releases += foreign_releases;
         self.class_names_evicted += class_names_evicted;
         self.truncated_records += truncated_records;
+        self.budget_checks_skipped += budget_checks_skipped;
+        self.budget_acquires_skipped += budget_acquires_skipped;
     }
 
     /// What the source could not see or keep, so that dependencies may be missing or
@@ -351,6 +360,14 @@ impl Stats {
             (
                 self.truncated_records,
                 "recording cut mid-record (last line skipped)",
+            ),
+            (
+                self.budget_checks_skipped,
+                "dependency checks skipped by the overhead budget (quiet call sites sampled)",
+            ),
+            (
+                self.budget_acquires_skipped,
+                "acquires not tracked (lock family switched off by the overhead budget)",
             ),
         ];
         gaps.into_iter()

@@ -338,8 +338,30 @@ pub mod counter {
     /// Tasks forked by a traced task (`trace -- COMMAND`) that did not fit the map of the
     /// traced process tree: neither they nor their children are traced.
     pub const TRACED_TASKS_FULL: u32 = 18;
+    /// Dependency checks the overhead budget skipped (sampling at quiet call sites).
+    pub const BUDGET_CHECKS_SKIPPED: u32 = 19;
+    /// Acquires not tracked because the overhead budget switched their family off.
+    pub const BUDGET_ACQUIRES_SKIPPED: u32 = 20;
     /// Number of counters.
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 21;
+}
+
+/// The overhead budget's load shedding, written by the daemon into the `SHED` array at run
+/// time (a load-time global cannot change while attached).
+pub mod shed {
+    /// Slot: dependency checks at quiet call sites are sampled one in `2^value` (0: all).
+    pub const SAMPLE_SHIFT: u32 = 0;
+    /// Slot: families switched off, a bit per lock kind ([`family_bit`]).
+    pub const FAMILIES_OFF: u32 = 1;
+    /// Number of slots.
+    pub const SLOTS: u32 = 2;
+    /// A call site is quiet once it made no new dependency for this long.
+    pub const QUIET_NS: u64 = 2_000_000_000;
+
+    /// The `FAMILIES_OFF` bit of lock kind `kind` ([`super::kind`]).
+    pub const fn family_bit(kind: u32) -> u32 {
+        1 << (kind & 31)
+    }
 }
 
 /// Capacities of the eBPF maps, shared with the daemon (which drains the dependency set

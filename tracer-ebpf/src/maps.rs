@@ -5,7 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
 use tracer_common::{
-    capacity, counter, DependencyKey, DependencySeen, HeldStack, UserLock, CLASS_NAME_LEN, COMM_LEN,
+    capacity, counter, shed, DependencyKey, DependencySeen, HeldStack, UserLock, CLASS_NAME_LEN,
+    COMM_LEN,
 };
 
 /// Records for the daemon. Userspace may resize it before load (`--ringbuf-kib`).
@@ -53,6 +54,21 @@ pub static ARMED: Array<u32> = Array::with_max_entries(1, 0);
 pub fn armed() -> bool {
     ARMED.get(0).is_some_and(|flag| *flag != 0)
 }
+
+/// The overhead budget's shedding ([`tracer_common::shed`]), written by the daemon.
+#[map]
+pub static SHED: Array<u32> = Array::with_max_entries(shed::SLOTS, 0);
+
+#[inline(always)]
+pub fn shed_slot(slot: u32) -> u32 {
+    SHED.get(slot).map_or(0, |value| *value)
+}
+
+/// Per call site (the lock function's return address), when it last made a new dependency
+/// or was first checked while shedding: only sites quiet for [`shed::QUIET_NS`] are sampled.
+/// Written only while the budget sheds.
+#[map]
+pub static SITE_LAST_NEW: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
 
 /// User lock -> its initialisation site (`class_source::INIT_SITE`), learnt at
 /// `pthread_mutex_init`/`pthread_rwlock_init`, forgotten at `*_destroy`.

@@ -252,5 +252,7 @@ impl KernelState {
         stats.dependencies_lost = counters.get(counter::DEPENDENCY_LOST);
         stats.dependency_set_drains = self.drains;
         stats.unmatched_releases = counters.get(counter::UNMATCHED_RELEASE);
+        stats.budget_checks_skipped = counters.get(counter::BUDGET_CHECKS_SKIPPED);
+        stats.budget_acquires_skipped = counters.get(counter::BUDGET_ACQUIRES_SKIPPED);
     }
 }

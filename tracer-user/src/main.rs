@@ -2,6 +2,7 @@
 mod attach;
 mod bench_hooks;
 mod bpf;
+mod budget;
 mod capabilities;
 mod class_names;
 mod command;

@@ -28,6 +28,16 @@ pub struct MetricsSnapshot<'a> {
     pub deadlocks_in_progress: u64,
     pub deadlocks_detected: u64,
     pub long_holds: u64,
+    pub budget: Option<BudgetMetrics>,
+}
+
+/// The overhead budget's state at a scrape.
+pub struct BudgetMetrics {
+    pub budget_percent: f64,
+    /// The programs' share of busy CPU time in the last second.
+    pub overhead_percent: f64,
+    /// Shedding steps in force (0: full coverage).
+    pub steps_shed: u64,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,6 +53,12 @@ struct StateLabel {
 fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
     let metric = Counter::<u64>::default();
     metric.inc_by(value);
+    registry.register(name, help, metric);
+}
+
+fn gauge_f64(registry: &mut Registry, name: &str, help: &str, value: f64) {
+    let metric = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    metric.set(value);
     registry.register(name, help, metric);
 }
 
@@ -156,6 +172,26 @@ pub fn render(snapshot: &MetricsSnapshot<'_>) -> Result<String> {
         "Locks seen held longer than --hold-threshold",
         snapshot.long_holds,
     );
+    if let Some(budget) = &snapshot.budget {
+        gauge_f64(
+            &mut registry,
+            "overhead_budget_percent",
+            "--max-overhead: the share of busy CPU time allowed to locktrace's programs",
+            budget.budget_percent,
+        );
+        gauge_f64(
+            &mut registry,
+            "overhead_percent",
+            "Share of busy CPU time locktrace's programs took in the last second",
+            budget.overhead_percent,
+        );
+        gauge(
+            &mut registry,
+            "shed_steps",
+            "Overhead-budget shedding steps in force (0: full coverage)",
+            budget.steps_shed,
+        );
+    }
     let mut text = String::new();
     encode(&mut text, &registry)?;
     Ok(text)

@@ -161,6 +161,8 @@ impl StreamedRecording {
 pub struct LiveFindings {
     pub deadlocks: Vec<Deadlock>,
     pub long_holds: Vec<LongHold>,
+    /// `--max-overhead`: what the budget measured and shed (absent: no budget).
+    pub budget: Option<crate::budget::BudgetReport>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -178,6 +180,9 @@ impl LiveFindings {
         let mut json = serde_json::to_value(report)?;
         json["deadlocks"] = serde_json::to_value(&self.deadlocks)?;
         json["long_holds"] = serde_json::to_value(&self.long_holds)?;
+        if let Some(budget) = &self.budget {
+            json["overhead_budget"] = serde_json::to_value(budget)?;
+        }
         Ok(json)
     }
 

@@ -24,7 +24,9 @@ use tracer_common::{counter, DependencyKey, DependencySeen};
 
 use crate::{
     attach::{self, kernel::AttachMode, load_and_attach, Probes},
-    bpf, capabilities,
+    bpf,
+    budget::OverheadBudget,
+    capabilities,
     command::{self, Command, ExitWatch},
     events::{self, comm_str, lock_kind_name, LockOp, Record},
     held::{self, HeldMaps, HeldTable},
@@ -101,6 +103,18 @@ pub struct TraceArgs {
     /// classes and dependencies by kind, cycles by state, deadlocks in progress.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Keep the CPU time of locktrace's programs under PERCENT of the machine's busy CPU
+    /// time, as the kernel measures it (BPF run-time statistics, on while tracing): over
+    /// budget for 2 s, dependency checks at quiet call sites are sampled (1 in 4, 16, 64),
+    /// then lock families are switched off, costliest first; each step is logged, shown and
+    /// reported, and undone when the load falls. `off`: no budget, no statistics.
+    #[arg(
+        long,
+        value_name = "PERCENT|off",
+        default_value = "5",
+        value_parser = crate::budget::parse_max_overhead
+    )]
+    pub max_overhead: crate::budget::MaxOverhead,
     /// Check the arguments and exit (what `cargo xtask dist` runs on the unit's command line).
     #[arg(long, hide = true)]
     pub check_args: bool,
@@ -342,6 +356,10 @@ async fn trace(args: TraceArgs, mut command: Option<Command>) -> Result<ExitCode
         // kallsyms now, with our programs in it: the first report is not held up by it.
         session.ingest.load_kernel_symbols();
     }
+    let mut budget = args
+        .max_overhead
+        .0
+        .and_then(|percent| OverheadBudget::start(&ebpf, percent, &attach::program_kinds()));
     log::info!("attached {attached} probes");
     if let Some(server) = &metrics_server {
         log::info!("metrics on http://{}/metrics", server.local_addr()?);
@@ -357,6 +375,7 @@ async fn trace(args: TraceArgs, mut command: Option<Command>) -> Result<ExitCode
     let mut status_timer = tokio::time::interval(Duration::from_secs(5));
     // The wait-for graph is rebuilt about once a second.
     let mut held_timer = tokio::time::interval(Duration::from_secs(1));
+    let mut budget_timer = tokio::time::interval(Duration::from_secs(1));
     // Everything is ready for its first lock operation: let the command exec.
     let exit_watch = match &mut command {
         Some(command) => Some(command.release()?),
@@ -402,13 +421,28 @@ async fn trace(args: TraceArgs, mut command: Option<Command>) -> Result<ExitCode
                 }
                 let mut stats = lockgraph::Stats::default();
                 session.kernel.fill_stats(&counters, &mut stats);
-                session.console.show(&session.ingest.graph, &counters, &stats);
+                let budget_status = budget.as_ref().map(OverheadBudget::status);
+                session.console.show(
+                    &session.ingest.graph,
+                    &counters,
+                    &stats,
+                    budget_status.as_deref(),
+                );
                 process_maps::sweep();
             }
             _ = held_timer.tick() => session.check_held(),
+            _ = budget_timer.tick() => {
+                if let Some(live) = &mut budget {
+                    if let Err(err) = live.tick(&mut ebpf) {
+                        log::warn!("overhead budget stopped: {err:#}");
+                        budget = None;
+                    }
+                }
+            }
             stream = accept_scrape(metrics_server.as_ref()) => {
                 if let Ok(stream) = stream {
-                    metrics::respond(stream, session.metrics_text(&suppressions)?);
+                    let text = session.metrics_text(&suppressions, budget.as_ref())?;
+                    metrics::respond(stream, text);
                 }
             }
             _ = sigusr2.recv() => {
@@ -453,6 +487,24 @@ async fn trace(args: TraceArgs, mut command: Option<Command>) -> Result<ExitCode
     stats.resynced = session.resynced;
     *session.ingest.graph.stats_mut() = stats;
     drop(ring);
+    if let Some(live) = &budget {
+        let report = live.report();
+        log::info!(
+            "overhead budget {}%: locktrace's programs took {:.2}% of busy CPU time \
+             (highest second {:.2}%); {} budget changes; {}",
+            report.budget_percent,
+            report.overhead_percent,
+            report.max_period_overhead_percent,
+            report.history.len(),
+            if report.shed_at_end.is_empty() {
+                "full coverage at the end".to_string()
+            } else {
+                format!("shed at the end: {}", report.shed_at_end.join(", "))
+            }
+        );
+        session.live.budget = Some(report);
+    }
+    drop(budget);
     // Detach before the (possibly slow) report writing.
     drop(ebpf);
     drop(map_reader);
@@ -559,7 +611,11 @@ impl Session {
 
     /// Deadlocks in progress (reported at once, each once) and long holds.
     /// One scrape's OpenMetrics text: the graph and every counter as they are now.
-    fn metrics_text(&self, suppressions: &Suppressions) -> Result<String> {
+    fn metrics_text(
+        &self,
+        suppressions: &Suppressions,
+        budget: Option<&OverheadBudget>,
+    ) -> Result<String> {
         let counters = self.kernel.counters();
         let mut stats = self.ingest.graph.stats();
         self.kernel.fill_stats(&counters, &mut stats);
@@ -575,6 +631,11 @@ impl Session {
             deadlocks_in_progress: self.deadlocks_in_progress,
             deadlocks_detected: self.live.deadlocks.len() as u64,
             long_holds: self.live.long_holds.len() as u64,
+            budget: budget.map(|live| metrics::BudgetMetrics {
+                budget_percent: live.percent(),
+                overhead_percent: 100.0 * live.last_share(),
+                steps_shed: live.level() as u64,
+            }),
         })
     }
 
@@ -779,7 +840,13 @@ impl StatusLine {
     }
 
     /// The status line; `stats`: the kernel side's figures, whose losses it lists.
-    fn show(&self, graph: &lockgraph::LockGraph, counters: &Counters, stats: &lockgraph::Stats) {
+    fn show(
+        &self,
+        graph: &lockgraph::LockGraph,
+        counters: &Counters,
+        stats: &lockgraph::Stats,
+        budget: Option<&str>,
+    ) {
         let seconds = self.started.elapsed().as_secs_f64().max(1.0);
         let mut line = format!(
             "locktrace: {:.0} lock ops/s, {} classes, {} dependencies, {} cycles, {} dropped",
@@ -789,6 +856,9 @@ impl StatusLine {
             graph.cycles().len(),
             counters.get(counter::RINGBUF_DROPPED),
         );
+        if let Some(budget) = budget {
+            line.push_str(&format!("; {budget}"));
+        }
         let gaps = stats.coverage_gaps();
         if !gaps.is_empty() {
             line.push_str(&format!("; coverage incomplete: {}", gaps.join(", ")));

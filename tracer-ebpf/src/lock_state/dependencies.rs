@@ -363,6 +363,7 @@ pub(super) fn emit_new(
     new_stack_id: i32,
     kept: bool,
 ) {
+    super::budget::site_made_new(new.caller);
     if !emit_dependency(task, occurrence, held, new, new_stack_id) && !kept {
         count(counter::DEPENDENCY_LOST);
     }

@@ -11,6 +11,7 @@ use tracer_common::{
 };
 
 use super::{
+    budget,
     dependencies::{
         emit_new, record_dependencies, record_dependencies_lazily, store_new, Occurrence,
     },
@@ -97,16 +98,21 @@ pub fn acquire<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef, stack_fla
         // return the inner function's probe reports and the outer one then finds done.
         return;
     }
+    if budget::family_off(new.kind) {
+        count(counter::BUDGET_ACQUIRES_SKIPPED);
+        return;
+    }
     emit_lock_op(task, new.lock, new.kind, new.flags, op::ACQUIRE);
+    let check = new.flags & flags::TRY == 0 && !budget::check_skipped(new.caller);
     let stack_id = if stack_flags == 0 {
         let site = site_stack_id(ctx, new.caller);
-        if new.flags & flags::TRY == 0 {
+        if check {
             record_dependencies_lazily(ctx, task, stack, new);
         }
         site
     } else {
         let id = stack_id(ctx, stack_flags);
-        if new.flags & flags::TRY == 0 {
+        if check {
             record_dependencies(task, stack, new, id);
         }
         id
@@ -252,7 +258,7 @@ pub fn release(task: &Task, lock: u64, kind: u32) {
         if was_waiting {
             count(counter::RETURN_MISSED);
         }
-    } else if !was_overflow(stack) {
+    } else if !was_overflow(stack) && !budget::family_off(kind) {
         count(counter::UNMATCHED_RELEASE);
     }
 }
@@ -342,6 +348,10 @@ pub fn holds_locks(task: &Task) -> bool {
 /// held state left behind. Cheap when the task holds nothing (no map insert).
 pub fn acquire_release<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef) {
     count(counter::LOCK_OPS);
+    if budget::family_off(new.kind) {
+        count(counter::BUDGET_ACQUIRES_SKIPPED);
+        return;
+    }
     let Some(stack) = HELD.get_ptr_mut(task.tid) else {
         return;
     };

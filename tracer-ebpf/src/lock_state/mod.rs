@@ -8,7 +8,9 @@
 //! - [`stack_ids`]: stack ids, cached per acquisition site;
 //! - [`dependencies`]: the scan of the held stack for an acquire's dependencies, their
 //!   dedup in `DEPENDENCIES` and their records;
+//! - [`budget`]: the overhead budget's shedding;
 //! - [`held_stack`]: the held-lock stack itself, the operations the probes call.
+mod budget;
 mod dependencies;
 mod filters;
 mod held_stack;

@@ -57,6 +57,28 @@ const PTHREAD_RETURN_TABLE: &[(&str, bool)] = &[
     ("pthread_rwlock_trywrlock", true),
 ];
 
+/// The lock kind a pthread program's acquires record, for the overhead budget (`None`: the
+/// init/destroy bookkeeping, shared by both kinds).
+pub fn program_kind(program_name: &str) -> Option<u32> {
+    if program_name.starts_with("pthread_mutex_") {
+        Some(tracer_common::kind::PTHREAD_MUTEX)
+    } else if program_name.starts_with("pthread_rwlock_") {
+        Some(tracer_common::kind::PTHREAD_RWLOCK)
+    } else {
+        None
+    }
+}
+
+/// Each pthread program that belongs to one lock kind, with that kind.
+pub fn program_kinds() -> Vec<(&'static str, u32)> {
+    let mut programs: Vec<(&'static str, u32)> = PTHREAD_ATTACH_TABLE
+        .iter()
+        .filter_map(|(program, _, _)| Some((*program, program_kind(program)?)))
+        .collect();
+    programs.dedup();
+    programs
+}
+
 /// Where the pthread functions live: `--binary`, else the libc mapped by `pid` (or by us).
 pub fn pthread_target(binary: Option<&Path>, pid: Option<u32>) -> Result<PathBuf> {
     if let Some(binary) = binary {

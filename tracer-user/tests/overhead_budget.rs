@@ -1,0 +1,180 @@
+//! `--max-overhead`: a tiny budget on a busy lock loop sheds, step by step, until the
+//! pthread family is off, and says so in the log, the status line, the metrics and the
+//! report; when the load stops, full coverage comes back, and an inversion made afterwards
+//! is found.
+mod common;
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::TcpStream,
+    process::{Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::{assert_root, compile, read_json, scratch_dir, Target};
+
+/// Waits for a stderr line containing `needle`, returning it; everything seen goes to `log`.
+fn wait_line(lines: &mpsc::Receiver<String>, log: &mut String, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+            Err(_) => panic!("no line with '{needle}' in:\n{log}"),
+        }
+    }
+}
+
+fn scrape(addr: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+fn metric(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+}
+
+#[test]
+fn a_tiny_budget_sheds_visibly_and_coverage_returns_when_the_load_stops() {
+    assert_root();
+    let dir = scratch_dir("budget");
+    let binary = compile(&dir, "budget_phases", None);
+    let mut target = Target::start(&binary, &[]);
+    let report = dir.join("report.json");
+    let mut tracer = Command::new(env!("CARGO_BIN_EXE_locktrace"))
+        .args([
+            "trace",
+            "--user",
+            "--pid",
+            &target.pid,
+            "--max-overhead",
+            "0.01",
+        ])
+        .args(["--metrics", "127.0.0.1:0", "--report-json"])
+        .arg(&report)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = tracer.stderr.take().unwrap();
+    let (sender, lines) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = String::new();
+    wait_line(&lines, &mut log, "overhead budget: 0.01% of busy CPU time");
+    wait_line(&lines, &mut log, "locktrace: attached");
+    let addr = wait_line(&lines, &mut log, "metrics on http://")
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("/metrics")
+        .to_string();
+    assert_eq!(metric(&scrape(&addr), "locktrace_shed_steps"), 0.0, "{log}");
+
+    target.release();
+    // Sampling first, then the family: the order is the documented one.
+    let first = wait_line(&lines, &mut log, "shedding:");
+    assert!(first.contains("sampled 1 in 4"), "{log}");
+    wait_line(
+        &lines,
+        &mut log,
+        "shedding: pthread_mutex acquires not traced",
+    );
+    let status = wait_line(&lines, &mut log, "; SHED for ");
+    assert!(status.contains("pthread_mutex off"), "{status}");
+    let busy = scrape(&addr);
+    assert!(metric(&busy, "locktrace_shed_steps") >= 4.0, "{busy}");
+    assert!(
+        metric(&busy, "locktrace_overhead_budget_percent") == 0.01,
+        "{busy}"
+    );
+    assert!(
+        metric(&busy, "locktrace_budget_acquires_skipped_total") > 0.0,
+        "{busy}"
+    );
+
+    // The load stops: everything is given back.
+    target
+        .child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"i")
+        .unwrap();
+    wait_line(&lines, &mut log, "full coverage restored");
+    assert_eq!(metric(&scrape(&addr), "locktrace_shed_steps"), 0.0, "{log}");
+
+    // With coverage back, a new inversion is traced.
+    target
+        .child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"c")
+        .unwrap();
+    assert!(target.child.wait().unwrap().success());
+    thread::sleep(Duration::from_millis(500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(60)) {
+        log.push_str(&line);
+        log.push('\n');
+    }
+    assert!(tracer.wait().unwrap().success(), "{log}");
+    assert!(
+        log.contains("coverage incomplete"),
+        "the summary names the gap:\n{log}"
+    );
+
+    let json = read_json(&report);
+    let budget = &json["overhead_budget"];
+    assert_eq!(budget["budget_percent"], 0.01);
+    assert_eq!(
+        budget["shed_at_end"].as_array().unwrap().len(),
+        0,
+        "{budget}"
+    );
+    let actions: Vec<&str> = budget["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"shed") && actions.last() == Some(&"restored"),
+        "{budget}"
+    );
+    assert!(json["stats"]["budget_acquires_skipped"].as_u64().unwrap() > 0);
+    let cycles = json["cycles"].as_array().unwrap();
+    let names: Vec<String> = cycles
+        .iter()
+        .flat_map(|cycle| cycle["classes"].as_array().unwrap().iter())
+        .map(|class| class.as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "c") && names.iter().any(|n| n == "d"),
+        "the C <-> D inversion after the restore is a cycle: {cycles:#?}"
+    );
+}
