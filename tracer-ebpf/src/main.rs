@@ -4,6 +4,7 @@
 #![no_main]
 
 mod capability;
+mod empty_hooks;
 mod klock;
 mod lock_state;
 mod maps;

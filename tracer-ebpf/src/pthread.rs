@@ -414,10 +414,3 @@ pub fn pthread_rwlock_unlock(ctx: ProbeContext) -> u32 {
     let _ = try_release(&ctx, kind::PTHREAD_RWLOCK);
     0
 }
-
-/// Does nothing: `locktrace bench-hooks` puts it where `trace --user` hooks a lock pair, so
-/// that `cargo xtask bench` can set the tracer's cost against the hooking's own.
-#[uprobe]
-pub fn pthread_empty_hook(_ctx: ProbeContext) -> u32 {
-    0
-}

@@ -6,7 +6,8 @@ use aya::{
 };
 
 /// The eBPF object built by `build.rs`, embedded so that the binary is self-contained.
-static TRACER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
+pub(crate) static TRACER_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
 
 /// Load-time switches and filters (globals in the object, not config maps).
 #[derive(Debug, Clone, Default)]

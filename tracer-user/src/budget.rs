@@ -20,12 +20,19 @@ use aya::Ebpf;
 use serde::Serialize;
 use tracer_common::{kind, shed};
 
+use crate::attach::shed_links::{FamilyLink, HookRole};
+
 /// Consecutive periods over budget before a step is shed (a burst alone sheds nothing).
 const PERIODS_OVER: u32 = 2;
 /// Consecutive periods in which a lighter level would fit before it is restored.
 const PERIODS_UNDER: u32 = 2;
 /// A lighter level is restored when its predicted share fits in this part of the budget.
 const RESTORE_FRACTION: f64 = 0.5;
+/// A shed this soon (periods) after a restore doubles the wait before the next restore: a
+/// detached family shows no load, so giving it back is how its load is measured again.
+const RELAPSE_PERIODS: u32 = 10;
+/// The longest wait between restore attempts (periods).
+const MAX_BACKOFF: u32 = 300;
 /// The sampling steps, as `shed::SAMPLE_SHIFT` values (one in 4, 16, 64).
 const SAMPLE_SHIFTS: [u32; 3] = [2, 4, 6];
 
@@ -121,6 +128,12 @@ pub struct BudgetPolicy {
     over: u32,
     under: u32,
     exhausted: bool,
+    /// Periods observed, and the period of the last shed and of the last restore.
+    period: u32,
+    last_shed: u32,
+    last_restore: Option<u32>,
+    /// Periods to wait after a shed before a restore.
+    backoff: u32,
 }
 
 impl BudgetPolicy {
@@ -132,6 +145,10 @@ impl BudgetPolicy {
             over: 0,
             under: 0,
             exhausted: false,
+            period: 0,
+            last_shed: 0,
+            last_restore: None,
+            backoff: PERIODS_UNDER,
         }
     }
 
@@ -154,6 +171,7 @@ impl BudgetPolicy {
 
     /// Takes one period's figures; `sheddable`: the lock kinds traced in this session.
     pub fn observe(&mut self, period: &Period, sheddable: &[u32]) -> Option<Change> {
+        self.period += 1;
         let level = self.steps.len();
         if self.ns_per_run.len() <= level {
             self.ns_per_run.resize(level + 1, None);
@@ -170,6 +188,15 @@ impl BudgetPolicy {
             self.over = 0;
             return match self.next_step(period, sheddable) {
                 Some(step) => {
+                    let relapse = self
+                        .last_restore
+                        .is_some_and(|restored| self.period - restored <= RELAPSE_PERIODS);
+                    self.backoff = if relapse {
+                        (self.backoff * 2).min(MAX_BACKOFF)
+                    } else {
+                        PERIODS_UNDER
+                    };
+                    self.last_shed = self.period;
                     self.steps.push(step);
                     Some(Change::Shed(step))
                 }
@@ -181,16 +208,21 @@ impl BudgetPolicy {
             };
         }
         self.over = 0;
-        let Some(target) = (0..level).find(|&lighter| self.fits(lighter, period)) else {
+        // One step at a time: a family given back shows its load again before the next.
+        let Some(target) = level
+            .checked_sub(1)
+            .filter(|&lighter| self.fits(lighter, period))
+        else {
             self.under = 0;
             return None;
         };
         self.under += 1;
-        if self.under < PERIODS_UNDER {
+        if self.under < PERIODS_UNDER || self.period - self.last_shed < self.backoff {
             return None;
         }
         self.under = 0;
         self.exhausted = false;
+        self.last_restore = Some(self.period);
         let mut restored = self.steps.split_off(target);
         restored.reverse();
         Some(Change::Restored(restored))
@@ -278,6 +310,7 @@ pub struct OverheadBudget {
     percent: f64,
     /// Program name -> the lock kinds whose families run it.
     program_kinds: HashMap<String, Vec<u32>>,
+    links: Vec<FamilyLink>,
     sheddable: Vec<u32>,
     first: Reading,
     last: Reading,
@@ -291,7 +324,12 @@ pub struct OverheadBudget {
 impl OverheadBudget {
     /// Starts measuring; `None` (with a warning saying so) where the kernel cannot measure
     /// program run time (before Linux 5.8, or not permitted): the trace goes on unbudgeted.
-    pub fn start(ebpf: &Ebpf, percent: f64, program_kinds: &[(&str, u32)]) -> Option<Self> {
+    pub fn start(
+        ebpf: &Ebpf,
+        percent: f64,
+        program_kinds: &[(&str, u32)],
+        links: Vec<FamilyLink>,
+    ) -> Option<Self> {
         let stats = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
             Ok(fd) => fd,
             Err(err) => {
@@ -337,6 +375,7 @@ impl OverheadBudget {
             policy: BudgetPolicy::new(percent),
             percent,
             program_kinds: kinds,
+            links,
             sheddable,
             last: first.clone(),
             first,
@@ -348,8 +387,10 @@ impl OverheadBudget {
         })
     }
 
-    /// Reads the period that ended now, decides, and writes what to shed into the `SHED` map.
-    pub fn tick(&mut self, ebpf: &mut Ebpf) -> Result<()> {
+    /// Reads the period that ended now, decides, and writes what to shed into the `SHED` map;
+    /// `holds(kind)`: whether some task holds a lock of that kind now.
+    pub fn tick(&mut self, ebpf: &mut Ebpf, holds: impl Fn(u32) -> bool) -> Result<()> {
+        self.detach_idle_releases(ebpf, holds)?;
         let now = read(ebpf)?;
         let period = self.period(&self.last, &now);
         self.last = now;
@@ -368,9 +409,22 @@ impl OverheadBudget {
                     self.percent
                 );
                 self.since.get_or_insert_with(Instant::now);
+                if let ShedStep::FamilyOff(lock_kind) = step {
+                    // Off first, so that no acquire half-runs while its hooks go.
+                    self.apply(ebpf)?;
+                    self.set_links(ebpf, *lock_kind, HookRole::Acquire, false)?;
+                }
                 ("shed", vec![step.to_string()])
             }
             Change::Restored(steps) => {
+                for step in steps {
+                    if let ShedStep::FamilyOff(lock_kind) = step {
+                        // Releases first: every lock taken once acquires record is released
+                        // through a traced release.
+                        self.set_links(ebpf, *lock_kind, HookRole::Release, true)?;
+                        self.set_links(ebpf, *lock_kind, HookRole::Acquire, true)?;
+                    }
+                }
                 let text: Vec<String> = steps.iter().map(ToString::to_string).collect();
                 let left = self.shed_now();
                 if left.is_empty() {
@@ -404,6 +458,60 @@ impl OverheadBudget {
             overhead_percent: overhead,
         });
         self.apply(ebpf)
+    }
+
+    /// Detaches (`attached` false) or attaches the links of one family's side.
+    fn set_links(
+        &mut self,
+        ebpf: &mut Ebpf,
+        lock_kind: u32,
+        role: HookRole,
+        attached: bool,
+    ) -> Result<()> {
+        let mut changed = 0;
+        for link in self
+            .links
+            .iter_mut()
+            .filter(|link| link.lock_kind == lock_kind && link.role == role)
+        {
+            if link.is_attached() != attached {
+                if attached {
+                    link.attach(ebpf)
+                } else {
+                    link.detach(ebpf)
+                }
+                .with_context(|| {
+                    format!("overhead budget: {} {}", link.program, kind_name(lock_kind))
+                })?;
+                changed += 1;
+            }
+        }
+        if changed > 0 {
+            log::info!(
+                "overhead budget: {} {changed} {} {:?} hooks",
+                if attached { "attached" } else { "detached" },
+                kind_name(lock_kind),
+                role
+            );
+        }
+        Ok(())
+    }
+
+    /// A family switched off whose locks are all released: its release hooks can go too
+    /// (no lock of it can be taken while it is off).
+    fn detach_idle_releases(&mut self, ebpf: &mut Ebpf, holds: impl Fn(u32) -> bool) -> Result<()> {
+        for step in self.policy.steps().to_vec() {
+            let ShedStep::FamilyOff(lock_kind) = step else {
+                continue;
+            };
+            let attached = self.links.iter().any(|link| {
+                link.lock_kind == lock_kind && link.role == HookRole::Release && link.is_attached()
+            });
+            if attached && !holds(lock_kind) {
+                self.set_links(ebpf, lock_kind, HookRole::Release, false)?;
+            }
+        }
+        Ok(())
     }
 
     fn apply(&self, ebpf: &mut Ebpf) -> Result<()> {
@@ -636,17 +744,38 @@ mod tests {
             assert_eq!(policy.observe(&light, &sheddable), None);
         }
         assert_eq!(policy.steps().len(), 2);
-        // The load falls to a hundredth: full coverage fits, restored after two periods.
+        // The load falls to a hundredth: each lighter level fits, given back a step per two
+        // periods, the last shed first.
         let idle = period(20_000, 1_000, 100_000_000);
-        assert_eq!(policy.observe(&idle, &sheddable), None);
-        assert_eq!(
-            policy.observe(&idle, &sheddable),
-            Some(Change::Restored(vec![
-                ShedStep::Sample(4),
-                ShedStep::Sample(2)
-            ]))
-        );
+        let mut restored = Vec::new();
+        for _ in 0..4 {
+            if let Some(Change::Restored(steps)) = policy.observe(&idle, &sheddable) {
+                restored.extend(steps);
+            }
+        }
+        assert_eq!(restored, [ShedStep::Sample(4), ShedStep::Sample(2)]);
         assert_eq!(policy.slots(), (0, 0));
+    }
+
+    #[test]
+    fn a_restore_that_brings_the_load_back_waits_longer_each_time() {
+        let mut policy = BudgetPolicy::new(5.0);
+        let hot = period(20_000_000, 100_000, 100_000_000);
+        // A detached family: its load is invisible, the period looks idle.
+        let blind = period(0, 0, 100_000_000);
+        let mut waits = Vec::new();
+        for _ in 0..4 {
+            while !matches!(policy.observe(&hot, &[kind::MUTEX]), Some(Change::Shed(_))) {}
+            let mut waited = 0;
+            while !matches!(
+                policy.observe(&blind, &[kind::MUTEX]),
+                Some(Change::Restored(_))
+            ) {
+                waited += 1;
+            }
+            waits.push(waited);
+        }
+        assert!(waits.windows(2).all(|pair| pair[1] > pair[0]), "{waits:?}");
     }
 
     #[test]

@@ -194,8 +194,14 @@ enum Command {
     /// `cargo xtask bench` measures the tracer against.
     #[command(hide = true)]
     BenchHooks {
-        #[arg(long)]
-        pid: std::num::NonZeroU32,
+        /// Empty uprobes on this process's pthread lock functions.
+        #[arg(long, required_unless_present = "kernel")]
+        pid: Option<std::num::NonZeroU32>,
+        /// Empty programs on every kernel hook of `trace` (kernel mode).
+        #[arg(long, conflicts_with = "pid")]
+        kernel: bool,
+        #[arg(long, value_enum, default_value_t)]
+        attach: attach::kernel::AttachMode,
     },
     /// Measure the daemon's ingest path on synthetic records (used by `cargo xtask bench`).
     #[command(hide = true)]
@@ -245,7 +251,14 @@ fn main() -> ExitCode {
         }
         Command::Man { out_dir } => write_man_pages(&out_dir),
         Command::BenchIngest { events, classes } => ingest_bench::run(events, classes),
-        Command::BenchHooks { pid } => bench_hooks::run(pid),
+        Command::BenchHooks {
+            pid,
+            kernel,
+            attach,
+        } => match pid {
+            Some(pid) if !kernel => bench_hooks::run_user(pid),
+            _ => bench_hooks::run_kernel(attach),
+        },
     };
     match result {
         Ok(code) => code,

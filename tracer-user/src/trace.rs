@@ -339,7 +339,7 @@ async fn trace(args: TraceArgs, mut command: Option<Command>) -> Result<ExitCode
         binary: args.binary.clone(),
         tree_root: command.as_ref().map(Command::pid),
     };
-    let (mut ebpf, attached) = load_and_attach(&options, &probes)?;
+    let (mut ebpf, attached, family_links) = load_and_attach(&options, &probes)?;
     // The tree's processes that exit before their maps were read wait for it.
     let map_reader = match &command {
         Some(_) => Some(MapReader::start(&mut ebpf)?),
@@ -356,10 +356,9 @@ async fn trace(args: TraceArgs, mut command: Option<Command>) -> Result<ExitCode
         // kallsyms now, with our programs in it: the first report is not held up by it.
         session.ingest.load_kernel_symbols();
     }
-    let mut budget = args
-        .max_overhead
-        .0
-        .and_then(|percent| OverheadBudget::start(&ebpf, percent, &attach::program_kinds()));
+    let mut budget = args.max_overhead.0.and_then(|percent| {
+        OverheadBudget::start(&ebpf, percent, &attach::program_kinds(), family_links)
+    });
     log::info!("attached {attached} probes");
     if let Some(server) = &metrics_server {
         log::info!("metrics on http://{}/metrics", server.local_addr()?);
@@ -433,7 +432,8 @@ async fn trace(args: TraceArgs, mut command: Option<Command>) -> Result<ExitCode
             _ = held_timer.tick() => session.check_held(),
             _ = budget_timer.tick() => {
                 if let Some(live) = &mut budget {
-                    if let Err(err) = live.tick(&mut ebpf) {
+                    let holds = |lock_kind| session.holds_kind(lock_kind);
+                    if let Err(err) = live.tick(&mut ebpf, holds) {
                         log::warn!("overhead budget stopped: {err:#}");
                         budget = None;
                     }
@@ -602,6 +602,13 @@ impl Session {
 
     fn write_snapshot(&self, dir: &Path, suppressions: &Suppressions, graphml: bool) -> Result<()> {
         output::write_snapshot(dir, &self.ingest.graph, suppressions, graphml)
+    }
+
+    /// Whether some task holds a lock of `lock_kind` now (unknown: assumed so).
+    fn holds_kind(&self, lock_kind: u32) -> bool {
+        self.held_maps
+            .as_ref()
+            .is_none_or(|maps| maps.holds_kind(lock_kind))
     }
 
     fn held_table(&mut self) -> Option<HeldTable> {

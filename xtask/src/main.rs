@@ -53,6 +53,9 @@ enum Task {
         /// Only what runs on the host (ingest, user-space overhead): no VM, no fuzzing.
         #[arg(long)]
         host_only: bool,
+        /// Only the kernel overhead bench in the VM, on this kernel (6.12 or 6.1).
+        #[arg(long, conflicts_with = "host_only")]
+        kernel: Option<String>,
     },
     /// Package for fleets under target/dist/: binary, man pages, shell completions, systemd
     /// unit and a Debian package of them all.
@@ -128,7 +131,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Task::Bench { host_only } => bench::bench(host_only),
+        Task::Bench { host_only, kernel } => bench::bench(host_only, kernel.as_deref()),
         Task::Vm {
             kernel,
             scenario,

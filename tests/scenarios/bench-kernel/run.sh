@@ -1,11 +1,14 @@
 #!/bin/sh
 # Benchmark (run by `cargo xtask bench`): the same workload with no tracer, with locktrace
-# (kernel mode, default options) and with klockstat, in alternating rounds. One line per
-# measurement goes to /out/bench.txt: `round=R mode=M ops_per_s=N`.
+# (kernel mode: unbudgeted, `--max-overhead off`, and with its default budget), with empty
+# programs on the same hooks (`locktrace bench-hooks --kernel`: the floor) and with
+# klockstat, in alternating rounds. One line per measurement goes to /out/bench.txt:
+# `round=R mode=M ops_per_s=N`.
 ROUNDS=${ROUNDS:-3}
 # Per-program run counts and times, for the profile (off by default in the kernel).
 echo 1 > /proc/sys/kernel/bpf_stats_enabled
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-3}
+BUDGET_WARMUP_S=${BUDGET_WARMUP_S:-12}
 : > /out/bench.txt
 
 measure() { # mode
@@ -38,20 +41,35 @@ wait_for_links() { # pid: until its attached programs stop growing (klockstat bu
 	done
 }
 
+traced() { # mode [trace options]: one measurement under `locktrace trace`
+	mode=$1; shift
+	# Gone before the spawn: the redirection below truncates it only once the child runs,
+	# and wait_for must not find the previous run's "attached" line.
+	rm -f /tmp/lt.log
+	/bin/lt-spawn /locktrace trace "$@" --report-json /out/$mode-round$r.json > /dev/null 2> /tmp/lt.log &
+	pid=$!
+	wait_for /tmp/lt.log '^locktrace: attached' $pid
+	# A budget acts on sustained load, a step per 2 s over it: measured once it has settled.
+	[ "$mode" = locktrace-budget ] && ./workload 2 "$BUDGET_WARMUP_S" > /dev/null
+	measure $mode
+	./workload progs > /out/profile-$mode-round$r.txt
+	kill -INT $pid; wait $pid
+	grep -E 'detached|overhead budget' /tmp/lt.log | sed "s/^/$mode: /" | tee -a /out/bench.txt
+}
+
 r=1
 while [ $r -le "$ROUNDS" ]; do
 	measure none
 
-	# Gone before the spawn: the redirection below truncates it only once the child runs,
-	# and wait_for must not find the previous round's "attached" line.
+	traced locktrace --max-overhead off
+	traced locktrace-budget
+	# Gone before each spawn, as in `traced`.
 	rm -f /tmp/lt.log
-	/bin/lt-spawn /locktrace trace --report-json /out/locktrace-round$r.json > /dev/null 2> /tmp/lt.log &
+	/bin/lt-spawn /locktrace bench-hooks --kernel > /dev/null 2> /tmp/lt.log &
 	pid=$!
 	wait_for /tmp/lt.log '^locktrace: attached' $pid
-	measure locktrace
-	./workload progs > /out/profile-locktrace-round$r.txt
+	measure empty-hooks
 	kill -INT $pid; wait $pid
-	grep 'detached' /tmp/lt.log | tee -a /out/bench.txt
 
 	/bin/lt-spawn /usr/sbin/klockstat > /tmp/klockstat.out 2>&1 &
 	pid=$!

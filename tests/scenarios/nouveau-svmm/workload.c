@@ -88,6 +88,14 @@ static int child_exits_open(size_t len, long page)
 			fprintf(stderr, "workload: child: open %s: %s\n", dev, strerror(errno));
 			_exit(1);
 		}
+		/*
+		 * Written here, before the notifier is registered: `vma` was written by the parent
+		 * before fork, so its page is copy-on-write, and the GET's copy_to_user would
+		 * otherwise break the COW under the notifier (an invalidation through a page fault
+		 * in the ioctl) whenever ASLR put `vma` on a stack page the child had not yet
+		 * written — a second path to &svmm->mutex, taken or not by chance.
+		 */
+		*(volatile uint64_t *)&vma.size = 0x10000;
 		if (xioctl(fd, NOUVEAU_SVMM_INIT, NULL, "NOUVEAU_SVMM_INIT") ||
 		    xioctl(fd, NOUVEAU_VMM_GET, &vma, "NOUVEAU_VMM_GET") ||
 		    map_touch_unmap(len, page))

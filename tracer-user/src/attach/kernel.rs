@@ -22,6 +22,7 @@ use aya::{
 use super::{
     kernel_globals::{tracefs_events, GFP_TYPE},
     kernel_table::{Family, Hook, KERNEL_ATTACH_TABLE},
+    shed_links::FamilyLink,
     AttachReport,
 };
 use crate::{
@@ -67,11 +68,67 @@ struct Attacher<'a> {
     ebpf: &'a mut Ebpf,
     btf: Option<&'static Btf>,
     loaded_kprobes: HashSet<&'static str>,
+    /// `bench-hooks --kernel`: every program replaced by an empty one.
+    empty: Option<EmptyPrograms>,
+    /// The lock kind of the table row being attached, and the links made for the budget.
+    lock_kind: u32,
+    links: Vec<FamilyLink>,
+}
+
+/// The empty programs of the object (`tracer-ebpf/src/empty_hooks.rs`), handed out one per
+/// fentry/fexit/tp_btf slot (such a program is loaded for one target).
+#[derive(Default)]
+struct EmptyPrograms {
+    fentry: usize,
+    fexit: usize,
+    btf: usize,
+}
+
+impl EmptyPrograms {
+    fn next(counter: &mut usize, prefix: &str) -> &'static str {
+        let name = format!("{prefix}{counter}");
+        *counter += 1;
+        // A handful of short names for the process's life: leaked, not cloned per call.
+        Box::leak(name.into_boxed_str())
+    }
 }
 
 impl Attacher<'_> {
-    fn fentry(&mut self, function: &str, fentry: &str, fexit: Option<&str>) -> Result<(), String> {
+    fn record(&mut self, link: Option<FamilyLink>) {
+        if self.empty.is_none() {
+            self.links.extend(link);
+        }
+    }
+
+    /// The program to load in place of `program`: itself, or an empty one.
+    fn program_for(&mut self, program: &'static str) -> &'static str {
+        let Some(empty) = &mut self.empty else {
+            return program;
+        };
+        if program.starts_with("fentry_") {
+            EmptyPrograms::next(&mut empty.fentry, "empty_fentry_")
+        } else if program.starts_with("fexit_") {
+            EmptyPrograms::next(&mut empty.fexit, "empty_fexit_")
+        } else if program.starts_with("btf_") {
+            EmptyPrograms::next(&mut empty.btf, "empty_btf_")
+        } else if program.starts_with("kretprobe_") {
+            "empty_kretprobe"
+        } else if program.starts_with("kprobe_") {
+            "empty_kprobe"
+        } else {
+            "empty_tracepoint"
+        }
+    }
+
+    fn fentry(
+        &mut self,
+        function: &str,
+        fentry: &'static str,
+        fexit: Option<&'static str>,
+    ) -> Result<(), String> {
         let btf = self.btf.ok_or("no kernel BTF")?;
+        let fentry = self.program_for(fentry);
+        let fexit = fexit.map(|fexit| self.program_for(fexit));
         let program: &mut FEntry = self
             .ebpf
             .program_mut(fentry)
@@ -81,9 +138,10 @@ impl Attacher<'_> {
         program
             .load(function, btf)
             .map_err(|err| format!("loading {fentry}: {}", error_chain(&err)))?;
-        program
+        let id = program
             .attach()
             .map_err(|err| format!("attaching {fentry}: {}", error_chain(&err)))?;
+        self.record(FamilyLink::fentry(fentry, self.lock_kind, id));
         if let Some(fexit) = fexit {
             let program: &mut FExit = self
                 .ebpf
@@ -94,14 +152,16 @@ impl Attacher<'_> {
             program
                 .load(function, btf)
                 .map_err(|err| format!("loading {fexit}: {}", error_chain(&err)))?;
-            program
+            let id = program
                 .attach()
                 .map_err(|err| format!("attaching {fexit}: {}", error_chain(&err)))?;
+            self.record(FamilyLink::fexit(fexit, self.lock_kind, id));
         }
         Ok(())
     }
 
     fn kprobe(&mut self, function: &str, program_name: &'static str) -> Result<(), String> {
+        let program_name = self.program_for(program_name);
         let program: &mut KProbe = self
             .ebpf
             .program_mut(program_name)
@@ -113,12 +173,19 @@ impl Attacher<'_> {
                 .load()
                 .map_err(|err| format!("loading {program_name}: {}", error_chain(&err)))?;
         }
-        program.attach(function, 0).map(drop).map_err(|err| {
+        let id = program.attach(function, 0).map_err(|err| {
             format!(
                 "attaching {program_name} to {function}: {}",
                 error_chain(&err)
             )
-        })
+        })?;
+        self.record(FamilyLink::kprobe(
+            program_name,
+            self.lock_kind,
+            function,
+            id,
+        ));
+        Ok(())
     }
 
     fn kprobes(
@@ -137,8 +204,9 @@ impl Attacher<'_> {
         self.kprobe(function, kprobe)
     }
 
-    fn btf_tracepoint(&mut self, name: &str, program_name: &str) -> Result<(), String> {
+    fn btf_tracepoint(&mut self, name: &str, program_name: &'static str) -> Result<(), String> {
         let btf = self.btf.ok_or("no kernel BTF")?;
+        let program_name = self.program_for(program_name);
         let program: &mut BtfTracePoint = self
             .ebpf
             .program_mut(program_name)
@@ -148,26 +216,44 @@ impl Attacher<'_> {
         program
             .load(name, btf)
             .map_err(|err| format!("loading {program_name}: {}", error_chain(&err)))?;
-        program
+        let id = program
             .attach()
-            .map(drop)
-            .map_err(|err| format!("attaching {program_name}: {}", error_chain(&err)))
+            .map_err(|err| format!("attaching {program_name}: {}", error_chain(&err)))?;
+        self.record(FamilyLink::btf_tracepoint(program_name, self.lock_kind, id));
+        Ok(())
     }
 
-    fn tracepoint(&mut self, category: &str, name: &str, program_name: &str) -> Result<(), String> {
+    fn tracepoint(
+        &mut self,
+        category: &str,
+        name: &str,
+        program_name: &'static str,
+    ) -> Result<(), String> {
+        let empty = self.empty.is_some();
+        let program_name = self.program_for(program_name);
         let program: &mut TracePoint = self
             .ebpf
             .program_mut(program_name)
             .ok_or_else(|| format!("{program_name} missing from the object"))?
             .try_into()
             .map_err(|err| error_chain(&err))?;
-        program
-            .load()
-            .map_err(|err| format!("loading {program_name}: {}", error_chain(&err)))?;
-        program
+        // The empty tracepoint program is one, attached to several tracepoints.
+        if !empty || self.loaded_kprobes.insert(program_name) {
+            program
+                .load()
+                .map_err(|err| format!("loading {program_name}: {}", error_chain(&err)))?;
+        }
+        let id = program
             .attach(category, name)
-            .map(drop)
-            .map_err(|err| error_chain(&err))
+            .map_err(|err| error_chain(&err))?;
+        self.record(FamilyLink::tracepoint(
+            program_name,
+            self.lock_kind,
+            category,
+            name,
+            id,
+        ));
+        Ok(())
     }
 }
 
@@ -178,6 +264,26 @@ pub fn attach_kernel_probes(
     mode: AttachMode,
     caps: &Capabilities,
     report: &mut AttachReport,
+) -> Result<()> {
+    attach_kernel_hooks(ebpf, mode, caps, report, false)
+}
+
+/// The same hooks with empty programs (`bench-hooks --kernel`): the benchmark's floor.
+pub fn attach_empty_kernel_hooks(
+    ebpf: &mut Ebpf,
+    mode: AttachMode,
+    caps: &Capabilities,
+    report: &mut AttachReport,
+) -> Result<()> {
+    attach_kernel_hooks(ebpf, mode, caps, report, true)
+}
+
+fn attach_kernel_hooks(
+    ebpf: &mut Ebpf,
+    mode: AttachMode,
+    caps: &Capabilities,
+    report: &mut AttachReport,
+    empty: bool,
 ) -> Result<()> {
     let use_fentry = match mode {
         AttachMode::Fentry => {
@@ -221,11 +327,15 @@ pub fn attach_kernel_probes(
         ebpf,
         btf,
         loaded_kprobes: HashSet::new(),
+        empty: empty.then(EmptyPrograms::default),
+        lock_kind: 0,
+        links: Vec::new(),
     };
     let mut lock_ops = 0usize;
     let mut per_family: HashMap<&str, usize> = HashMap::new();
     for point in KERNEL_ATTACH_TABLE {
         let family = point.family.as_str();
+        attacher.lock_kind = point.family.lock_kind();
         let expected = if point.optional {
             "optional, absent on this kernel"
         } else {
@@ -335,5 +445,48 @@ pub fn attach_kernel_probes(
     if lock_ops == 0 {
         bail!("no kernel mutex/rwsem probe could be attached (see the skipped list)");
     }
+    report.links.append(&mut attacher.links);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `bench-hooks --kernel` hands out one empty program per fentry, fexit and tp_btf slot
+    /// of the table: the object must have enough of each.
+    #[test]
+    fn the_object_has_an_empty_program_for_every_table_slot() {
+        let object = aya_obj::Object::parse(crate::bpf::TRACER_OBJECT).unwrap();
+        let mut attacher_pool = EmptyPrograms::default();
+        let mut wanted = Vec::new();
+        for point in KERNEL_ATTACH_TABLE {
+            match point.hook {
+                Hook::Function { fexit, .. } => {
+                    wanted.push(EmptyPrograms::next(
+                        &mut attacher_pool.fentry,
+                        "empty_fentry_",
+                    ));
+                    if fexit.is_some() {
+                        wanted.push(EmptyPrograms::next(
+                            &mut attacher_pool.fexit,
+                            "empty_fexit_",
+                        ));
+                    }
+                }
+                Hook::Tracepoint { btf_program, .. } => {
+                    if btf_program.is_some() {
+                        wanted.push(EmptyPrograms::next(&mut attacher_pool.btf, "empty_btf_"));
+                    }
+                }
+            }
+        }
+        wanted.extend(["empty_kprobe", "empty_kretprobe", "empty_tracepoint"]);
+        for name in wanted {
+            assert!(
+                object.programs.contains_key(name),
+                "{name} missing from the object"
+            );
+        }
+    }
 }

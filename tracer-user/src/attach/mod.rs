@@ -4,6 +4,7 @@ pub mod kernel;
 mod kernel_globals;
 pub mod kernel_table;
 pub mod pthread;
+pub mod shed_links;
 pub mod task;
 pub mod task_tree;
 
@@ -23,6 +24,8 @@ use crate::{
 pub struct AttachReport {
     pub attached: Vec<String>,
     pub skipped: Vec<(String, String)>,
+    /// The lock families' links, which the overhead budget may detach and attach again.
+    pub links: Vec<shed_links::FamilyLink>,
 }
 
 impl AttachReport {
@@ -73,7 +76,10 @@ pub struct Probes {
 /// Loads the object and attaches what this kernel allows, saying plainly what it could not.
 /// Returns the object and the number of probes attached, for the caller to announce once it
 /// is ready to take events (`locktrace: attached N probes`, which harnesses wait for).
-pub fn load_and_attach(options: &LoadOptions, probes: &Probes) -> Result<(Ebpf, usize)> {
+pub fn load_and_attach(
+    options: &LoadOptions,
+    probes: &Probes,
+) -> Result<(Ebpf, usize, Vec<shed_links::FamilyLink>)> {
     let mut ebpf = load_object(options)?;
     log::debug!("eBPF object loaded");
     let caps = capabilities::probe(Some(&mut ebpf));
@@ -105,5 +111,5 @@ pub fn load_and_attach(options: &LoadOptions, probes: &Probes) -> Result<(Ebpf, 
         bail!("no lock probe could be attached (see `locktrace doctor`)");
     }
     crate::bpf::set_armed(&mut ebpf, true)?;
-    Ok((ebpf, report.attached.len()))
+    Ok((ebpf, report.attached.len(), report.links))
 }

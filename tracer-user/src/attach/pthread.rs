@@ -11,7 +11,7 @@ use aya::{
     Ebpf,
 };
 
-use super::AttachReport;
+use super::{shed_links, AttachReport};
 
 /// (program in the object, symbol it is attached to, optional on this libc?)
 const PTHREAD_ATTACH_TABLE: &[(&str, &str, bool)] = &[
@@ -139,7 +139,28 @@ pub fn attach_pthread_probes(
             target.display()
         );
         match program.attach(symbol, target, scope) {
-            Ok(_) => report.attached(what),
+            Ok(id) => {
+                report.attached(what);
+                // The return probe's kind is its function's.
+                let kind_of = if program_name == "pthread_acquire_ret" {
+                    symbol
+                } else {
+                    program_name
+                };
+                if let Some(lock_kind) = program_kind(kind_of) {
+                    let hook = shed_links::Hook::Uprobe {
+                        symbol: symbol.to_string(),
+                        target: target.to_path_buf(),
+                        pid: pid.and_then(NonZeroU32::new),
+                    };
+                    report.links.extend(shed_links::FamilyLink::uprobe(
+                        program_name,
+                        lock_kind,
+                        hook,
+                        id,
+                    ));
+                }
+            }
             Err(err) if optional => report.skipped(what, err),
             Err(err) => return Err(err).with_context(|| format!("attaching {what}")),
         }

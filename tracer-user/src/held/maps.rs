@@ -39,6 +39,19 @@ impl HeldMaps {
         }
     }
 
+    /// Whether some task's held-lock stack has a lock of `lock_kind` (a map that cannot be
+    /// read counts as yes).
+    pub fn holds_kind(&self, lock_kind: u32) -> bool {
+        self.held.iter().any(|entry| {
+            entry.map_or(true, |(_, stack)| {
+                let depth = (stack.depth as usize).min(stack.locks.len());
+                stack.locks[..depth]
+                    .iter()
+                    .any(|held| held.lock != 0 && held.kind == lock_kind)
+            })
+        })
+    }
+
     /// The maps of the most recently started `locktrace trace` on this machine, if any.
     pub fn of_running_trace() -> Option<Self> {
         let mut newest: HashMap<&'static str, u32> = HashMap::new();

@@ -70,7 +70,7 @@ pub fn run(args: &HeldArgs) -> Result<ExitCode> {
                 binary: None,
                 tree_root: None,
             };
-            let (ebpf, attached) = attach::load_and_attach(&LoadOptions::default(), &probes)?;
+            let (ebpf, attached, _) = attach::load_and_attach(&LoadOptions::default(), &probes)?;
             log::info!("attached {attached} probes");
             log::info!(
                 "held: no running trace; traced for {} (locks taken before that \
