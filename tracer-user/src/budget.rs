@@ -289,6 +289,8 @@ pub struct BudgetReport {
     pub overhead_percent: f64,
     /// The highest share of one period, in percent.
     pub max_period_overhead_percent: f64,
+    /// The share over the last (up to) 10 s, in percent: what the budget holds once settled.
+    pub recent_overhead_percent: f64,
     /// What was shed at the end (empty: full coverage).
     pub shed_at_end: Vec<String>,
     pub history: Vec<BudgetEvent>,
@@ -318,8 +320,13 @@ pub struct OverheadBudget {
     since: Option<Instant>,
     last_share: f64,
     max_share: f64,
+    /// The last periods' program and busy time, newest last.
+    recent: std::collections::VecDeque<(u64, u64)>,
     history: Vec<BudgetEvent>,
 }
+
+/// Periods in [`BudgetReport::recent_overhead_percent`].
+const RECENT_PERIODS: usize = 10;
 
 impl OverheadBudget {
     /// Starts measuring; `None` (with a warning saying so) where the kernel cannot measure
@@ -383,6 +390,7 @@ impl OverheadBudget {
             since: None,
             last_share: 0.0,
             max_share: 0.0,
+            recent: std::collections::VecDeque::new(),
             history: Vec::new(),
         })
     }
@@ -396,6 +404,10 @@ impl OverheadBudget {
         self.last = now;
         self.last_share = period.share();
         self.max_share = self.max_share.max(self.last_share);
+        if self.recent.len() == RECENT_PERIODS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((period.program_ns, period.busy_ns));
         let Some(change) = self.policy.observe(&period, &self.sheddable) else {
             return Ok(());
         };
@@ -601,6 +613,13 @@ impl OverheadBudget {
             budget_percent: self.percent,
             overhead_percent: 100.0 * whole.share(),
             max_period_overhead_percent: 100.0 * self.max_share,
+            recent_overhead_percent: {
+                let (program_ns, busy_ns) = self
+                    .recent
+                    .iter()
+                    .fold((0, 0), |(p, b), (dp, db)| (p + dp, b + db));
+                100.0 * program_ns as f64 / busy_ns.max(program_ns).max(1) as f64
+            },
             shed_at_end: self.shed_now(),
             history: self.history.clone(),
         }

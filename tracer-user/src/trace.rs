@@ -491,9 +491,10 @@ async fn trace(args: TraceArgs, mut command: Option<Command>) -> Result<ExitCode
         let report = live.report();
         log::info!(
             "overhead budget {}%: locktrace's programs took {:.2}% of busy CPU time \
-             (highest second {:.2}%); {} budget changes; {}",
+             (last 10 s {:.2}%, highest second {:.2}%); {} budget changes; {}",
             report.budget_percent,
             report.overhead_percent,
+            report.recent_overhead_percent,
             report.max_period_overhead_percent,
             report.history.len(),
             if report.shed_at_end.is_empty() {

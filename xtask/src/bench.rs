@@ -312,8 +312,11 @@ fn budget_outcome(out: &std::path::Path) -> String {
             .map(|steps| steps.iter().filter_map(serde_json::Value::as_str).collect())
             .unwrap_or_default();
         runs.push(format!(
-            "round {round}: programs {:.2}% of busy CPU over the trace (budget {}%), \
-             shed at the end: {}",
+            "round {round}: programs {:.2}% of busy CPU in the last 10 s ({:.2}% over the \
+             whole trace; budget {}%), shed at the end: {}",
+            budget["recent_overhead_percent"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
             budget["overhead_percent"].as_f64().unwrap_or(f64::NAN),
             budget["budget_percent"],
             if shed.is_empty() {

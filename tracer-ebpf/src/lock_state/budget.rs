@@ -15,7 +15,9 @@ pub fn family_off(kind: u32) -> bool {
 /// Whether this acquire's dependency check is skipped: only while sampling, only at a call
 /// site known quiet (no new dependency for [`shed::QUIET_NS`]), and then all but one in
 /// `2^shift` at random. A site first met while sampling is checked and remembered.
-#[inline(always)]
+// A frame of its own, off the acquire's deep call chain (the dependency scan): kprobe
+// programs are near the 512-byte combined stack limit.
+#[inline(never)]
 pub fn check_skipped(caller: u64) -> bool {
     let shift = shed_slot(shed::SAMPLE_SHIFT);
     if shift == 0 || caller == 0 {
@@ -44,7 +46,8 @@ pub fn check_skipped(caller: u64) -> bool {
 }
 
 /// A new dependency from call site `caller`: the site is not quiet (while sampling).
-#[inline(always)]
+// Called after the scan returns, for the same reason as `check_skipped`.
+#[inline(never)]
 pub fn site_made_new(caller: u64) {
     if caller != 0 && shed_slot(shed::SAMPLE_SHIFT) != 0 {
         // SAFETY: helper without arguments.

@@ -83,8 +83,8 @@ pub(super) fn record_dependencies(
     stack: &HeldStack,
     new: &LockRef,
     new_stack_id: i32,
-) {
-    scan_dependencies(task, stack, new, new_stack_id, SCAN_RECORD);
+) -> bool {
+    scan_dependencies(task, stack, new, new_stack_id, SCAN_RECORD)
 }
 
 /// [`record_dependencies`] with the stack, the costly part, walked only when some
@@ -97,14 +97,15 @@ pub(super) fn record_dependencies_lazily<C: StackIdContext>(
     task: &Task,
     stack: &HeldStack,
     new: &LockRef,
-) {
+) -> bool {
     if scan_dependencies(task, stack, new, -1, SCAN_PROBE) {
         let stack_id = stack_id(ctx, 0);
-        scan_dependencies(task, stack, new, stack_id, SCAN_EMIT_NEW);
+        return scan_dependencies(task, stack, new, stack_id, SCAN_EMIT_NEW);
     }
+    false
 }
 
-/// One scan in `mode`; whether a probe scan met a new dependency.
+/// One scan in `mode`; whether it met a new dependency (to record, in a probe scan).
 fn scan_dependencies(
     task: &Task,
     stack: &HeldStack,
@@ -324,6 +325,8 @@ fn dependency(scan: &mut DependencyScan, held: &HeldLock, index: u32) -> i64 {
         return SCAN_DONE;
     }
     if let Some(kept) = store_new(&occurrence) {
+        // Also in the recording modes: the caller learns a new dependency was made.
+        scan.missing = 1;
         emit_new(task, &occurrence, held, new, scan.new_stack_id, kept);
     }
     SCAN_NEXT
@@ -363,7 +366,6 @@ pub(super) fn emit_new(
     new_stack_id: i32,
     kept: bool,
 ) {
-    super::budget::site_made_new(new.caller);
     if !emit_dependency(task, occurrence, held, new, new_stack_id) && !kept {
         count(counter::DEPENDENCY_LOST);
     }

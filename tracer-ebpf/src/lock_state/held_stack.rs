@@ -106,14 +106,14 @@ pub fn acquire<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef, stack_fla
     let check = new.flags & flags::TRY == 0 && !budget::check_skipped(new.caller);
     let stack_id = if stack_flags == 0 {
         let site = site_stack_id(ctx, new.caller);
-        if check {
-            record_dependencies_lazily(ctx, task, stack, new);
+        if check && record_dependencies_lazily(ctx, task, stack, new) {
+            budget::site_made_new(new.caller);
         }
         site
     } else {
         let id = stack_id(ctx, stack_flags);
-        if check {
-            record_dependencies(task, stack, new, id);
+        if check && record_dependencies(task, stack, new, id) {
+            budget::site_made_new(new.caller);
         }
         id
     };
@@ -361,7 +361,7 @@ pub fn acquire_release<C: StackIdContext>(ctx: &C, task: &Task, new: &LockRef) {
         return;
     }
     emit_lock_op(task, new.lock, new.kind, new.flags, op::ACQUIRE);
-    record_dependencies_lazily(ctx, task, stack, new);
+    let _ = record_dependencies_lazily(ctx, task, stack, new);
     emit_lock_op(task, new.lock, new.kind, new.flags, op::RELEASE);
 }
 
