@@ -8,7 +8,7 @@ ROUNDS=${ROUNDS:-3}
 # Per-program run counts and times, for the profile (off by default in the kernel).
 echo 1 > /proc/sys/kernel/bpf_stats_enabled
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-3}
-BUDGET_WARMUP_S=${BUDGET_WARMUP_S:-12}
+BUDGET_WARMUP_S=${BUDGET_WARMUP_S:-20}
 : > /out/bench.txt
 
 measure() { # mode

@@ -88,7 +88,15 @@ pub fn lockdep_compare(scenarios: &[String], compare_only: bool) -> Result<()> {
         eprintln!("lockdep-compare: {scenario}: lockdep kernel and production kernel side by side");
         let (lockdep_run, locktrace_run) = std::thread::scope(|s| {
             let lockdep = s.spawn(|| run(vm::LOCKDEP_KERNEL, "lockdep", &[], 600));
-            let locktrace = s.spawn(|| run("6.12", "locktrace", &["--attach", "fentry"], 420));
+            // Unbudgeted: the comparison measures the rules, not what a budget sheds.
+            let locktrace = s.spawn(|| {
+                run(
+                    "6.12",
+                    "locktrace",
+                    &["--attach", "fentry", "--max-overhead", "off"],
+                    420,
+                )
+            });
             (lockdep.join(), locktrace.join())
         });
         let lockdep_run =
