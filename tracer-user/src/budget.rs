@@ -472,6 +472,23 @@ impl OverheadBudget {
         self.apply(ebpf)
     }
 
+    /// After a failure: everything given back as far as it can be (each failure logged), so
+    /// that a budget that stops leaves no family off behind it.
+    pub fn give_back_all(&mut self, ebpf: &mut Ebpf) {
+        let kinds: Vec<u32> = self.links.iter().map(|link| link.lock_kind).collect();
+        for lock_kind in kinds {
+            for role in [HookRole::Release, HookRole::Acquire] {
+                if let Err(err) = self.set_links(ebpf, lock_kind, role, true) {
+                    log::warn!("{err:#}");
+                }
+            }
+        }
+        self.policy = BudgetPolicy::new(self.percent);
+        if let Err(err) = self.apply(ebpf) {
+            log::warn!("overhead budget: clearing SHED: {err:#}");
+        }
+    }
+
     /// Detaches (`attached` false) or attaches the links of one family's side.
     fn set_links(
         &mut self,

@@ -434,7 +434,8 @@ async fn trace(args: TraceArgs, mut command: Option<Command>) -> Result<ExitCode
                 if let Some(live) = &mut budget {
                     let holds = |lock_kind| session.holds_kind(lock_kind);
                     if let Err(err) = live.tick(&mut ebpf, holds) {
-                        log::warn!("overhead budget stopped: {err:#}");
+                        log::warn!("overhead budget stopped, full coverage given back: {err:#}");
+                        live.give_back_all(&mut ebpf);
                         budget = None;
                     }
                 }
