@@ -104,8 +104,14 @@ pub struct Period {
 impl Period {
     /// The programs' share of the busy CPU time.
     pub fn share(&self) -> f64 {
-        self.program_ns as f64 / self.busy_ns.max(self.program_ns).max(1) as f64
+        share(self.program_ns, self.busy_ns)
     }
+}
+
+/// `program_ns` as a share of `busy_ns`, which includes it (clamped: the two are read at
+/// slightly different instants).
+fn share(program_ns: u64, busy_ns: u64) -> f64 {
+    program_ns as f64 / busy_ns.max(program_ns).max(1) as f64
 }
 
 /// What a period changed.
@@ -310,15 +316,15 @@ pub struct OverheadBudget {
     _stats: OwnedFd,
     policy: BudgetPolicy,
     percent: f64,
-    /// Program name -> the lock kinds whose families run it.
+    /// Program name -> the lock kinds whose families run it (from `links`).
     program_kinds: HashMap<String, Vec<u32>>,
     links: Vec<FamilyLink>,
+    /// The lock kinds with links, which a `FamilyOff` step can take.
     sheddable: Vec<u32>,
     first: Reading,
     last: Reading,
     started: Instant,
     since: Option<Instant>,
-    last_share: f64,
     max_share: f64,
     /// The last periods' program and busy time, newest last.
     recent: std::collections::VecDeque<(u64, u64)>,
@@ -331,12 +337,7 @@ const RECENT_PERIODS: usize = 10;
 impl OverheadBudget {
     /// Starts measuring; `None` (with a warning saying so) where the kernel cannot measure
     /// program run time (before Linux 5.8, or not permitted): the trace goes on unbudgeted.
-    pub fn start(
-        ebpf: &Ebpf,
-        percent: f64,
-        program_kinds: &[(&str, u32)],
-        links: Vec<FamilyLink>,
-    ) -> Option<Self> {
+    pub fn start(ebpf: &Ebpf, percent: f64, links: Vec<FamilyLink>) -> Option<Self> {
         let stats = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
             Ok(fd) => fd,
             Err(err) => {
@@ -348,20 +349,13 @@ impl OverheadBudget {
             }
         };
         let mut kinds: HashMap<String, Vec<u32>> = HashMap::new();
-        for (name, lock_kind) in program_kinds {
-            kinds
-                .entry((*name).to_string())
-                .or_default()
-                .push(*lock_kind);
+        for link in &links {
+            let program_kinds = kinds.entry(link.program.to_string()).or_default();
+            if !program_kinds.contains(&link.lock_kind) {
+                program_kinds.push(link.lock_kind);
+            }
         }
-        // Programs of families not attached are in the object but not loaded.
-        let loaded: Vec<&str> = ebpf
-            .programs()
-            .filter(|(_, program)| program.info().is_ok())
-            .map(|(name, _)| name)
-            .collect();
-        kinds.retain(|name, _| loaded.contains(&name.as_str()));
-        let mut sheddable: Vec<u32> = kinds.values().flatten().copied().collect();
+        let mut sheddable: Vec<u32> = links.iter().map(|link| link.lock_kind).collect();
         sheddable.sort_unstable();
         sheddable.dedup();
         let first = match read(ebpf) {
@@ -388,7 +382,6 @@ impl OverheadBudget {
             first,
             started: Instant::now(),
             since: None,
-            last_share: 0.0,
             max_share: 0.0,
             recent: std::collections::VecDeque::new(),
             history: Vec::new(),
@@ -402,8 +395,7 @@ impl OverheadBudget {
         let now = read(ebpf)?;
         let period = self.period(&self.last, &now);
         self.last = now;
-        self.last_share = period.share();
-        self.max_share = self.max_share.max(self.last_share);
+        self.max_share = self.max_share.max(period.share());
         if self.recent.len() == RECENT_PERIODS {
             self.recent.pop_front();
         }
@@ -412,7 +404,7 @@ impl OverheadBudget {
             return Ok(());
         };
         let at_s = self.started.elapsed().as_secs_f64();
-        let overhead = 100.0 * self.last_share;
+        let overhead = 100.0 * period.share();
         let (action, steps) = match &change {
             Change::Shed(step) => {
                 log::warn!(
@@ -588,7 +580,7 @@ impl OverheadBudget {
     pub fn status(&self) -> String {
         let mut text = format!(
             "overhead {:.2}% (budget {}%)",
-            100.0 * self.last_share,
+            100.0 * self.last_share(),
             self.percent
         );
         let (shift, _) = self.policy.slots();
@@ -615,8 +607,11 @@ impl OverheadBudget {
         self.percent
     }
 
+    /// The programs' share of busy CPU time in the last period.
     pub fn last_share(&self) -> f64 {
-        self.last_share
+        self.recent
+            .back()
+            .map_or(0.0, |&(program_ns, busy_ns)| share(program_ns, busy_ns))
     }
 
     /// Number of steps shed now (0: full coverage).
@@ -635,7 +630,7 @@ impl OverheadBudget {
                     .recent
                     .iter()
                     .fold((0, 0), |(p, b), (dp, db)| (p + dp, b + db));
-                100.0 * program_ns as f64 / busy_ns.max(program_ns).max(1) as f64
+                100.0 * share(program_ns, busy_ns)
             },
             shed_at_end: self.shed_now(),
             history: self.history.clone(),

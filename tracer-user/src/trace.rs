@@ -356,9 +356,10 @@ async fn trace(args: TraceArgs, mut command: Option<Command>) -> Result<ExitCode
         // kallsyms now, with our programs in it: the first report is not held up by it.
         session.ingest.load_kernel_symbols();
     }
-    let mut budget = args.max_overhead.0.and_then(|percent| {
-        OverheadBudget::start(&ebpf, percent, &attach::program_kinds(), family_links)
-    });
+    let mut budget = args
+        .max_overhead
+        .0
+        .and_then(|percent| OverheadBudget::start(&ebpf, percent, family_links));
     log::info!("attached {attached} probes");
     if let Some(server) = &metrics_server {
         log::info!("metrics on http://{}/metrics", server.local_addr()?);

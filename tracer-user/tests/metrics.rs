@@ -2,32 +2,9 @@
 //! counters, and the figures follow the trace (the inversion shows as an unguarded cycle).
 mod common;
 
-use std::{
-    io::{Read as _, Write as _},
-    net::TcpStream,
-    time::Duration,
-};
+use std::time::Duration;
 
-use common::{assert_root, compile, scratch_dir, Target, Tracer};
-
-fn scrape(addr: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: locktrace\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
-
-fn value(body: &str, name: &str) -> Option<f64> {
-    body.lines()
-        .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-}
+use common::{assert_root, compile, metric_value as value, scrape, scratch_dir, Target, Tracer};
 
 #[test]
 fn a_scrape_shows_every_family_and_follows_the_trace() {

@@ -5,15 +5,14 @@
 mod common;
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::TcpStream,
+    io::{BufRead as _, BufReader, Write as _},
     process::{Command, Stdio},
     sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
 
-use common::{assert_root, compile, read_json, scratch_dir, Target};
+use common::{assert_root, compile, metric_value, read_json, scrape, scratch_dir, Target};
 
 /// Waits for a stderr line containing `needle`, returning it; everything seen goes to `log`.
 fn wait_line(lines: &mpsc::Receiver<String>, log: &mut String, needle: &str) -> String {
@@ -33,22 +32,8 @@ fn wait_line(lines: &mpsc::Receiver<String>, log: &mut String, needle: &str) -> 
     }
 }
 
-fn scrape(addr: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
-
 fn metric(body: &str, name: &str) -> f64 {
-    body.lines()
-        .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+    metric_value(body, name).unwrap_or_else(|| panic!("no {name} in:\n{body}"))
 }
 
 #[test]

@@ -67,7 +67,8 @@ enum Probed {
 struct Attacher<'a> {
     ebpf: &'a mut Ebpf,
     btf: Option<&'static Btf>,
-    loaded_kprobes: HashSet<&'static str>,
+    /// Programs loaded once and attached at several points (kprobes, the empty tracepoint).
+    loaded_shared: HashSet<&'static str>,
     /// `bench-hooks --kernel`: every program replaced by an empty one.
     empty: Option<EmptyPrograms>,
     /// The lock kind of the table row being attached, and the links made for the budget.
@@ -168,7 +169,7 @@ impl Attacher<'_> {
             .ok_or_else(|| format!("{program_name} missing from the object"))?
             .try_into()
             .map_err(|err| error_chain(&err))?;
-        if self.loaded_kprobes.insert(program_name) {
+        if self.loaded_shared.insert(program_name) {
             program
                 .load()
                 .map_err(|err| format!("loading {program_name}: {}", error_chain(&err)))?;
@@ -238,7 +239,7 @@ impl Attacher<'_> {
             .try_into()
             .map_err(|err| error_chain(&err))?;
         // The empty tracepoint program is one, attached to several tracepoints.
-        if !empty || self.loaded_kprobes.insert(program_name) {
+        if !empty || self.loaded_shared.insert(program_name) {
             program
                 .load()
                 .map_err(|err| format!("loading {program_name}: {}", error_chain(&err)))?;
@@ -326,7 +327,7 @@ fn attach_kernel_hooks(
     let mut attacher = Attacher {
         ebpf,
         btf,
-        loaded_kprobes: HashSet::new(),
+        loaded_shared: HashSet::new(),
         empty: empty.then(EmptyPrograms::default),
         lock_kind: 0,
         links: Vec::new(),

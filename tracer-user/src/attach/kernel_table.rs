@@ -236,43 +236,6 @@ pub fn table_programs() -> Vec<(&'static str, Option<&'static str>)> {
     programs
 }
 
-/// Each program of the table with the lock kind of each family that runs it (a program
-/// shared by families, such as a kretprobe, is listed once per kind).
-pub fn program_kinds() -> Vec<(&'static str, u32)> {
-    let mut programs = Vec::new();
-    for point in KERNEL_ATTACH_TABLE {
-        let kind = point.family.lock_kind();
-        match point.hook {
-            Hook::Function {
-                fentry,
-                fexit,
-                kprobe,
-                kretprobe,
-                ..
-            } => {
-                for name in [Some(fentry), fexit, Some(kprobe), kretprobe]
-                    .into_iter()
-                    .flatten()
-                {
-                    programs.push((name, kind));
-                }
-            }
-            Hook::Tracepoint {
-                program,
-                btf_program,
-                ..
-            } => {
-                for name in [Some(program), btf_program].into_iter().flatten() {
-                    programs.push((name, kind));
-                }
-            }
-        }
-    }
-    let mut seen = HashSet::new();
-    programs.retain(|entry| seen.insert(*entry));
-    programs
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

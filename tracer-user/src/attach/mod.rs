@@ -53,14 +53,6 @@ pub fn load_object(options: &LoadOptions) -> Result<Ebpf> {
     bpf::load(options, &kernel)
 }
 
-/// Every lock-family program with the lock kind it records, kernel and pthread alike (for
-/// the overhead budget's costs by family).
-pub fn program_kinds() -> Vec<(&'static str, u32)> {
-    let mut programs = kernel_table::program_kinds();
-    programs.extend(pthread::program_kinds());
-    programs
-}
-
 /// Which probe families to attach, and where.
 pub struct Probes {
     pub kernel: bool,

@@ -69,16 +69,6 @@ pub fn program_kind(program_name: &str) -> Option<u32> {
     }
 }
 
-/// Each pthread program that belongs to one lock kind, with that kind.
-pub fn program_kinds() -> Vec<(&'static str, u32)> {
-    let mut programs: Vec<(&'static str, u32)> = PTHREAD_ATTACH_TABLE
-        .iter()
-        .filter_map(|(program, _, _)| Some((*program, program_kind(program)?)))
-        .collect();
-    programs.dedup();
-    programs
-}
-
 /// Where the pthread functions live: `--binary`, else the libc mapped by `pid` (or by us).
 pub fn pthread_target(binary: Option<&Path>, pid: Option<u32>) -> Result<PathBuf> {
     if let Some(binary) = binary {
