@@ -278,6 +278,9 @@ pub struct Stats {
     pub budget_checks_skipped: u64,
     /// Acquires not tracked because the overhead budget had switched their lock family off.
     pub budget_acquires_skipped: u64,
+    /// Milliseconds lock families spent switched off by the overhead budget (summed over
+    /// families): their hooks are detached then, so no acquire of theirs is even counted.
+    pub budget_family_off_ms: u64,
 }
 
 impl Stats {
@@ -303,6 +306,7 @@ impl Stats {
             truncated_records,
             budget_checks_skipped,
             budget_acquires_skipped,
+            budget_family_off_ms,
         } = *other;
         self.events += events;
         self.dropped += dropped;
@@ -323,6 +327,7 @@ impl Stats {
         self.truncated_records += truncated_records;
         self.budget_checks_skipped += budget_checks_skipped;
         self.budget_acquires_skipped += budget_acquires_skipped;
+        self.budget_family_off_ms += budget_family_off_ms;
     }
 
     /// What the source could not see or keep, so that dependencies may be missing or
@@ -368,6 +373,10 @@ impl Stats {
             (
                 self.budget_acquires_skipped,
                 "acquires not tracked (lock family switched off by the overhead budget)",
+            ),
+            (
+                self.budget_family_off_ms,
+                "ms with a lock family switched off by the overhead budget (its locks untraced)",
             ),
         ];
         gaps.into_iter()

@@ -326,6 +326,9 @@ pub struct OverheadBudget {
     started: Instant,
     since: Option<Instant>,
     max_share: f64,
+    /// Time families spent off, those given back; and since when each one off now is.
+    family_off: std::time::Duration,
+    off_since: HashMap<u32, Instant>,
     /// The last periods' program and busy time, newest last.
     recent: std::collections::VecDeque<(u64, u64)>,
     history: Vec<BudgetEvent>,
@@ -383,6 +386,8 @@ impl OverheadBudget {
             started: Instant::now(),
             since: None,
             max_share: 0.0,
+            family_off: std::time::Duration::ZERO,
+            off_since: HashMap::new(),
             recent: std::collections::VecDeque::new(),
             history: Vec::new(),
         })
@@ -414,6 +419,7 @@ impl OverheadBudget {
                 );
                 self.since.get_or_insert_with(Instant::now);
                 if let ShedStep::FamilyOff(lock_kind) = step {
+                    self.off_since.insert(*lock_kind, Instant::now());
                     // Off first, so that no acquire half-runs while its hooks go.
                     self.apply(ebpf)?;
                     self.set_links(ebpf, *lock_kind, HookRole::Acquire, false)?;
@@ -423,6 +429,9 @@ impl OverheadBudget {
             Change::Restored(steps) => {
                 for step in steps {
                     if let ShedStep::FamilyOff(lock_kind) = step {
+                        if let Some(since) = self.off_since.remove(lock_kind) {
+                            self.family_off += since.elapsed();
+                        }
                         // Releases first: every lock taken once acquires record is released
                         // through a traced release.
                         self.set_links(ebpf, *lock_kind, HookRole::Release, true)?;
@@ -474,6 +483,9 @@ impl OverheadBudget {
                     log::warn!("{err:#}");
                 }
             }
+        }
+        for (_, since) in self.off_since.drain() {
+            self.family_off += since.elapsed();
         }
         self.policy = BudgetPolicy::new(self.percent);
         if let Err(err) = self.apply(ebpf) {
@@ -605,6 +617,13 @@ impl OverheadBudget {
 
     pub fn percent(&self) -> f64 {
         self.percent
+    }
+
+    /// Milliseconds lock families have been switched off so far, summed over families
+    /// (`stats.budget_family_off_ms`).
+    pub fn family_off_ms(&self) -> u64 {
+        let now: std::time::Duration = self.off_since.values().map(Instant::elapsed).sum();
+        u64::try_from((self.family_off + now).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The programs' share of busy CPU time in the last period.

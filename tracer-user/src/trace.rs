@@ -421,6 +421,7 @@ async fn trace(args: TraceArgs, mut command: Option<Command>) -> Result<ExitCode
                 }
                 let mut stats = lockgraph::Stats::default();
                 session.kernel.fill_stats(&counters, &mut stats);
+                stats.budget_family_off_ms = budget.as_ref().map_or(0, OverheadBudget::family_off_ms);
                 let budget_status = budget.as_ref().map(OverheadBudget::status);
                 session.console.show(
                     &session.ingest.graph,
@@ -485,6 +486,7 @@ async fn trace(args: TraceArgs, mut command: Option<Command>) -> Result<ExitCode
     let counters = session.kernel.counters();
     let mut stats = session.ingest.graph.stats();
     session.kernel.fill_stats(&counters, &mut stats);
+    stats.budget_family_off_ms = budget.as_ref().map_or(0, OverheadBudget::family_off_ms);
     stats.records = session.ingest.dependency_records;
     stats.resynced = session.resynced;
     *session.ingest.graph.stats_mut() = stats;
@@ -629,6 +631,7 @@ impl Session {
         let counters = self.kernel.counters();
         let mut stats = self.ingest.graph.stats();
         self.kernel.fill_stats(&counters, &mut stats);
+        stats.budget_family_off_ms = budget.map_or(0, OverheadBudget::family_off_ms);
         stats.records = self.ingest.dependency_records;
         stats.resynced = self.resynced;
         metrics::render(&metrics::MetricsSnapshot {
