@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use common::{assert_root, compile, edge_pairs, scratch_dir, Target, Tracer, TracerOutput};
 
-/// Runs `tests/programs/PROGRAM.c` under `trace --user --pid` (plus `extra` options) until it
+/// Runs `tests/programs/PROGRAM.c` under `trace --user --max-overhead off --pid` (plus `extra` options) until it
 /// exits; the scratch directory, what the tracer printed (it must have succeeded) and its
 /// JSON report.
 fn trace_program(
@@ -19,7 +19,9 @@ fn trace_program(
     let binary = compile(&dir, program, None);
     let target = Target::start(&binary, &[]);
     let json_path = dir.join("report.json");
-    let mut args = vec!["--user", "--pid", &target.pid];
+    // Unbudgeted: these tests account for every dependency, which the default budget's
+    // shedding would (reportedly) thin on their long busy loops.
+    let mut args = vec!["--user", "--max-overhead", "off", "--pid", &target.pid];
     args.extend_from_slice(extra);
     args.extend(["--report-json", json_path.to_str().unwrap()]);
     let tracer = Tracer::start(&args);
